@@ -1,0 +1,81 @@
+"""Multiply-accumulate (MAC) counts per stage, per head and per exit.
+
+Convention: MACs of convolution and linear layers only (weights x outputs; biases, batch-norm,
+activations, pooling and element-wise products count zero), counted by thop at batch size 1 on a
+deep copy of the module. This equals torch.utils.flop_counter.FlopCounterMode / 2 (a test checks it).
+Exiting at k costs every stage up to the one exit k reads, plus every head evaluated so far (heads
+0..k; the last exit's "head" is the backbone's classifier). Fractions are relative to the plain
+backbone (all stages plus the classifier, no exit heads), so a network with heads can exceed 1.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from thop import profile
+from thop.vision.basic_hooks import count_convNd, count_linear, zero_ops
+
+from .multiexit import MultiExitNet
+
+__all__ = ["count_macs", "MacTable", "mac_table"]
+
+
+def _rules(module: nn.Module) -> dict:
+    """thop looks rules up by exact type and stops descending at a module that has one, so only
+    leaf module types get a rule: conv, linear, or zero for everything else."""
+    rules = {}
+    for m in module.modules():
+        if any(True for _ in m.children()):
+            continue
+        if isinstance(m, nn.modules.conv._ConvNd):
+            rules[type(m)] = count_convNd
+        elif isinstance(m, nn.Linear):
+            rules[type(m)] = count_linear
+        else:
+            rules[type(m)] = zero_ops
+    return rules
+
+
+def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Conv + linear MACs of ``module`` for one input of shape ``input_shape`` (no batch dim)."""
+    clone = copy.deepcopy(module).float().eval()
+    x = torch.zeros(1, *input_shape)
+    macs, _ = profile(clone, inputs=(x,), custom_ops=_rules(clone), verbose=False)
+    return int(round(macs))
+
+
+@dataclass
+class MacTable:
+    stage_macs: list[int]     # per backbone stage
+    head_macs: list[int]      # per exit: its head (the last one is the backbone classifier)
+    exit_stage: list[int]     # the stage each exit reads
+    backbone_macs: int        # plain backbone: all stages + classifier
+
+    @property
+    def exit_macs(self) -> list[int]:
+        """Cumulative cost of stopping at each exit (stages so far + heads evaluated so far)."""
+        return [sum(self.stage_macs[:s + 1]) + sum(self.head_macs[:k + 1])
+                for k, s in enumerate(self.exit_stage)]
+
+    @property
+    def exit_fractions(self) -> list[float]:
+        return [m / self.backbone_macs for m in self.exit_macs]
+
+    def rows(self) -> list[dict]:
+        """One row per exit, for printing as a table."""
+        return [{"exit": k, "after stage": s, "head MMACs": self.head_macs[k] / 1e6,
+                 "cumulative MMACs": c / 1e6, "fraction of backbone": f}
+                for k, (s, c, f) in enumerate(zip(self.exit_stage, self.exit_macs, self.exit_fractions))]
+
+
+def mac_table(net: MultiExitNet) -> MacTable:
+    bb = net.backbone
+    in_shapes = [bb.input_shape] + bb.stage_shapes()
+    stage_macs = [count_macs(stage, in_shapes[i]) for i, stage in enumerate(bb.stages)]
+    exit_stage = [net._exit_stage(k) for k in range(net.num_exits)]
+    head_macs = [count_macs(head, in_shapes[s + 1]) for head, s in zip(net.heads, exit_stage)]
+    classifier_macs = count_macs(bb.classifier, in_shapes[-1])
+    head_macs.append(classifier_macs)
+    return MacTable(stage_macs, head_macs, exit_stage, sum(stage_macs) + classifier_macs)

@@ -1,0 +1,144 @@
+"""Exit rules, written once and used by both the offline evaluator and the real early-exit forward.
+
+A policy looks at one exit's outputs for the rows that are still running and says which of them
+stop there and what they predict. Per-row state (a patience counter, a set of remaining classes)
+travels in a dict of tensors whose first dimension is the row; the driver drops exited rows from it.
+Decisions depend on a row's own values only, which is why the real forward (which removes exited
+rows from the batch) and the offline evaluator (which reads cached logits) agree exactly.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+__all__ = ["ExitPolicy", "MaxProbability", "Entropy", "Patience", "GateThreshold", "NeverExit",
+           "run_exit_policy", "normalised_entropy"]
+
+State = dict[str, torch.Tensor]
+
+
+class ExitPolicy:
+    """Base class. Subclasses implement ``decide``; the last exit always takes every row."""
+
+    def init_state(self, n: int) -> State:
+        return {}
+
+    def decide(self, k: int, num_exits: int, logits: torch.Tensor, gate: torch.Tensor | None,
+               state: State) -> tuple[torch.Tensor, torch.Tensor, State]:
+        """Return (exit here? bool [n], prediction long [n], new state) for the active rows."""
+        raise NotImplementedError
+
+
+def _check_thresholds(thresholds: Sequence[float]) -> tuple[float, ...]:
+    values = tuple(float(t) for t in thresholds)
+    if not values:
+        raise ValueError("give one threshold per early exit (at least one)")
+    return values
+
+
+def normalised_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of softmax(logits) divided by log(C): 0 = certain, 1 = uniform."""
+    logp = torch.log_softmax(logits.float(), dim=1)
+    return -(logp.exp() * logp).sum(1) / math.log(logits.shape[1])
+
+
+@dataclass(frozen=True)
+class MaxProbability(ExitPolicy):
+    """Exit at k when the largest softmax probability reaches ``thresholds[k]``."""
+
+    thresholds: tuple[float, ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "thresholds", _check_thresholds(self.thresholds))
+
+    def decide(self, k, num_exits, logits, gate, state):
+        p = torch.softmax(logits.float(), dim=1)
+        conf, pred = p.max(1)
+        t = self.thresholds[k] if k < len(self.thresholds) else math.inf
+        return conf >= t, pred, state
+
+
+@dataclass(frozen=True)
+class Entropy(ExitPolicy):
+    """Exit at k when the normalised entropy is at most ``thresholds[k]`` (BranchyNet's rule)."""
+
+    thresholds: tuple[float, ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "thresholds", _check_thresholds(self.thresholds))
+
+    def decide(self, k, num_exits, logits, gate, state):
+        t = self.thresholds[k] if k < len(self.thresholds) else -math.inf
+        return normalised_entropy(logits) <= t, logits.argmax(1), state
+
+
+@dataclass(frozen=True)
+class Patience(ExitPolicy):
+    """Exit once the argmax has stayed the same for ``patience`` consecutive exits (PABEE)."""
+
+    patience: int
+
+    def __post_init__(self):
+        if self.patience < 1:
+            raise ValueError(f"patience must be at least 1, got {self.patience}")
+
+    def init_state(self, n):
+        return {"last": torch.full((n,), -1, dtype=torch.long), "count": torch.zeros(n, dtype=torch.long)}
+
+    def decide(self, k, num_exits, logits, gate, state):
+        pred = logits.argmax(1)
+        count = torch.where(pred == state["last"], state["count"] + 1, torch.ones_like(pred))
+        return count >= self.patience, pred, {"last": pred, "count": count}
+
+
+@dataclass(frozen=True)
+class GateThreshold(ExitPolicy):
+    """Exit at the first branch whose gate probability sigmoid(g) reaches ``threshold``."""
+
+    threshold: float = 0.5
+
+    def decide(self, k, num_exits, logits, gate, state):
+        if gate is None:
+            raise ValueError("GateThreshold needs gated heads")
+        return torch.sigmoid(gate.float()) >= self.threshold, logits.argmax(1), state
+
+
+class NeverExit(ExitPolicy):
+    """Every row runs to the final exit: the plain backbone as a reference."""
+
+    def decide(self, k, num_exits, logits, gate, state):
+        return torch.zeros(len(logits), dtype=torch.bool), logits.argmax(1), state
+
+
+OutputsAt = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+
+
+def run_exit_policy(policy: ExitPolicy, num_exits: int, n: int,
+                    outputs_at: OutputsAt) -> tuple[torch.Tensor, torch.Tensor]:
+    """Walk the exits in order, asking ``policy`` which active rows stop.
+
+    ``outputs_at(k, active, keep)`` returns exit k's (logits, gate) for the rows ``active``
+    (indices into the original batch); ``keep`` marks which rows of the previous call survived.
+    Returns (prediction, exit index) per row.
+    """
+    prediction = torch.zeros(n, dtype=torch.long)
+    exit_index = torch.full((n,), num_exits - 1, dtype=torch.long)
+    active = torch.arange(n)
+    keep = torch.ones(n, dtype=torch.bool)
+    state = policy.init_state(n)
+    for k in range(num_exits):
+        logits, gate = outputs_at(k, active, keep)
+        stop, pred, state = policy.decide(k, num_exits, logits, gate, state)
+        if k == num_exits - 1:
+            stop = torch.ones_like(stop)
+        prediction[active[stop]] = pred[stop]
+        exit_index[active[stop]] = k
+        keep = ~stop
+        active = active[keep]
+        state = {name: value[keep] for name, value in state.items()}
+        if len(active) == 0:
+            break
+    return prediction, exit_index
