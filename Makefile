@@ -1,0 +1,46 @@
+# The two commands of the README:
+#   make reproduce   set up .venv if needed, then run every notebook on PROFILE (default cpu)
+#   make test        set up .venv if needed, then run the whole test suite (smoke notebooks included)
+# Other targets: make lab (JupyterLab on the notebooks), make benchmark (backbone quality table),
+# make dry-run (build every model of PROFILE without training), make clean-smoke.
+
+PYTHON   ?= python3
+VENV     ?= .venv
+PROFILE  ?= cpu
+ONLY     ?=
+BIN      := $(VENV)/bin
+# Local copies of the data sets (CIFAR-10 JPEG archive, MNIST, Fashion-MNIST) beside the checkout,
+# used when present; otherwise the data sets are downloaded by torchvision.
+LOCAL_DATA ?= $(wildcard $(abspath ../shared/data))
+export EARLYEXIT_LOCAL_DATA ?= $(LOCAL_DATA)
+
+.PHONY: setup reproduce test lab benchmark dry-run clean-smoke
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+reproduce: setup
+	$(BIN)/python -m earlyexit.reproduce --profile $(PROFILE) $(if $(ONLY),--only $(ONLY))
+
+dry-run: setup
+	$(BIN)/python -m earlyexit.reproduce --profile $(PROFILE) --dry-run $(if $(ONLY),--only $(ONLY))
+
+test: setup
+	$(BIN)/python -m pytest tests
+
+lab: setup
+	$(BIN)/python -m ipykernel install --sys-prefix --name earlyexit --display-name "earlyexit (.venv)"
+	$(BIN)/jupyter lab notebooks/
+
+benchmark: setup
+	$(BIN)/python -m earlyexit.benchmark
+
+clean-smoke:
+	rm -rf reports/smoke figures/smoke

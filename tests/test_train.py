@@ -1,0 +1,87 @@
+"""Training cache: resume after interruption, rebuild after corruption, argument checks."""
+import pytest
+import torch
+
+from earlyexit import train as T
+from earlyexit.data import DataSpec, load_dataset
+from earlyexit.train import LossSpec, ModelSpec, RunSpec, TrainConfig, train_cached
+
+SPEC = RunSpec("unit", ModelSpec("airnet", 0.125), DataSpec("synthetic10", val_size=200, train_size=512, test_size=200),
+               LossSpec("weighted_ce", {"weights": "depth", "label_smoothing": 0.1}),
+               TrainConfig(epochs=2, batch_size=64, lr=0.05))
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset(SPEC.data)
+
+
+def _weights(run):
+    return torch.cat([p.detach().flatten() for p in run.net.parameters()])
+
+
+def test_training_learns_and_is_cached(data, fresh_artifacts):
+    run = train_cached(SPEC, data, progress=False)
+    assert len(run.history) == 2 and run.history[-1]["val_acc"][-1] > 0.5  # 10 classes: chance is 0.1
+    again = train_cached(SPEC, data, progress=False)
+    assert torch.equal(_weights(run), _weights(again)) and again.history == run.history
+
+
+def test_interrupted_run_resumes_to_the_same_weights(data, fresh_artifacts, monkeypatch, tmp_path):
+    reference = _weights(train_cached(SPEC, data, progress=False))
+    monkeypatch.setenv("EARLYEXIT_ARTIFACTS", str(tmp_path / "other"))
+    calls = {"n": 0}
+    real = T.exit_accuracies
+
+    def interrupt_in_epoch_two(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(T, "exit_accuracies", interrupt_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_cached(SPEC, data, progress=False)
+    monkeypatch.setattr(T, "exit_accuracies", real)
+    ckpt = torch.load(next((tmp_path / "other").glob("unit-*/checkpoint.pt")), weights_only=False)
+    assert ckpt["epoch"] == 1
+    resumed = train_cached(SPEC, data, progress=False)
+    assert torch.equal(reference, _weights(resumed))
+
+
+def test_truncated_checkpoint_is_moved_aside_and_rebuilt(data, fresh_artifacts, capsys):
+    first = _weights(train_cached(SPEC, data, progress=False))
+    path = next(fresh_artifacts.glob("unit-*/checkpoint.pt"))
+    path.write_bytes(path.read_bytes()[:1000])
+    rebuilt = train_cached(SPEC, data, progress=False)
+    assert "unreadable" in capsys.readouterr().out
+    assert list(path.parent.glob("checkpoint.pt.corrupt-*"))
+    assert torch.equal(first, _weights(rebuilt))
+
+
+def test_outputs_are_cached_and_match_the_network(data, fresh_artifacts):
+    run = train_cached(SPEC, data, progress=False)
+    out = run.outputs("val")
+    assert out.logits.shape == (run.net.num_exits, 200, 10)
+    assert torch.equal(run.outputs("val").logits, out.logits)
+    x, _ = next(iter(run.loader("val", batch_size=8)))
+    with torch.no_grad():
+        assert torch.allclose(run.net(x).logits[-1], out.logits[-1, :8], atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [{"epochs": -1}, {"batch_size": 0}, {"lr": 0}, {"optimizer": "lbfgs"},
+                                 {"schedule": "step"}])
+def test_bad_training_configuration_fails_clearly(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        TrainConfig(**bad)
+
+
+def test_unknown_loss_and_mismatched_data(data):
+    with pytest.raises(ValueError, match="unknown loss"):
+        train_cached(RunSpec("x", SPEC.model, SPEC.data, LossSpec("hinge")), data, progress=False)
+    with pytest.raises(ValueError, match="does not match"):
+        train_cached(RunSpec("x", SPEC.model, DataSpec("synthetic10", val_size=100)), data, progress=False)
+
+
+def test_hash_changes_with_any_setting():
+    assert SPEC.key != SPEC.with_train(epochs=3).key
+    assert SPEC.key == RunSpec(**{f: getattr(SPEC, f) for f in ("name", "model", "data", "loss", "train")}).key
