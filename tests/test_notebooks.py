@@ -13,6 +13,13 @@ from earlyexit.reproduce import notebooks, resolve_parameters
 SANITIZE = Path(__file__).with_name("nbval_sanitize.cfg")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def decoded_cifar10():
+    """Decode CIFAR-10 once before the notebooks run, so its progress bar is not part of a cell's output."""
+    from earlyexit.data import load_dataset
+    load_dataset("cifar10")
+
+
 @pytest.mark.parametrize("path", list(notebooks().values()), ids=lambda p: p.stem)
 def test_notebook_smoke_then_nbval(path: Path, tmp_path: Path):
     executed = tmp_path / path.name

@@ -65,11 +65,11 @@ def test_gated_real_early_exit_equals_offline():
     table = mac_table(net)
     outputs = collect_outputs(net, _Loader(x, y, 16))
     assert outputs.gates is not None and torch.isinf(outputs.gates[-1]).all()
-    t = float(torch.sigmoid(outputs.gates[:-1]).median())
+    t = float(torch.sigmoid(outputs.gates[0]).median())
     offline = evaluate_policy(outputs, GateThreshold(t), table)
     real = net.early_exit(x, GateThreshold(t), table.exit_macs)
     assert torch.equal(real.exit_index, offline.exit_index) and torch.equal(real.prediction, offline.prediction)
-    assert 0 < offline.exit_counts[-1] < 64  # the threshold really splits the batch
+    assert sum(c > 0 for c in offline.exit_counts) > 1  # the threshold really splits the batch
 
 
 def _toy_outputs():

@@ -237,6 +237,19 @@ class Bottleneck(nn.Module):
         return torch.relu(self.body(x) + self.shortcut(x))
 
 
+def _residual_stages(in_channels: int, width: float, stem: int, planes: tuple[int, ...],
+                     blocks: tuple[int, ...], block: type, expansion: int) -> tuple[list[nn.Module], int]:
+    """A 3x3 stem, then groups of residual blocks (stride 2 at the start of every group but the
+    first), one stage per block. Returns the stages and the last stage's channels."""
+    cin = _ch(stem, width)
+    stages: list[nn.Module] = [nn.Sequential(*_conv_bn_relu(in_channels, cin))]
+    for i, (p, n) in enumerate(zip(planes, blocks)):
+        for j in range(n):
+            stages.append(block(cin, _ch(p, width), 2 if (j == 0 and i > 0) else 1))
+            cin = _ch(p, width) * expansion
+    return stages, cin
+
+
 def _gap_linear(cin: int, num_classes: int) -> nn.Module:
     return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes))
 
@@ -245,15 +258,8 @@ def _gap_linear(cin: int, num_classes: int) -> nn.Module:
            "stage for the stem and one per block; exits after the stem and blocks 1-7",
            in_channels=3, image_size=32)
 def resnet18_cifar(num_classes: int, width: float, in_channels: int, image_size: int) -> StagedBackbone:
-    c0 = _ch(64, width)
-    stages: list[nn.Module] = [nn.Sequential(*_conv_bn_relu(in_channels, c0))]
-    cin = c0
-    for i, planes in enumerate((64, 128, 256, 512)):
-        cout = _ch(planes, width)
-        for j in range(2):
-            stages.append(BasicBlock(cin, cout, 2 if (j == 0 and i > 0) else 1))
-            cin = cout
-    return StagedBackbone(stages, _gap_linear(cin, num_classes), list(range(8)),
+    stages, cout = _residual_stages(in_channels, width, 64, (64, 128, 256, 512), (2, 2, 2, 2), BasicBlock, 1)
+    return StagedBackbone(stages, _gap_linear(cout, num_classes), list(range(8)),
                           in_channels, image_size, num_classes)
 
 
@@ -261,16 +267,9 @@ def resnet18_cifar(num_classes: int, width: float, in_channels: int, image_size:
            "max-pool), one stage per block; exits after the stem, conv2_x, conv3_x and conv4_x",
            in_channels=3, image_size=32)
 def resnet50_cifar(num_classes: int, width: float, in_channels: int, image_size: int) -> StagedBackbone:
-    c0 = _ch(64, width)
-    stages: list[nn.Module] = [nn.Sequential(*_conv_bn_relu(in_channels, c0))]
-    cin = c0
-    for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3))):
-        p = _ch(planes, width)
-        for j in range(blocks):
-            stages.append(Bottleneck(cin, p, 2 if (j == 0 and i > 0) else 1))
-            cin = p * 4
+    stages, cout = _residual_stages(in_channels, width, 64, (64, 128, 256, 512), (3, 4, 6, 3), Bottleneck, 4)
     # stage indices: 0 stem, 1-3 conv2_x, 4-7 conv3_x, 8-13 conv4_x, 14-16 conv5_x
-    return StagedBackbone(stages, _gap_linear(cin, num_classes), [0, 3, 7, 13],
+    return StagedBackbone(stages, _gap_linear(cout, num_classes), [0, 3, 7, 13],
                           in_channels, image_size, num_classes)
 
 
@@ -365,3 +364,49 @@ def airnet(num_classes: int, width: float, in_channels: int, image_size: int) ->
               ConvPoolBlock(c0, c1), ConvPoolBlock(c1, c2), ConvPoolBlock(c2, c3)]
     classifier = nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten(), ScaledLinear(c3, num_classes, 1 / 9))
     return StagedBackbone(stages, classifier, [1, 2], in_channels, image_size, num_classes)
+
+
+# ---------------------------------------------------------------- EENet's CIFAR backbones
+@_register("resnet56_bottleneck", "EENet's CIFAR-10 'ResNet56': bottleneck blocks 9-9-9, planes 16/32/64 "
+           "(x4 expansion), 3x3 stem 3->16; one stage per group; exits after groups 1 and 2",
+           in_channels=3, image_size=32)
+def resnet56_bottleneck(num_classes: int, width: float, in_channels: int, image_size: int) -> StagedBackbone:
+    blocks, cout = _residual_stages(in_channels, width, 16, (16, 32, 64), (9, 9, 9), Bottleneck, 4)
+    stages = [nn.Sequential(*blocks[:10]), nn.Sequential(*blocks[10:19]), nn.Sequential(*blocks[19:])]
+    return StagedBackbone(stages, _gap_linear(cout, num_classes), [0, 1], in_channels, image_size, num_classes)
+
+
+class DenseLayer(nn.Module):
+    """BN-ReLU-conv1x1 (4k) - BN-ReLU-conv3x3 (k), output concatenated to the input."""
+
+    def __init__(self, cin: int, growth: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(cin), nn.ReLU(inplace=True), nn.Conv2d(cin, 4 * growth, 1, bias=False),
+            nn.BatchNorm2d(4 * growth), nn.ReLU(inplace=True), nn.Conv2d(4 * growth, growth, 3, padding=1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, self.body(x)], 1)
+
+
+@_register("densenet_bc_cifar", "DenseNet-BC for CIFAR (blocks 6-12-24-16, growth 12, reduction 0.5, "
+           "3x3 stem 3->24), EENet's CIFAR-100 backbone; one stage per dense block (with its transition); "
+           "exits after transitions 1-3", in_channels=3, image_size=32)
+def densenet_bc_cifar(num_classes: int, width: float, in_channels: int, image_size: int) -> StagedBackbone:
+    growth = max(2, int(round(12 * width)))
+    cin = 2 * growth
+    stages: list[nn.Module] = []
+    first: list[nn.Module] = [nn.Conv2d(in_channels, cin, 3, padding=1, bias=False)]
+    for b, n_layers in enumerate((6, 12, 24, 16)):
+        layers = first if b == 0 else []
+        for _ in range(n_layers):
+            layers.append(DenseLayer(cin, growth))
+            cin += growth
+        if b < 3:
+            cout = cin // 2
+            layers += [nn.BatchNorm2d(cin), nn.ReLU(inplace=True), nn.Conv2d(cin, cout, 1, bias=False), nn.AvgPool2d(2)]
+            cin = cout
+        else:
+            layers += [nn.BatchNorm2d(cin), nn.ReLU(inplace=True)]
+        stages.append(nn.Sequential(*layers))
+    return StagedBackbone(stages, _gap_linear(cin, num_classes), [0, 1, 2], in_channels, image_size, num_classes)

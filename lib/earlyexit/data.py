@@ -167,14 +167,13 @@ def _torchvision(cls_name: str, root: Path, hint: str, **kw) -> Raw:
 
 def _cifar10(root: Path) -> Raw:
     explicit = os.environ.get("EARLYEXIT_CIFAR10")
-    candidates = [Path(explicit)] if explicit else []
-    if _local("cifar10-jpeg.tar.gz"):
-        candidates.append(_local("cifar10-jpeg.tar.gz"))
-    for path in candidates:
-        if path.exists():
-            return _read_image_folder(path)
     if explicit:
-        raise DataNotFound(f"EARLYEXIT_CIFAR10={explicit} does not exist")
+        if not Path(explicit).exists():
+            raise DataNotFound(f"EARLYEXIT_CIFAR10={explicit} does not exist")
+        return _read_image_folder(Path(explicit))
+    local = _local("cifar10-jpeg.tar.gz")
+    if local is not None and local.exists():
+        return _read_image_folder(local)
     return _torchvision("CIFAR10", root, "Connect to the internet once, or set EARLYEXIT_CIFAR10 to a "
                         "CIFAR-10 copy in ImageFolder layout (a folder or .tar.gz with train/ and test/).")
 

@@ -33,17 +33,15 @@ def notebooks() -> dict[str, Path]:
 
 
 def default_parameters(path: Path) -> dict:
-    """Names and default values of the notebook's ``parameters`` cell."""
-    import papermill
-    found = papermill.inspect_notebook(str(path))
-    if not found:
+    """Names and default values of the notebook's ``parameters`` cell (plain assignments of literals,
+    evaluated in an empty namespace)."""
+    import nbformat
+    nb = nbformat.read(str(path), as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    if not cells:
         raise ConfigError(f"{path.name} has no cell tagged 'parameters'")
-    values = {}
-    for name, p in found.items():
-        try:
-            values[name] = eval(p["default"], {})  # literals written by us in our own notebook
-        except Exception:
-            values[name] = p["default"]
+    values: dict = {}
+    exec(compile(cells[0].source, f"{path.name}:parameters", "exec"), {}, values)
     return values
 
 

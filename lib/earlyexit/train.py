@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from . import __version__
 from .backbones import build_backbone
 from .data import Dataset, DataSpec, TensorLoader, load_dataset
 from .losses import build_loss
@@ -85,7 +86,9 @@ class RunSpec:
 
     @property
     def key(self) -> str:
-        return f"{self.name}-{config_hash(self.to_dict())}"
+        """Directory name: the run's name and a hash of its whole configuration and the library
+        version (bump ``earlyexit.__version__`` when a change to the code invalidates old weights)."""
+        return f"{self.name}-{config_hash({**self.to_dict(), 'version': __version__})}"
 
     def with_train(self, **changes) -> "RunSpec":
         return replace(self, train=replace(self.train, **changes))
@@ -169,6 +172,12 @@ class TrainedRun:
         return cached_outputs(self, split, features)
 
 
+def _move_aside(path: Path, why: str) -> None:
+    aside = path.with_name(path.name + f".corrupt-{int(time.time())}")
+    path.rename(aside)
+    print(f"warning: {path} is {why}; moved to {aside.name}, rebuilding")
+
+
 def _load(path: Path) -> dict | None:
     """Read a checkpoint; move an unreadable one aside so it is rebuilt, never silently reused."""
     if not path.exists():
@@ -176,9 +185,7 @@ def _load(path: Path) -> dict | None:
     try:
         return torch.load(path, weights_only=False)
     except Exception as exc:
-        aside = path.with_name(path.name + f".corrupt-{int(time.time())}")
-        path.rename(aside)
-        print(f"warning: {path} is unreadable ({exc.__class__.__name__}); moved to {aside.name}, rebuilding")
+        _move_aside(path, f"unreadable ({exc.__class__.__name__})")
         return None
 
 
@@ -199,9 +206,15 @@ def train_cached(spec: RunSpec, data: Dataset | None = None, progress: bool = Tr
     opt = _optimizer(net, cfg)
     start = 0
     if state is not None:
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        history, start = state["history"], state["epoch"]
+        try:
+            net.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            history, start = state["history"], state["epoch"]
+        except (KeyError, RuntimeError, ValueError) as exc:
+            _move_aside(ckpt_path, f"incompatible with this model ({exc.__class__.__name__})")
+            set_seed(cfg.seed)
+            net = build_model(spec.model, data.num_classes, c, h)
+            opt = _optimizer(net, cfg)
     use_bf16 = cfg.bf16 and bf16_supported()
     if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
