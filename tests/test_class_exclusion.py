@@ -1,0 +1,255 @@
+"""Class exclusion (Wang, Li, Zhang): loss, cumulative exit rule, CR baseline, greedy search, the
+100-class path with 2x2-pooling heads, and agreement of the real early-exit forward with the offline one."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from earlyexit.backbones import build_backbone
+from earlyexit.class_exclusion import (ClassExclusion, ClassExclusionLoss, ConfidenceLoss, SingleConfident,
+                                       early_exit_class_shares, exclusion_weights, fit_operating_point,
+                                       mean_remaining_classes, policy_accuracy, search_betas, search_taus,
+                                       cheapest_reaching)
+from earlyexit.evaluate import evaluate_policy
+from earlyexit.losses import build_loss
+from earlyexit.macs import mac_table
+from earlyexit.multiexit import ExitOutputs, MultiExitNet
+from earlyexit.outputs import CachedOutputs, collect_outputs
+from earlyexit.plans.class_exclusion import setup_runs
+from earlyexit.train import train_cached
+
+NEG, POS = -6.0, 6.0
+
+
+def _outputs(n=6, c=10, k=7, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return ExitOutputs([torch.randn(n, c, generator=g) for _ in range(k)], [None] * k), torch.randint(0, c, (n,), generator=g)
+
+
+# ---------------------------------------------------------------- losses
+def test_exclusion_weights_grow_with_depth():
+    assert exclusion_weights(6) == pytest.approx([1 / 7, 1 / 6, 1 / 5, 1 / 4, 1 / 3, 1 / 2])
+    assert exclusion_weights(4) == pytest.approx([1 / 5, 1 / 4, 1 / 3, 1 / 2])
+
+
+def test_uniform_scale_loss_is_the_authors_bce_with_weight_argument():
+    out, y = _outputs()
+    onehot = F.one_hot(y, 10).float()
+    authors = torch.nn.BCEWithLogitsLoss(36 * torch.ones(10))  # rho lands in `weight`, a uniform scale
+    expected = F.cross_entropy(out.logits[-1], y) + sum(
+        w * authors(z, onehot) for w, z in zip(exclusion_weights(6), out.logits[:-1]))
+    loss = build_loss("class_exclusion", 7)(out, y)  # rho defaults to 4 (N - 1) = 36
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_pos_weight_loss_weights_only_the_true_class():
+    out, y = _outputs()
+    onehot = F.one_hot(y, 10).float()
+    rho = 5.0
+    manual = lambda z: -(rho * onehot * F.logsigmoid(z) + (1 - onehot) * F.logsigmoid(-z)).mean()  # noqa: E731
+    expected = F.cross_entropy(out.logits[-1], y) + sum(
+        w * manual(z) for w, z in zip(exclusion_weights(6), out.logits[:-1]))
+    loss = ClassExclusionLoss(7, bce_mode="pos_weight", rho=rho)(out, y)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert loss.item() != pytest.approx(ClassExclusionLoss(7, rho=rho)(out, y).item(), rel=1e-3)
+
+
+def test_default_rho_is_396_for_100_classes():
+    out, y = _outputs(c=100, k=3)
+    onehot = F.one_hot(y, 100).float()
+    expected = F.cross_entropy(out.logits[-1], y) + sum(
+        w * 396 * F.binary_cross_entropy_with_logits(z, onehot) for w, z in zip([1 / 3, 1 / 2], out.logits[:-1]))
+    assert ClassExclusionLoss(3)(out, y).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_cr_loss_and_bad_options():
+    out, y = _outputs()
+    expected = F.cross_entropy(out.logits[-1], y) + sum(
+        w * F.cross_entropy(z, y) for w, z in zip(exclusion_weights(6), out.logits[:-1]))
+    assert ConfidenceLoss(7)(out, y).item() == pytest.approx(expected.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="bce_mode"):
+        ClassExclusionLoss(7, bce_mode="pos")
+    with pytest.raises(ValueError, match="rho"):
+        ClassExclusionLoss(7, rho=0)
+
+
+# ---------------------------------------------------------------- exit rules
+def _cached(rows_per_exit, labels):
+    """rows_per_exit: K lists of per-row logit lists."""
+    return CachedOutputs(torch.tensor(rows_per_exit, dtype=torch.float32), torch.tensor(labels))
+
+
+def test_exclusion_is_cumulative_and_readmits_the_argmax():
+    # 4 classes, 2 early exits + final; one row.
+    exit1 = [[POS, POS, NEG, POS]]       # class 2 excluded
+    exit2 = [[POS, NEG, POS, NEG]]       # argmax 0; 2 stays excluded (not argmax), 1 and 3 excluded now
+    final = [[0.0, 0.0, 9.0, 0.0]]
+    policy = ClassExclusion([0.5, 0.5])
+    res = evaluate_policy(_cached([exit1, exit2, final], [0]), policy, _dummy_macs(3))
+    assert res.exit_index.tolist() == [1] and res.prediction.tolist() == [0]
+    # the argmax is re-admitted even if an earlier exit excluded it
+    exit2b = [[NEG, NEG, POS, NEG]]
+    res = evaluate_policy(_cached([exit1, exit2b, final], [2]), policy, _dummy_macs(3))
+    assert res.exit_index.tolist() == [1] and res.prediction.tolist() == [2]
+
+
+def test_final_prediction_restricted_to_remaining_classes_or_not():
+    exit1 = [[POS, POS, NEG, NEG]]       # R = {0, 1}
+    final = [[0.0, 1.0, 5.0, 0.0]]       # unrestricted argmax 2, restricted argmax 1
+    data = _cached([exit1, final], [1])
+    assert evaluate_policy(data, ClassExclusion([0.5]), _dummy_macs(2)).prediction.tolist() == [1]
+    assert evaluate_policy(data, ClassExclusion([0.5], restrict_final=False), _dummy_macs(2)).prediction.tolist() == [2]
+    assert policy_accuracy(data, ClassExclusion([0.5])) == 1.0
+
+
+def test_beta_one_empties_the_set_and_the_next_exit_takes_its_argmax():
+    exit1 = [[POS, POS, POS, NEG]]
+    exit2 = [[0.0, 0.1, 0.0, 0.0]]       # nearly flat: beta 0.5 would keep everything
+    final = [[9.0, 0.0, 0.0, 0.0]]
+    res = evaluate_policy(_cached([exit1, exit2, final], [1]), ClassExclusion([1.0, 0.5]), _dummy_macs(3))
+    assert res.exit_index.tolist() == [1] and res.prediction.tolist() == [1]
+    with pytest.raises(ValueError, match="betas"):
+        ClassExclusion([1.5])
+    with pytest.raises(ValueError, match="early exits"):
+        evaluate_policy(_cached([exit1, exit2, final], [1]), ClassExclusion([0.5]), _dummy_macs(3))
+
+
+def test_cr_exits_only_when_exactly_one_class_is_above_tau():
+    confident = [[4.0, 0.0, 0.0, 0.0]]   # p0 ~ 0.95
+    two_way = [[3.0, 3.0, -5.0, -5.0]]   # p0 = p1 ~ 0.5
+    final = [[0.0, 0.0, 0.0, 1.0]]
+    data = _cached([confident + two_way, final + final], [0, 1])
+    res = evaluate_policy(data, SingleConfident([0.3]), _dummy_macs(2))
+    assert res.exit_index.tolist() == [0, 1]           # two classes above 0.3: no exit
+    assert res.prediction.tolist() == [0, 3]
+    res = evaluate_policy(data, SingleConfident([0.49]), _dummy_macs(2))
+    assert res.exit_index.tolist() == [0, 1]
+    res = evaluate_policy(data, SingleConfident([0.499]), _dummy_macs(2))
+    assert res.exit_index.tolist() == [0, 1]
+    assert evaluate_policy(data, SingleConfident([1.0]), _dummy_macs(2)).exit_index.tolist() == [1, 1]
+    # with a low tau the confident row has several classes above it too (p = 0.017 each)
+    assert evaluate_policy(data, SingleConfident([0.01]), _dummy_macs(2)).exit_index.tolist() == [1, 1]
+    assert evaluate_policy(data, SingleConfident([0.9]), _dummy_macs(2)).exit_index.tolist() == [0, 1]
+
+
+def _dummy_macs(k):
+    from earlyexit.macs import MacTable
+    return MacTable(stage_macs=[10] * k, head_macs=[1] * k, exit_stage=list(range(k)), backbone_macs=10 * k + 1)
+
+
+def _learned_like(n=400, c=10, k=4, seed=0):
+    """Cached outputs whose exits get more accurate with depth, with sigmoid-style scores."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, c, (n,), generator=g)
+    logits = []
+    for j in range(k):
+        z = torch.randn(n, c, generator=g) * 2 - 3
+        z[torch.arange(n), y] += 2.0 + 2.5 * j
+        logits.append(z)
+    return CachedOutputs(torch.stack(logits), y)
+
+
+def test_decisions_are_per_sample():
+    data = _learned_like()
+    policy = ClassExclusion([0.2, 0.3, 0.4])
+    together = evaluate_policy(data, policy, _dummy_macs(4))
+    for i in range(0, 400, 37):
+        alone = evaluate_policy(data.subset(torch.tensor([i])), policy, _dummy_macs(4))
+        assert alone.prediction.item() == together.prediction[i].item()
+        assert alone.exit_index.item() == together.exit_index[i].item()
+
+
+# ---------------------------------------------------------------- search
+@pytest.mark.parametrize("tolerance", [0.0, 0.01, 0.05])
+def test_greedy_search_respects_the_tolerance_and_trades_accuracy_for_cost(tolerance):
+    data = _learned_like()
+    macs = _dummy_macs(4)
+    bc, cr = search_betas(data, tolerance, macs=macs), search_taus(data, tolerance, macs=macs)
+    for found in (bc, cr):
+        assert found.val_accuracy >= found.reference_accuracy - tolerance - 1e-9
+        assert found.reference_accuracy == pytest.approx(data.exit_accuracies()[-1])
+        assert len(found.thresholds) == 3
+    assert sorted(bc.order) == [0, 1, 2]
+    if tolerance == 0.05:
+        loose = evaluate_policy(data, ClassExclusion(bc.thresholds), macs)
+        assert loose.mean_fraction < macs.exit_fractions[-1] and loose.exit_counts[-1] < len(data)
+
+
+def test_search_order_from_stage_macs_on_vgg_small():
+    net = MultiExitNet(build_backbone("vgg_small", width=0.125))
+    data = _learned_like(k=7, n=60)
+    found = search_betas(data, 0.5, macs=mac_table(net))
+    # true MACs of the stage before each exit: conv2, conv4, conv6 cost twice conv3, conv5; conv1 least
+    assert found.order == [1, 3, 5, 2, 4, 0]
+    assert search_betas(data, 0.5, order="forward").order == list(range(6))
+    with pytest.raises(ValueError, match="permutation"):
+        search_betas(data, 0.01, order=[0, 1])
+    with pytest.raises(ValueError, match="MAC table"):
+        search_betas(data, 0.01)
+
+
+def test_operating_point_and_analysis_helpers():
+    data = _learned_like()
+    macs = _dummy_macs(4)
+    point = fit_operating_point("BC", data, data, macs, 0.02)
+    remaining = mean_remaining_classes(data, point.policy, point.test.exit_index)
+    assert remaining[0] <= 10 and all(a >= b for a, b in zip(remaining, remaining[1:]))
+    shares = early_exit_class_shares(point.test.prediction, data.labels, point.test.exit_index, 4, 10)
+    assert shares["true"].sum().item() == pytest.approx(100) and shares["predicted"].sum().item() == pytest.approx(100)
+    rows = [{"test_accuracy": 0.9, "test_fraction": 0.5}, {"test_accuracy": 0.95, "test_fraction": 0.8}]
+    assert cheapest_reaching(rows, 0.92)["test_fraction"] == 0.8 and cheapest_reaching(rows, 0.99) is None
+    with pytest.raises(ValueError, match="method"):
+        fit_operating_point("XX", data, data, macs, 0.02)
+
+
+# ---------------------------------------------------------------- real network
+class _Loader:
+    def __init__(self, x, y, bs):
+        self.x, self.y, self.bs = x, y, bs
+
+    def __iter__(self):
+        for i in range(0, len(self.y), self.bs):
+            yield self.x[i:i + self.bs], self.y[i:i + self.bs]
+
+
+def test_real_early_exit_equals_offline_for_class_exclusion():
+    torch.manual_seed(0)
+    net = MultiExitNet(build_backbone("vgg_small", width=0.125), head="linear").double().eval()
+    for head in net.heads:  # spread, mostly negative logits, as BCE training gives: exclusion bites
+        head.fc.weight.data.normal_(0, 2.5)
+        head.fc.bias.data.fill_(-5.0)
+    scale = 3 * torch.rand(64, 1, 1, 1, dtype=torch.float64)  # images that differ, so exits differ
+    x = torch.randn(64, 3, 32, 32, dtype=torch.float64) * scale + torch.randn(64, 3, 1, 1, dtype=torch.float64)
+    y = torch.randint(0, 10, (64,))
+    table = mac_table(net)
+    outputs = collect_outputs(net, _Loader(x, y, 16))
+    for betas in ([0.3] * 6, [0.05, 0.1, 0.2, 0.3, 0.5, 0.7], [0.0, 0.0, 0.6, 0.0, 0.9, 0.0]):
+        for restrict in (True, False):
+            policy = ClassExclusion(betas, restrict)
+            offline = evaluate_policy(outputs, policy, table)
+            real = net.early_exit(x, policy, table.exit_macs)
+            assert torch.equal(real.prediction, offline.prediction)
+            assert torch.equal(real.exit_index, offline.exit_index)
+            assert real.macs.mean().item() == pytest.approx(offline.mean_macs)
+    assert len(set(evaluate_policy(outputs, ClassExclusion([0.3] * 6), table).exit_index.tolist())) > 3
+
+
+def test_100_class_path_with_2x2_pooling_heads(fresh_artifacts, tmp_path, monkeypatch):
+    monkeypatch.setenv("EARLYEXIT_DATA", str(tmp_path / "data"))
+    runs = setup_runs([{"name": "c100", "backbone": "vgg_small", "dataset": "synthetic100", "width": 0.125,
+                        "pool": 2}], train_size=300, val_size=200, test_size=200, epochs=1, batch_size=100,
+                      lr=0.05, bc_lr=0.01, weight_decay=5e-4, schedule="cosine", warmup=0.0, crop_pad=0,
+                      flip=False, bce_mode="uniform_scale", rho=None, bf16=False, channels_last=False, seed=0)["c100"]
+    run = train_cached(runs["BC"], progress=False)
+    assert [h.fc.in_features for h in run.net.heads] == [4 * c for c in (16, 16, 32, 32, 64, 64)]
+    assert math.isfinite(run.history[-1]["loss"])
+    val, test = run.outputs("val"), run.outputs("test")
+    assert val.logits.shape == (7, 200, 100)
+    point = fit_operating_point("BC", val, test, run.macs, 0.01)
+    assert point.search.val_accuracy >= point.search.reference_accuracy - 0.01 - 1e-9
+    _, _, state = ClassExclusion([0.5] * 6).decide(0, 7, test.logits[0], None, {})
+    assert state["remaining"].shape == (200, 100) and state["remaining"].dtype == torch.bool
+    with pytest.raises(ValueError, match="unknown key"):
+        setup_runs([{"name": "x", "backbone": "vgg_small", "dataset": "cifar10", "widht": 1}], None, 10, None, 1, 8,
+                   0.1, 0.02, 0.0, "cosine", 0.0, 0, False, "uniform_scale", None, False, False, 0)
