@@ -33,7 +33,7 @@ from .macs import MacTable
 from .multiexit import ExitOutputs, MultiExitNet
 from .outputs import CachedOutputs
 from .paths import artifacts_root
-from .policies import Entropy, ExitPolicy
+from .policies import Entropy, ExitPolicy, GateThreshold
 from .train import RunSpec, TrainedRun, train_cached
 
 __all__ = ["MIXING", "COST_REFERENCES", "soft_conditional", "exit_probabilities", "expected_cost",
@@ -120,6 +120,7 @@ def gate_probabilities(outputs: ExitOutputs) -> list[torch.Tensor]:
     return [torch.sigmoid(g.float()) for g in early]
 
 
+# ---------------------------------------------------------------- inference
 # ---------------------------------------------------------------- evaluation on cached outputs
 def ensemble_accuracy(outputs: CachedOutputs, mixing: str = "probabilities") -> float:
     """Accuracy of argmax f~_1 (the paper's option 1: every exit runs, no speed-up)."""

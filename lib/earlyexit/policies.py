@@ -96,13 +96,16 @@ class Patience(ExitPolicy):
 
 @dataclass(frozen=True)
 class GateThreshold(ExitPolicy):
-    """Exit at the first branch whose gate probability sigmoid(g) reaches ``threshold``."""
+    """Exit at the first branch whose gate probability sigmoid(g) reaches ``threshold``.
+    The final classifier has no gate (None in the real forward): every row leaves there."""
 
     threshold: float = 0.5
 
     def decide(self, k, num_exits, logits, gate, state):
         if gate is None:
-            raise ValueError("GateThreshold needs gated heads")
+            if k < num_exits - 1:
+                raise ValueError("GateThreshold needs gated heads")
+            return torch.ones(len(logits), dtype=torch.bool), logits.argmax(1), state
         return torch.sigmoid(gate.float()) >= self.threshold, logits.argmax(1), state
 
 

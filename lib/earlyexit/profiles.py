@@ -68,15 +68,15 @@ PROFILES: dict[str, dict[str, dict]] = {
         "smoke": {**_SMOKE_DATA, "epochs": 1, "batch_size": 128, "num_budgets": 4, "scheduler_seeds": [0],
                   "scheduler": {"epochs": 30, "patience": 30}},
         "cpu": {},
-        # The paper's ResNet56_3 (bottleneck [9,9,9], planes 16/32/64) and DenseNet-BC [6,12,24,16] k=12
-        # are not registered backbones; the closest registered one, resnet50_cifar (bottleneck blocks),
-        # stands in for both, with 3 and 4 exits and a conv3x3 exit head (the paper's head has 3 convs).
-        # Step decay (x0.1 at epochs 50, 100) is not a TrainConfig schedule: cosine stands in.
+        # The paper's ResNet56_3 (bottleneck [9,9,9], planes 16/32/64; exits after groups 1 and 2) and
+        # DenseNet-BC [6,12,24,16], k=12 (exits after transitions 1-3). Their exit head has 3 conv layers;
+        # the conv head (one conv3x3) stands in. Step decay (x0.1 at epochs 50, 100) is not a TrainConfig
+        # schedule: cosine stands in.
         "paper": {"settings": [
-                      {"name": "resnet56_3_cifar10__standin_resnet50", "dataset": "cifar10", "backbone": "resnet50_cifar",
-                       "width": 1.0, "exit_after": [3, 7], "head": "conv", "head_options": {"width": 64, "pool": 1}},
-                      {"name": "densenet121_4_cifar100__standin_resnet50", "dataset": "cifar100",
-                       "backbone": "resnet50_cifar", "width": 1.0, "exit_after": [3, 7, 13], "head": "conv",
+                      {"name": "resnet56_3_cifar10", "dataset": "cifar10", "backbone": "resnet56_bottleneck",
+                       "width": 1.0, "exit_after": [0, 1], "head": "conv", "head_options": {"width": 64, "pool": 1}},
+                      {"name": "densenet121_4_cifar100", "dataset": "cifar100",
+                       "backbone": "densenet_bc_cifar", "width": 1.0, "exit_after": [0, 1, 2], "head": "conv",
                        "head_options": {"width": 64, "pool": 1}}],
                   "epochs": 150, "batch_size": 128, "lr": 0.1, "weight_decay": 5e-4, "schedule": "cosine",
                   "bf16": False, "channels_last": False, "num_budgets": 10, "scheduler_seeds": list(range(10)),

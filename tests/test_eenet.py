@@ -1,0 +1,154 @@
+"""EENet scheduler and its budgeted baselines on small synthetic multi-exit outputs."""
+import math
+
+import pytest
+import torch
+
+from earlyexit.eenet import (EENetConfig, EENetPolicy, UtilityScheduler, _assignment, auroc, budget_grid,
+                             compare_at_budgets, correctness_auroc, exit_features, fit_eenet, fit_geometric,
+                             geometric_shares, quantile_thresholds)
+from earlyexit.evaluate import evaluate_policy
+from earlyexit.macs import MacTable
+from earlyexit.outputs import CachedOutputs, collect_outputs
+from earlyexit.policies import Patience
+from earlyexit.train import ModelSpec, build_model
+
+FAST = EENetConfig(epochs=60, patience=30)
+
+
+def synthetic(n: int, seed: int, k: int = 3, c: int = 10) -> CachedOutputs:
+    """Later exits are more accurate; a per-sample difficulty is shared by all exits."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, c, (n,), generator=g)
+    hard = torch.rand(n, generator=g)
+    logits = torch.randn(k, n, c, generator=g)
+    for j in range(k):
+        logits[j, torch.arange(n), y] += (1.0 + 1.5 * j) * (1.6 - hard) * 2
+    return CachedOutputs(logits, y)
+
+
+class FakeRun:
+    """Stands in for a TrainedRun and records which splits were read."""
+
+    macs = MacTable([30, 30, 40], [0, 0, 0], [0, 1, 2], 100)
+
+    def __init__(self):
+        self.read = []
+
+    def outputs(self, split, features=False):
+        self.read.append(split)
+        return synthetic({"val": 800, "test": 1000}[split], {"val": 0, "test": 1}[split])
+
+
+def test_features_are_probabilities_max_and_entropy_confidence():
+    z = torch.tensor([[0.0, 0.0, 0.0, 0.0], [100.0, 0.0, 0.0, 0.0]])
+    f = exit_features(z)
+    assert f.shape == (2, 6)
+    assert torch.allclose(f[:, :4].sum(1), torch.ones(2))
+    assert torch.allclose(f[:, 4], torch.tensor([0.25, 1.0]))
+    assert torch.allclose(f[:, 5], torch.tensor([0.0, 1.0]), atol=1e-5)  # uniform -> 0, certain -> 1 (no log 0)
+
+
+def test_scheduler_input_sizes_follow_the_spec():
+    s = UtilityScheduler(3, 10)
+    assert [m.in_features for m in s.score] == [12, 13, 14]
+    assert [m[0].out_features for m in s.assign] == [6, 6, 7]  # the shipped CIFAR-10 pickle: 12->6, 13->6, 14->7
+    assert all(m.bias is None for m in s.score)
+
+
+def test_assignment_options():
+    a = torch.randn(50, 4) * 5
+    for kind in ("softmax_logits", "softmax_sigmoid", "sequential"):
+        pi, log_pi = _assignment(a, kind)
+        assert torch.allclose(pi.sum(1), torch.ones(50), atol=1e-6)
+        assert torch.allclose(log_pi.exp(), pi, atol=1e-6)
+    capped, _ = _assignment(torch.tensor([[50.0, -50.0, -50.0]]), "softmax_sigmoid")
+    assert capped.max() <= math.e / (math.e + 2) + 1e-6  # the released form cannot exceed 0.576 for K=3
+    with pytest.raises(ValueError):
+        EENetConfig(assignment="bogus")
+
+
+def test_quantile_thresholds_hand_each_exit_its_share():
+    scores = torch.rand(3, 1000, generator=torch.Generator().manual_seed(0))
+    t = quantile_thresholds(scores, [0.5, 0.3, 0.2])
+    remaining, counts = torch.ones(1000, dtype=torch.bool), []
+    for k in range(2):
+        out = remaining & (scores[k] >= t[k])
+        counts.append(int(out.sum()))
+        remaining &= ~out
+    assert counts == [500, 300]
+    assert quantile_thresholds(scores, [0.0, 0.5, 0.5])[0] == math.inf
+
+
+def test_geometric_shares_meet_the_budget_exactly():
+    costs = [0.3, 0.6, 1.0]
+    for budget in (0.35, 0.6, 0.95):
+        s = geometric_shares(costs, budget)
+        assert sum(a * b for a, b in zip(s, costs)) == pytest.approx(budget, abs=1e-9)
+        assert s[1] / s[0] == pytest.approx(s[2] / s[1], rel=1e-6)
+    with pytest.raises(ValueError):
+        geometric_shares(costs, 1.2)
+
+
+def test_fitting_reads_validation_only_and_meets_the_budget():
+    run = FakeRun()
+    budget = budget_grid(run, 3)[0]
+    fit = fit_eenet(run, budget, FAST, seeds=(0, 1))
+    base = fit_geometric(run, budget, "entropy")
+    assert set(run.read) == {"val"}
+    assert abs(fit.expected_cost - budget) / budget <= 0.1
+    assert abs(fit.val_cost - fit.expected_cost) < 0.01  # the quantile thresholds realise the planned shares
+    assert abs(base.val_cost - budget) < 0.01
+    assert len(fit.attempts) == 2 and any(a["accepted"] for a in fit.attempts)
+
+
+def test_fit_is_deterministic_given_seeds():
+    a, b = (fit_eenet(FakeRun(), 0.6, FAST, seeds=(3,)) for _ in range(2))
+    assert a.policy.thresholds == b.policy.thresholds and a.val_accuracy == b.val_accuracy
+
+
+def test_policy_matches_first_exit_above_threshold():
+    run = FakeRun()
+    fit = fit_eenet(run, 0.6, FAST, seeds=(0,))
+    test = run.outputs("test")
+    q = fit.policy.scores(test)
+    above = torch.cat([q[:, :-1] >= torch.tensor(fit.policy.thresholds), torch.ones(len(test), 1, dtype=torch.bool)], 1)
+    expected = above.float().argmax(1)
+    assert torch.equal(evaluate_policy(test, fit.policy, run.macs).exit_index, expected)
+
+
+def test_real_early_exit_agrees_with_offline_for_eenet():
+    torch.manual_seed(0)
+    net = build_model(ModelSpec("resnet18_cifar", 0.125, (2, 4)), 10, 3, 16).eval()
+    x = torch.randn(64, 3, 16, 16)
+    outputs = collect_outputs(net, [(x, torch.zeros(64, dtype=torch.long))])
+    scheduler = UtilityScheduler(3, 10)
+    q = EENetPolicy(scheduler, (math.inf, math.inf)).scores(outputs)
+    policy = EENetPolicy(scheduler, (q[:, 0].median().item(), q[:, 1].median().item()))
+    from earlyexit.macs import mac_table
+    macs = mac_table(net)
+    offline = evaluate_policy(outputs, policy, macs)
+    real = net.early_exit(x, policy, macs.exit_macs)
+    assert torch.equal(real.exit_index, offline.exit_index) and torch.equal(real.prediction, offline.prediction)
+    assert 0 < (offline.exit_index == 0).sum() < 64
+
+
+def test_auroc_against_pairs():
+    score = torch.tensor([0.1, 0.4, 0.4, 0.8, 0.3, 0.9])
+    pos = torch.tensor([0, 1, 0, 1, 0, 1])
+    pairs = [(1.0 if a > b else 0.5 if a == b else 0.0) for a, pa in zip(score, pos) if pa
+             for b, pb in zip(score, pos) if not pb]
+    assert auroc(score, pos) == pytest.approx(sum(pairs) / len(pairs))
+    assert math.isnan(auroc(score, torch.ones(6)))
+
+
+def test_compare_at_budgets_and_auroc_rows():
+    run = FakeRun()
+    rows, fits = compare_at_budgets(run, [0.6], FAST, seeds=(0,))
+    assert {r["method"] for r in rows} == {"EENet", "max-prob (MSDNet)", "entropy (BranchyNet)"}
+    assert all(abs(r["cost_error"]) < 0.1 for r in rows)
+    table = correctness_auroc(fits[("EENet", 0.6)].policy, run.outputs("test"))
+    assert [r["exit"] for r in table] == [1, 2, 3]
+    assert all(0.5 < r[s] <= 1 for r in table[:2] for s in ("utility score", "max probability", "entropy confidence"))
+    assert table[2]["accuracy"] == 1.0 and math.isnan(table[2]["utility score"])  # no wrong predictions: undefined
+    assert evaluate_policy(run.outputs("test"), Patience(2), run.macs).exit_counts[0] == 0
