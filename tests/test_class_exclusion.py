@@ -11,6 +11,7 @@ from earlyexit.class_exclusion import (ClassExclusion, ClassExclusionLoss, Confi
                                        early_exit_class_shares, exclusion_weights, fit_operating_point,
                                        mean_remaining_classes, policy_accuracy, search_betas, search_taus,
                                        cheapest_reaching)
+from earlyexit.data import tensor_batches
 from earlyexit.evaluate import evaluate_policy
 from earlyexit.losses import build_loss
 from earlyexit.macs import mac_table
@@ -204,15 +205,6 @@ def test_operating_point_and_analysis_helpers():
 
 
 # ---------------------------------------------------------------- real network
-class _Loader:
-    def __init__(self, x, y, bs):
-        self.x, self.y, self.bs = x, y, bs
-
-    def __iter__(self):
-        for i in range(0, len(self.y), self.bs):
-            yield self.x[i:i + self.bs], self.y[i:i + self.bs]
-
-
 def test_real_early_exit_equals_offline_for_class_exclusion():
     torch.manual_seed(0)
     net = MultiExitNet(build_backbone("vgg_small", width=0.125), head="linear").double().eval()
@@ -223,7 +215,7 @@ def test_real_early_exit_equals_offline_for_class_exclusion():
     x = torch.randn(64, 3, 32, 32, dtype=torch.float64) * scale + torch.randn(64, 3, 1, 1, dtype=torch.float64)
     y = torch.randint(0, 10, (64,))
     table = mac_table(net)
-    outputs = collect_outputs(net, _Loader(x, y, 16))
+    outputs = collect_outputs(net, tensor_batches(x, y, 16))
     for betas in ([0.3] * 6, [0.05, 0.1, 0.2, 0.3, 0.5, 0.7], [0.0, 0.0, 0.6, 0.0, 0.9, 0.0]):
         for restrict in (True, False):
             policy = ClassExclusion(betas, restrict)

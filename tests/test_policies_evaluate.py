@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from earlyexit.backbones import build_backbone
+from earlyexit.data import tensor_batches
 from earlyexit.evaluate import cheapest_within, evaluate_policy, pareto_front, threshold_sweep
 from earlyexit.macs import mac_table
 from earlyexit.multiexit import MultiExitNet
@@ -21,15 +22,6 @@ def _random_net(head="linear", seed=0, **head_options):
             m.running_mean.uniform_(-0.2, 0.2)
             m.running_var.uniform_(0.5, 2.0)
     return net
-
-
-class _Loader:
-    def __init__(self, x, y, bs):
-        self.x, self.y, self.bs = x, y, bs
-
-    def __iter__(self):
-        for i in range(0, len(self.y), self.bs):
-            yield self.x[i:i + self.bs], self.y[i:i + self.bs]
 
 
 def _policies(outputs: CachedOutputs, k: int, seed: int):
@@ -49,7 +41,7 @@ def test_real_early_exit_equals_offline_evaluation(seed):
     x = torch.randn(96, 3, 32, 32, dtype=torch.float64)
     y = torch.randint(0, 10, (96,))
     table = mac_table(net)
-    outputs = collect_outputs(net, _Loader(x, y, 32))
+    outputs = collect_outputs(net, tensor_batches(x, y, 32))
     for policy in _policies(outputs, net.num_exits, seed):
         offline = evaluate_policy(outputs, policy, table)
         real = net.early_exit(x, policy, table.exit_macs)
@@ -63,7 +55,7 @@ def test_gated_real_early_exit_equals_offline():
     x = torch.randn(64, 3, 32, 32, dtype=torch.float64)
     y = torch.randint(0, 10, (64,))
     table = mac_table(net)
-    outputs = collect_outputs(net, _Loader(x, y, 16))
+    outputs = collect_outputs(net, tensor_batches(x, y, 16))
     assert outputs.gates is not None and torch.isinf(outputs.gates[-1]).all()
     t = float(torch.sigmoid(outputs.gates[0]).median())
     offline = evaluate_policy(outputs, GateThreshold(t), table)

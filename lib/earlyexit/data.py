@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from .paths import data_root, atomic_save
 
 __all__ = ["DataSpec", "Split", "Dataset", "load_dataset", "TensorLoader", "DataNotFound",
-           "list_datasets", "CIFAR10_CLASSES", "DATASET_SHAPES"]
+           "list_datasets", "CIFAR10_CLASSES", "DATASET_SHAPES", "tensor_batches"]
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -335,6 +335,11 @@ def random_crop_flip(x: torch.Tensor, pad: int, flip: bool, g: torch.Generator) 
         mask = torch.rand(n, generator=g) < 0.5
         x = torch.where(mask[:, None, None, None], x.flip(3), x)
     return x
+
+
+def tensor_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Already-prepared tensors cut into (images, labels) batches: a loader for your own data."""
+    return [(x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size)]
 
 
 class TensorLoader:
