@@ -80,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     test = run.outputs("test")
     result = [{"network": f"{spec.model.backbone} x{spec.model.width}", "epochs": spec.train.epochs,
                "train min": run.train_seconds / 60, "threads": run.history[-1]["threads"],
-               "bf16": run.history[-1]["bf16"], "test acc": test.exit_accuracies()[-1],
-               "test acc (flip TTA)": flip_tta_accuracy(run.net, run.loader("test")),
-               "goal": ">= 0.88 within 15 min"}]
+               "bf16": run.history[-1]["bf16"], "test acc": f"{100 * test.exit_accuracies()[-1]:.2f}%",
+               "test acc (flip TTA)": f"{100 * flip_tta_accuracy(run.net, run.loader('test')):.2f}%",
+               "goal": ">= 88% within 15 min"}]
     print(f"\nbackbone quality on {run.data.describe()}")
     print(_table(result))
     return 0
