@@ -32,13 +32,6 @@ class ExitPolicy:
         raise NotImplementedError
 
 
-def _check_thresholds(thresholds: Sequence[float]) -> tuple[float, ...]:
-    values = tuple(float(t) for t in thresholds)
-    if not values:
-        raise ValueError("give one threshold per early exit (at least one)")
-    return values
-
-
 def normalised_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Entropy of softmax(logits) divided by log(C): 0 = certain, 1 = uniform."""
     logp = torch.log_softmax(logits.float(), dim=1)
@@ -46,33 +39,34 @@ def normalised_entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class MaxProbability(ExitPolicy):
+class _PerExitThresholds(ExitPolicy):
+    """One threshold per early exit; exits past the list (the final one) use ``missing``."""
+
+    thresholds: tuple[float, ...]
+
+    def __post_init__(self):
+        values = tuple(float(t) for t in self.thresholds)
+        if not values:
+            raise ValueError("give one threshold per early exit (at least one)")
+        object.__setattr__(self, "thresholds", values)
+
+    def threshold(self, k: int, missing: float) -> float:
+        return self.thresholds[k] if k < len(self.thresholds) else missing
+
+
+class MaxProbability(_PerExitThresholds):
     """Exit at k when the largest softmax probability reaches ``thresholds[k]``."""
 
-    thresholds: tuple[float, ...]
-
-    def __post_init__(self):
-        object.__setattr__(self, "thresholds", _check_thresholds(self.thresholds))
-
     def decide(self, k, num_exits, logits, gate, state):
-        p = torch.softmax(logits.float(), dim=1)
-        conf, pred = p.max(1)
-        t = self.thresholds[k] if k < len(self.thresholds) else math.inf
-        return conf >= t, pred, state
+        conf, pred = torch.softmax(logits.float(), dim=1).max(1)
+        return conf >= self.threshold(k, math.inf), pred, state
 
 
-@dataclass(frozen=True)
-class Entropy(ExitPolicy):
+class Entropy(_PerExitThresholds):
     """Exit at k when the normalised entropy is at most ``thresholds[k]`` (BranchyNet's rule)."""
 
-    thresholds: tuple[float, ...]
-
-    def __post_init__(self):
-        object.__setattr__(self, "thresholds", _check_thresholds(self.thresholds))
-
     def decide(self, k, num_exits, logits, gate, state):
-        t = self.thresholds[k] if k < len(self.thresholds) else -math.inf
-        return normalised_entropy(logits) <= t, logits.argmax(1), state
+        return normalised_entropy(logits) <= self.threshold(k, -math.inf), logits.argmax(1), state
 
 
 @dataclass(frozen=True)
