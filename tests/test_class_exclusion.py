@@ -9,8 +9,7 @@ import torch.nn.functional as F
 from earlyexit.backbones import build_backbone
 from earlyexit.class_exclusion import (ClassExclusion, ClassExclusionLoss, ConfidenceLoss, SingleConfident,
                                        early_exit_class_shares, exclusion_weights, fit_operating_point,
-                                       mean_remaining_classes, policy_accuracy, search_betas, search_taus,
-                                       cheapest_reaching)
+                                       mean_remaining_classes, search_betas, search_taus)
 from earlyexit.data import tensor_batches
 from earlyexit.evaluate import evaluate_policy
 from earlyexit.losses import build_loss
@@ -101,7 +100,7 @@ def test_final_prediction_restricted_to_remaining_classes_or_not():
     data = _cached([exit1, final], [1])
     assert evaluate_policy(data, ClassExclusion([0.5]), _dummy_macs(2)).prediction.tolist() == [1]
     assert evaluate_policy(data, ClassExclusion([0.5], restrict_final=False), _dummy_macs(2)).prediction.tolist() == [2]
-    assert policy_accuracy(data, ClassExclusion([0.5])) == 1.0
+    assert evaluate_policy(data, ClassExclusion([0.5]), _dummy_macs(2)).accuracy == 1.0
 
 
 def test_beta_one_empties_the_set_and_the_next_exit_takes_its_argmax():
@@ -180,14 +179,13 @@ def test_greedy_search_respects_the_tolerance_and_trades_accuracy_for_cost(toler
 def test_search_order_from_stage_macs_on_vgg_small():
     net = MultiExitNet(build_backbone("vgg_small", width=0.125))
     data = _learned_like(k=7, n=60)
-    found = search_betas(data, 0.5, macs=mac_table(net))
+    macs = mac_table(net)
+    found = search_betas(data, 0.5, macs=macs)
     # true MACs of the stage before each exit: conv2, conv4, conv6 cost twice conv3, conv5; conv1 least
     assert found.order == [1, 3, 5, 2, 4, 0]
-    assert search_betas(data, 0.5, order="forward").order == list(range(6))
+    assert search_betas(data, 0.5, macs=macs, order="forward").order == list(range(6))
     with pytest.raises(ValueError, match="permutation"):
-        search_betas(data, 0.01, order=[0, 1])
-    with pytest.raises(ValueError, match="MAC table"):
-        search_betas(data, 0.01)
+        search_betas(data, 0.01, macs=macs, order=[0, 1])
 
 
 def test_operating_point_and_analysis_helpers():
@@ -198,8 +196,6 @@ def test_operating_point_and_analysis_helpers():
     assert remaining[0] <= 10 and all(a >= b for a, b in zip(remaining, remaining[1:]))
     shares = early_exit_class_shares(point.test.prediction, data.labels, point.test.exit_index, 4, 10)
     assert shares["true"].sum().item() == pytest.approx(100) and shares["predicted"].sum().item() == pytest.approx(100)
-    rows = [{"test_accuracy": 0.9, "test_fraction": 0.5}, {"test_accuracy": 0.95, "test_fraction": 0.8}]
-    assert cheapest_reaching(rows, 0.92)["test_fraction"] == 0.8 and cheapest_reaching(rows, 0.99) is None
     with pytest.raises(ValueError, match="method"):
         fit_operating_point("XX", data, data, macs, 0.02)
 

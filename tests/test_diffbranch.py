@@ -109,7 +109,7 @@ def test_ensemble_and_hard_gate_on_cached_outputs():
     gates = torch.tensor([[4.0, -4.0], [-4.0, -4.0], [math.inf, math.inf]])
     out = CachedOutputs(logits, torch.tensor([0, 0]), gates)
     macs = mac_table(MultiExitNet(build_backbone("vgg13", width=0.0625), [0, 1], "gated", features="linear"))
-    r = evaluate_policy(out, GateThreshold(0.5), macs)
+    r = evaluate_policy(out, GateThreshold([0.5, 0.5]), macs)
     assert r.exit_index.tolist() == [0, 2] and r.accuracy == 1.0
     assert sum(r.exit_shares) == pytest.approx(1.0)
     assert ensemble_accuracy(out) == 1.0
@@ -119,8 +119,9 @@ def test_batch1_latency_uses_real_early_exit():
     net = _gated_net()
     macs = mac_table(net)
     images = torch.randn(6, 3, 32, 32)
-    lat = batch1_latency(net, images, GateThreshold(0.5), macs.exit_macs, warmup=2)
-    real = net.early_exit(images, GateThreshold(0.5), macs.exit_macs)
+    rule = GateThreshold([0.5] * (net.num_exits - 1))
+    lat = batch1_latency(net, images, rule, macs.exit_macs, warmup=2)
+    real = net.early_exit(images, rule, macs.exit_macs)
     assert lat.images == 6 and lat.threads == 1 and lat.mean_ms > 0
     assert torch.equal(lat.exit_index, real.exit_index)
     assert torch.get_num_threads() == 1
@@ -142,6 +143,7 @@ def test_hard_gate_real_forward_reaches_final_exit_and_matches_offline():
             net.heads[1].gate.bias.fill_(bias)
         offline = collect_outputs(net, loader)
         x, _ = next(iter(loader))
-        real = net.early_exit(x, GateThreshold(0.5), macs.exit_macs)
+        rule = GateThreshold([0.5] * (net.num_exits - 1))
+        real = net.early_exit(x, rule, macs.exit_macs)
         assert real.exit_index.tolist() == [expected] * 8
-        assert torch.equal(real.exit_index, evaluate_policy(offline, GateThreshold(0.5), macs).exit_index)
+        assert torch.equal(real.exit_index, evaluate_policy(offline, rule, macs).exit_index)

@@ -6,7 +6,10 @@ import torch
 
 from earlyexit.backbones import build_backbone
 from earlyexit.data import tensor_batches
-from earlyexit.evaluate import cheapest_within, evaluate_policy, pareto_front, threshold_sweep
+from earlyexit.class_exclusion import ClassExclusion, SingleConfident
+from earlyexit.e2cm import E2CMExit
+from earlyexit.evaluate import (convex_hull, evaluate_policy, pareto_front, random_thresholds, select,
+                                shared_threshold_sweep, sweep_thresholds)
 from earlyexit.macs import mac_table
 from earlyexit.multiexit import MultiExitNet
 from earlyexit.outputs import collect_outputs, CachedOutputs
@@ -31,7 +34,11 @@ def _policies(outputs: CachedOutputs, k: int, seed: int):
     # random thresholds drawn inside the observed range so that every exit is used
     mp = [float(torch.quantile(probs[j], torch.rand(1, generator=g).item())) for j in range(k - 1)]
     en = [float(torch.quantile(ent[j], torch.rand(1, generator=g).item())) for j in range(k - 1)]
-    return [MaxProbability(mp), Entropy(en), Patience(2), NeverExit()]
+    cr = [float(torch.quantile(probs[j], torch.rand(1, generator=g).item())) for j in range(k - 1)]
+    scales = tuple(tuple(torch.rand(outputs.logits.shape[2], generator=g).add(0.5).tolist()) for _ in range(k - 1))
+    betas = [float(torch.rand(1, generator=g)) * 0.9 for _ in range(k - 1)]
+    return [MaxProbability(mp), Entropy(en), Patience(2), NeverExit(), ClassExclusion(betas), SingleConfident(cr),
+            E2CMExit(tuple(mp), scales), E2CMExit(tuple(mp))]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -58,8 +65,9 @@ def test_gated_real_early_exit_equals_offline():
     outputs = collect_outputs(net, tensor_batches(x, y, 16))
     assert outputs.gates is not None and torch.isinf(outputs.gates[-1]).all()
     t = float(torch.sigmoid(outputs.gates[0]).median())
-    offline = evaluate_policy(outputs, GateThreshold(t), table)
-    real = net.early_exit(x, GateThreshold(t), table.exit_macs)
+    rule = GateThreshold([t] * (net.num_exits - 1))
+    offline = evaluate_policy(outputs, rule, table)
+    real = net.early_exit(x, rule, table.exit_macs)
     assert torch.equal(real.exit_index, offline.exit_index) and torch.equal(real.prediction, offline.prediction)
     assert sum(c > 0 for c in offline.exit_counts) > 1  # the threshold really splits the batch
 
@@ -76,6 +84,7 @@ def _toy_outputs():
 
 class _Table:
     exit_macs = [10, 50, 100]
+    exit_fractions = [0.1, 0.5, 1.0]
     backbone_macs = 100
 
 
@@ -99,15 +108,57 @@ def test_entropy_threshold_zero_never_exits_early():
     assert normalised_entropy(torch.zeros(1, 5)).item() == pytest.approx(1.0)
 
 
-def test_sweep_front_and_choice_use_validation_columns():
+@pytest.mark.parametrize("rule", [MaxProbability((0.0, 0.0)), Entropy((0.0, 0.0)), E2CMExit((0.0, 0.0), ((1.0, 2.0, 0.5),) * 2)])
+def test_vectorised_sweep_equals_the_policy_driver(rule):
     out = _toy_outputs()
-    rows = threshold_sweep(out, out, lambda t: MaxProbability([t, t]), [0.0, 0.5, 0.99, 1.0], _Table())
-    front = pareto_front(rows)
-    assert all(a["val_fraction"] <= b["val_fraction"] for a, b in zip(front, front[1:]))
-    best = cheapest_within(rows, reference_accuracy=0.75, tolerance=0.0)
+    g = torch.Generator().manual_seed(0)
+    thresholds = torch.rand(40, 2, generator=g)
+    sweep = sweep_thresholds(out, out, rule, thresholds, _Table())
+    for i in range(len(sweep)):
+        r = evaluate_policy(out, sweep.policy(i), _Table())
+        assert sweep.val_accuracy[i].item() == pytest.approx(r.accuracy)
+        assert sweep.test_cost[i].item() == pytest.approx(r.mean_fraction)
+
+
+def test_shared_sweep_front_and_selection_use_validation_columns():
+    out = _toy_outputs()
+    sweep = shared_threshold_sweep(out, out, MaxProbability((0.0, 0.0)), [0.0, 0.5, 0.99, 1.0], _Table())
+    front = sweep.front()
+    assert all(sweep.val_cost[a] <= sweep.val_cost[b] for a, b in zip(front, front[1:]))
+    best = sweep.select(reference=0.75, tolerance=0.0)
     assert best["val_accuracy"] >= 0.75
+    assert sweep.select(reference=2.0, tolerance=0.0) is None
     with pytest.raises(ValueError):
-        cheapest_within(rows, reference_accuracy=2.0, tolerance=0.0)
+        sweep.select(budget=0.5, reference=0.75, tolerance=0.0)
+
+
+def test_pareto_front_hull_and_selection_on_a_random_cloud():
+    g = torch.Generator().manual_seed(3)
+    cost, acc = torch.rand(3000, generator=g), torch.rand(3000, generator=g)
+    pareto, hull = pareto_front(cost, acc), convex_hull(cost, acc)
+    assert set(hull) <= set(pareto) and hull[0] == pareto[0] and hull[-1] == pareto[-1]
+    best_so_far = -1.0
+    for i in sorted(range(len(cost)), key=lambda i: (cost[i].item(), -acc[i].item())):
+        if acc[i] > best_so_far:  # a brute-force front
+            assert i in pareto
+            best_so_far = acc[i].item()
+    assert len(pareto) == len(set(pareto)) and all(cost[a] <= cost[b] for a, b in zip(pareto, pareto[1:]))
+    slopes = [(acc[b] - acc[a]) / (cost[b] - cost[a]) for a, b in zip(hull[:-1], hull[1:])]
+    assert all(s1 >= s2 for s1, s2 in zip(slopes[:-1], slopes[1:]))  # concave chain
+    i = select(cost, acc, budget=0.5)
+    assert cost[i] <= 0.5 and acc[i] == acc[cost <= 0.5].max()
+    assert select(cost, acc, budget=-1.0) is None
+    j = select(cost, acc, reference=0.9, tolerance=0.05)
+    assert acc[j] >= 0.85 and cost[j] == cost[acc >= 0.85].min()
+
+
+def test_random_thresholds_quantile_space_covers_the_confidences():
+    conf = 0.1 + 0.05 * torch.rand(2, 1000, generator=torch.Generator().manual_seed(0))
+    t = random_thresholds(500, conf, "quantile")
+    assert torch.isinf(t[-1]).all()                        # 'never exit' is always a candidate
+    assert t[:-1].min() >= conf.min() and t[:-1].max() <= conf.max()
+    with pytest.raises(ValueError):
+        random_thresholds(5, conf, "normal")
 
 
 def test_policy_arguments_are_checked():

@@ -13,7 +13,10 @@ from typing import Callable
 import torch
 from torch import nn
 
-__all__ = ["StagedBackbone", "BackboneInfo", "build_backbone", "list_backbones", "backbone_info"]
+from .registry import Registry
+
+__all__ = ["StagedBackbone", "BackboneInfo", "BACKBONES", "register_backbone", "build_backbone", "list_backbones",
+           "backbone_info"]
 
 
 class StagedBackbone(nn.Module):
@@ -57,27 +60,28 @@ class BackboneInfo:
     name: str
     builder: Callable[..., StagedBackbone]
     description: str
+    output: str = "logits"   # what the final 'classifier' returns: class logits, or a "reconstruction"
     defaults: dict = field(default_factory=dict)
 
 
-_REGISTRY: dict[str, BackboneInfo] = {}
+BACKBONES: Registry[BackboneInfo] = Registry("backbone")
 
 
-def _register(name: str, description: str, **defaults):
+def register_backbone(name: str, description: str, output: str = "logits", **defaults):
+    """Register a builder returning a StagedBackbone (other modules may add their own)."""
     def wrap(fn):
-        _REGISTRY[name] = BackboneInfo(name, fn, description, defaults)
+        BACKBONES.add(name, BackboneInfo(name, fn, description, defaults=defaults, output=output))
         return fn
     return wrap
 
 
-def list_backbones() -> list[str]:
-    return sorted(_REGISTRY)
+def list_backbones(output: str | None = "logits") -> list[str]:
+    """Registered names; by default the classifiers (``output=None``: every backbone)."""
+    return [n for n in BACKBONES.names() if output is None or BACKBONES.get(n).output == output]
 
 
 def backbone_info(name: str) -> BackboneInfo:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(list_backbones())}")
-    return _REGISTRY[name]
+    return BACKBONES.get(name)
 
 
 def build_backbone(name: str, num_classes: int = 10, width: float = 1.0,
@@ -139,7 +143,7 @@ def _vgg_stages(cfg: list, width: float, in_channels: int, bn: bool) -> list[nn.
     return stages
 
 
-@_register("vgg_small", "VGGsmall of the class-exclusion paper: 6 convs 128-128-256-256-512-512, "
+@register_backbone("vgg_small", "VGGsmall of the class-exclusion paper: 6 convs 128-128-256-256-512-512, "
            "FC 1024-1024; exits after every conv", in_channels=3, image_size=32)
 def vgg_small(num_classes: int, width: float, in_channels: int, image_size: int) -> StagedBackbone:
     stages = _vgg_stages([128, 128, "M", 256, 256, "M", 512, 512, "M"], width, in_channels, bn=True)
@@ -154,7 +158,7 @@ def vgg_small(num_classes: int, width: float, in_channels: int, image_size: int)
     return StagedBackbone(stages, classifier, list(range(6)), in_channels, image_size, num_classes)
 
 
-@_register("vgg13", "VGG-13 for CIFAR (10 convs, optional BN), one stage per conv; exits after "
+@register_backbone("vgg13", "VGG-13 for CIFAR (10 convs, optional BN), one stage per conv; exits after "
            "convs 1-9", in_channels=3, image_size=32, batch_norm=True)
 def vgg13(num_classes: int, width: float, in_channels: int, image_size: int,
           batch_norm: bool) -> StagedBackbone:
@@ -166,7 +170,7 @@ def vgg13(num_classes: int, width: float, in_channels: int, image_size: int,
 
 
 # ---------------------------------------------------------------- AlexNet family
-@_register("alexnet_cifar", "AlexNet-style CIFAR net: 5 convs 3x3 64-192-384-256-256, pooling "
+@register_backbone("alexnet_cifar", "AlexNet-style CIFAR net: 5 convs 3x3 64-192-384-256-256, pooling "
            "after convs 2, 3 and 5, FC 2048-2048; exits after convs 1-4", in_channels=3, image_size=32)
 def alexnet_cifar(num_classes: int, width: float, in_channels: int, image_size: int) -> StagedBackbone:
     c = [_ch(x, width) for x in (64, 192, 384, 256, 256)]
@@ -186,7 +190,7 @@ def alexnet_cifar(num_classes: int, width: float, in_channels: int, image_size: 
     return StagedBackbone(stages, classifier, [0, 1, 2, 3], in_channels, image_size, num_classes)
 
 
-@_register("alexnet", "ImageNet AlexNet topology (the class-exclusion paper's AlexNet on CIFAR "
+@register_backbone("alexnet", "ImageNet AlexNet topology (the class-exclusion paper's AlexNet on CIFAR "
            "resized to 224); exits after convs 1-5", in_channels=3, image_size=224)
 def alexnet(num_classes: int, width: float, in_channels: int, image_size: int) -> StagedBackbone:
     c = [_ch(x, width) for x in (64, 192, 384, 256, 256)]
@@ -254,7 +258,7 @@ def _gap_linear(cin: int, num_classes: int) -> nn.Module:
     return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes))
 
 
-@_register("resnet18_cifar", "ResNet-18 for CIFAR (3x3 stem, no max-pool, 8 basic blocks); one "
+@register_backbone("resnet18_cifar", "ResNet-18 for CIFAR (3x3 stem, no max-pool, 8 basic blocks); one "
            "stage for the stem and one per block; exits after the stem and blocks 1-7",
            in_channels=3, image_size=32)
 def resnet18_cifar(num_classes: int, width: float, in_channels: int, image_size: int) -> StagedBackbone:
@@ -263,7 +267,7 @@ def resnet18_cifar(num_classes: int, width: float, in_channels: int, image_size:
                           in_channels, image_size, num_classes)
 
 
-@_register("resnet50_cifar", "ResNet-50 for CIFAR (bottleneck blocks 3-4-6-3, 3x3 stem, no "
+@register_backbone("resnet50_cifar", "ResNet-50 for CIFAR (bottleneck blocks 3-4-6-3, 3x3 stem, no "
            "max-pool), one stage per block; exits after the stem, conv2_x, conv3_x and conv4_x",
            in_channels=3, image_size=32)
 def resnet50_cifar(num_classes: int, width: float, in_channels: int, image_size: int) -> StagedBackbone:
@@ -305,7 +309,7 @@ class InvertedResidual(nn.Module):
         return x + y if self.residual else y
 
 
-@_register("mobilenetv3_cifar", "MobileNetV3-Small-style net for 32x32 input (stride-1 stem, "
+@register_backbone("mobilenetv3_cifar", "MobileNetV3-Small-style net for 32x32 input (stride-1 stem, "
            "11 inverted-residual blocks with SE and hard-swish); one stage per block",
            in_channels=3, image_size=32)
 def mobilenetv3_cifar(num_classes: int, width: float, in_channels: int, image_size: int) -> StagedBackbone:
@@ -355,7 +359,7 @@ class ScaledLinear(nn.Linear):
         return super().forward(x) * self.scale
 
 
-@_register("airnet", "airbench-shaped CIFAR net: 3x3 stem then three conv-pool blocks "
+@register_backbone("airnet", "airbench-shaped CIFAR net: 3x3 stem then three conv-pool blocks "
            "64/256/256 (2M params at width 1); one stage for the stem and one per block",
            in_channels=3, image_size=32)
 def airnet(num_classes: int, width: float, in_channels: int, image_size: int) -> StagedBackbone:
@@ -367,7 +371,7 @@ def airnet(num_classes: int, width: float, in_channels: int, image_size: int) ->
 
 
 # ---------------------------------------------------------------- EENet's CIFAR backbones
-@_register("resnet56_bottleneck", "EENet's CIFAR-10 'ResNet56': bottleneck blocks 9-9-9, planes 16/32/64 "
+@register_backbone("resnet56_bottleneck", "EENet's CIFAR-10 'ResNet56': bottleneck blocks 9-9-9, planes 16/32/64 "
            "(x4 expansion), 3x3 stem 3->16; one stage per group; exits after groups 1 and 2",
            in_channels=3, image_size=32)
 def resnet56_bottleneck(num_classes: int, width: float, in_channels: int, image_size: int) -> StagedBackbone:
@@ -389,7 +393,7 @@ class DenseLayer(nn.Module):
         return torch.cat([x, self.body(x)], 1)
 
 
-@_register("densenet_bc_cifar", "DenseNet-BC for CIFAR (blocks 6-12-24-16, growth 12, reduction 0.5, "
+@register_backbone("densenet_bc_cifar", "DenseNet-BC for CIFAR (blocks 6-12-24-16, growth 12, reduction 0.5, "
            "3x3 stem 3->24), EENet's CIFAR-100 backbone; one stage per dense block (with its transition); "
            "exits after transitions 1-3", in_channels=3, image_size=32)
 def densenet_bc_cifar(num_classes: int, width: float, in_channels: int, image_size: int) -> StagedBackbone:

@@ -33,13 +33,11 @@ from .losses import register_loss
 from .macs import MacTable
 from .multiexit import ExitOutputs
 from .outputs import CachedOutputs
-from .policies import ExitPolicy, State, run_exit_policy
+from .policies import ExitPolicy, State
 
 __all__ = ["BCE_MODES", "exclusion_weights", "ClassExclusionLoss", "ConfidenceLoss", "ClassExclusion",
            "SingleConfident", "SearchResult", "greedy_search", "search_betas", "search_taus", "OperatingPoint",
-           "fit_operating_point",
-           "policy_accuracy", "exclusion_trace", "mean_remaining_classes", "early_exit_class_shares",
-           "cheapest_reaching"]
+           "fit_operating_point", "exclusion_trace", "mean_remaining_classes", "early_exit_class_shares"]
 
 BCE_MODES = ("uniform_scale", "pos_weight")
 
@@ -160,13 +158,6 @@ class SingleConfident(ExitPolicy):
 
 
 # ---------------------------------------------------------------- threshold search
-def policy_accuracy(outputs: CachedOutputs, policy: ExitPolicy) -> float:
-    """Accuracy of ``policy`` on cached outputs (the same driver as the real early-exit forward)."""
-    pred, _ = run_exit_policy(policy, outputs.num_exits, len(outputs),
-                              lambda k, active, keep: (outputs.logits[k, active], None))
-    return (pred == outputs.labels).float().mean().item()
-
-
 @dataclass
 class SearchResult:
     thresholds: list[float]     # one per early exit
@@ -176,7 +167,7 @@ class SearchResult:
     tolerance: float
 
 
-def _search_order(order: str | Sequence[int], num_early: int, macs: MacTable | None) -> list[int]:
+def _search_order(order: str | Sequence[int], num_early: int, macs: MacTable) -> list[int]:
     if not isinstance(order, str):
         found = [int(k) for k in order]
         if sorted(found) != list(range(num_early)):
@@ -185,16 +176,14 @@ def _search_order(order: str | Sequence[int], num_early: int, macs: MacTable | N
     if order == "forward":
         return list(range(num_early))
     if order == "stage_macs":
-        if macs is None:
-            raise ValueError("order='stage_macs' needs the MAC table")
         cost = [macs.stage_macs[macs.exit_stage[k]] for k in range(num_early)]
         return sorted(range(num_early), key=lambda k: -cost[k])  # stable, as the authors' sort
     raise ValueError(f"order must be 'stage_macs', 'forward' or a list of exits, got {order!r}")
 
 
 def greedy_search(val: CachedOutputs, make_policy: Callable[[list[float]], ExitPolicy], grid: Sequence[float],
-                  disabled: float, tolerance: float, order: str | Sequence[int] = "stage_macs",
-                  macs: MacTable | None = None) -> SearchResult:
+                  disabled: float, tolerance: float, macs: MacTable,
+                  order: str | Sequence[int] = "stage_macs") -> SearchResult:
     """The authors' greedy search: with every exit disabled, take the reference validation accuracy;
     then, exit by exit in ``order`` (earlier choices kept), walk ``grid`` from the safe end and keep
     the last value whose accuracy stays >= reference - tolerance (the exit stays disabled if even
@@ -202,33 +191,37 @@ def greedy_search(val: CachedOutputs, make_policy: Callable[[list[float]], ExitP
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     num_early = val.num_exits - 1
+
+    def accuracy(values: list[float]) -> float:
+        return evaluate_policy(val, make_policy(values), macs).accuracy
+
     thresholds = [float(disabled)] * num_early
-    reference = policy_accuracy(val, make_policy(thresholds))
+    reference = accuracy(thresholds)
     goal = reference - tolerance - 1e-9
     visit = _search_order(order, num_early, macs)
     for k in visit:
         for value in grid:
             trial = thresholds[:k] + [float(value)] + thresholds[k + 1:]
-            if policy_accuracy(val, make_policy(trial)) < goal:
+            if accuracy(trial) < goal:
                 break
             thresholds = trial
-    return SearchResult(thresholds, visit, reference, policy_accuracy(val, make_policy(thresholds)), tolerance)
+    return SearchResult(thresholds, visit, reference, accuracy(thresholds), tolerance)
 
 
 BETA_GRID = [round(0.01 * i, 2) for i in range(1, 100)]   # 0.01 .. 0.99, ascending: more exclusion
 TAU_GRID = BETA_GRID[::-1]                                 # 0.99 .. 0.01, descending: more exits
 
 
-def search_betas(val: CachedOutputs, tolerance: float, restrict_final: bool = True,
-                 order: str | Sequence[int] = "stage_macs", macs: MacTable | None = None) -> SearchResult:
+def search_betas(val: CachedOutputs, tolerance: float, macs: MacTable, restrict_final: bool = True,
+                 order: str | Sequence[int] = "stage_macs") -> SearchResult:
     """Class-exclusion betas: start at 0.01 and raise by 0.01 while validation accuracy holds."""
-    return greedy_search(val, lambda b: ClassExclusion(b, restrict_final), BETA_GRID, 0.0, tolerance, order, macs)
+    return greedy_search(val, lambda b: ClassExclusion(b, restrict_final), BETA_GRID, 0.0, tolerance, macs, order)
 
 
-def search_taus(val: CachedOutputs, tolerance: float, order: str | Sequence[int] = "stage_macs",
-                macs: MacTable | None = None) -> SearchResult:
+def search_taus(val: CachedOutputs, tolerance: float, macs: MacTable,
+                order: str | Sequence[int] = "stage_macs") -> SearchResult:
     """CR thresholds: start at 0.99 and lower by 0.01 while validation accuracy holds."""
-    return greedy_search(val, SingleConfident, TAU_GRID, 1.0, tolerance, order, macs)
+    return greedy_search(val, SingleConfident, TAU_GRID, 1.0, tolerance, macs, order)
 
 
 @dataclass
@@ -251,10 +244,10 @@ def fit_operating_point(method: str, val: CachedOutputs, test: CachedOutputs, ma
                         restrict_final: bool = True, order: str | Sequence[int] = "stage_macs") -> OperatingPoint:
     """Search BC's betas or CR's taus on ``val`` and evaluate the resulting policy on ``test``."""
     if method == "BC":
-        search = search_betas(val, tolerance, restrict_final, order, macs)
+        search = search_betas(val, tolerance, macs, restrict_final, order)
         policy: ExitPolicy = ClassExclusion(search.thresholds, restrict_final)
     elif method == "CR":
-        search = search_taus(val, tolerance, order, macs)
+        search = search_taus(val, tolerance, macs, order)
         policy = SingleConfident(search.thresholds)
     else:
         raise ValueError(f"method must be 'BC' or 'CR', got {method!r}")
@@ -287,10 +280,3 @@ def early_exit_class_shares(prediction: torch.Tensor, labels: torch.Tensor, exit
     total = max(int(early.sum()), 1)
     return {key: 100 * torch.bincount(v[early], minlength=num_classes).float() / total
             for key, v in (("predicted", prediction), ("true", labels))}
-
-
-def cheapest_reaching(points: Sequence[dict], accuracy: float, cost: str = "test_fraction",
-                      quality: str = "test_accuracy") -> dict | None:
-    """The cheapest operating point whose accuracy is at least ``accuracy`` (None if none is)."""
-    ok = [p for p in points if p[quality] >= accuracy - 1e-12]
-    return min(ok, key=lambda p: p[cost]) if ok else None

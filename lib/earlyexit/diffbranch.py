@@ -17,7 +17,6 @@ below a threshold, chosen here on validation (``fit_entropy_threshold``).
 """
 from __future__ import annotations
 
-import shutil
 import statistics
 import time
 from dataclasses import dataclass
@@ -26,19 +25,16 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .data import Dataset
-from .evaluate import cheapest_within, threshold_sweep
+from .evaluate import ThresholdSweep, shared_threshold_sweep
 from .losses import register_loss
 from .macs import MacTable
 from .multiexit import ExitOutputs, MultiExitNet
 from .outputs import CachedOutputs
-from .paths import artifacts_root
-from .policies import Entropy, ExitPolicy, GateThreshold
-from .train import RunSpec, TrainedRun, train_cached
+from .policies import Entropy, ExitPolicy
 
 __all__ = ["MIXING", "COST_REFERENCES", "soft_conditional", "exit_probabilities", "expected_cost",
            "normalised_exit_costs", "SoftConditionalLoss", "ensemble_accuracy", "gate_probabilities",
-           "fit_entropy_threshold", "Latency", "batch1_latency", "train_with_epoch_snapshots"]
+           "fit_entropy_threshold", "Latency", "batch1_latency"]
 
 MIXING = ("probabilities", "logits")      # what the recursion mixes (the paper does not say; B.7-2)
 COST_REFERENCES = ("final", "backbone")   # what costs 1: the whole net with its heads, or the plain backbone
@@ -120,7 +116,6 @@ def gate_probabilities(outputs: ExitOutputs) -> list[torch.Tensor]:
     return [torch.sigmoid(g.float()) for g in early]
 
 
-# ---------------------------------------------------------------- inference
 # ---------------------------------------------------------------- evaluation on cached outputs
 def ensemble_accuracy(outputs: CachedOutputs, mixing: str = "probabilities") -> float:
     """Accuracy of argmax f~_1 (the paper's option 1: every exit runs, no speed-up)."""
@@ -132,12 +127,15 @@ def ensemble_accuracy(outputs: CachedOutputs, mixing: str = "probabilities") -> 
 
 
 def fit_entropy_threshold(val: CachedOutputs, test: CachedOutputs, macs: MacTable, tolerance: float,
-                          grid: Sequence[float]) -> tuple[dict, list[dict]]:
+                          grid: Sequence[float]) -> tuple[dict, ThresholdSweep]:
     """BranchyNet's rule with one normalised-entropy threshold shared by the early exits: the
     cheapest on validation whose accuracy is within ``tolerance`` of the final exit's. Returns the
-    chosen row and the whole sweep (validation and test columns)."""
-    rows = threshold_sweep(val, test, lambda t: Entropy([t] * (val.num_exits - 1)), grid, macs)
-    return cheapest_within(rows, val.exit_accuracies()[-1], tolerance), rows
+    chosen point and the whole sweep (validation and test columns)."""
+    sweep = shared_threshold_sweep(val, test, Entropy((0.0,) * (val.num_exits - 1)), grid, macs)
+    chosen = sweep.select(reference=val.exit_accuracies()[-1], tolerance=tolerance)
+    if chosen is None:
+        raise ValueError(f"no entropy threshold keeps validation accuracy within {tolerance} of the final exit")
+    return chosen, sweep
 
 
 # ---------------------------------------------------------------- batch-1 CPU latency
@@ -174,26 +172,3 @@ def batch1_latency(net: MultiExitNet, images: torch.Tensor, policy: ExitPolicy, 
         torch.set_num_threads(previous)
     return Latency(1e3 * statistics.fmean(times), 1e3 * statistics.median(times), len(times), threads,
                    torch.cat(exits))
-
-
-# ---------------------------------------------------------------- training with one snapshot per epoch
-def train_with_epoch_snapshots(spec: RunSpec, data: Dataset | None = None, progress: bool = True) -> list[TrainedRun]:
-    """Train ``spec`` one epoch at a time, keeping the run after every epoch (to follow the gates).
-
-    With a constant learning rate, epoch e of an E-epoch run does not depend on E (shuffling and
-    augmentation are seeded per epoch), so the E-epoch run is the (E-1)-epoch run resumed for one
-    more epoch: its cached checkpoint is copied in and ``train_cached`` resumes from it. The last
-    snapshot is exactly ``train_cached(spec)``, same config hash.
-    """
-    if spec.train.schedule != "constant":
-        raise ValueError("epoch snapshots need schedule='constant' (the lr must not depend on the total epochs)")
-    runs: list[TrainedRun] = []
-    for epoch in range(1, spec.train.epochs + 1):
-        step = spec.with_train(epochs=epoch)
-        target = artifacts_root() / step.key / "checkpoint.pt"
-        if runs and not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(runs[-1].directory / "checkpoint.pt", target)
-        runs.append(train_cached(step, data, progress))
-        data = runs[-1].data
-    return runs

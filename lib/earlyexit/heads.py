@@ -5,15 +5,22 @@
 - ``conv``: a BranchyNet-style head, conv3x3 -> BN -> ReLU -> pool to e x e -> Linear.
 - ``gated``: the features of ``linear`` or ``conv`` feeding two outputs, class logits and one gate
   logit (sigmoid gives the probability of exiting), as in differentiable branching.
+- ``class_means``: E2CM (Görmez et al., IJCNN 2022): no weights, only buffers filled by fitting
+  (``e2cm.fit_class_means``): per class, the mean feature and the mean training distance to it. The
+  logits are the negative normalised distances, so softmax(logits) is E2CM's pseudo-probability.
+- ``class_means_linear``: the E2CM+SDN head: a linear classifier on the pooled feature
+  concatenated with those normalised distances (the combination is our reading of the paper).
 
-Every head returns ``(logits, gate_logit_or_None)`` so the multi-exit network treats them alike.
+Every head is built from the shape (C, H, W) of the stage output it reads and returns
+``(logits, gate_logit_or_None)``, so the multi-exit network treats them alike.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-__all__ = ["ExitHead", "LinearHead", "ConvHead", "GatedHead", "build_head", "HEAD_KINDS"]
+__all__ = ["ExitHead", "LinearHead", "ConvHead", "GatedHead", "ClassMeansHead", "ClassMeansLinearHead", "FEATURE_MODES",
+           "exit_feature", "build_head", "HEAD_KINDS"]
 
 
 class ExitHead(nn.Module):
@@ -41,13 +48,13 @@ def _conv_pooled(channels: int, width: int, pool: int) -> tuple[nn.Module, int]:
 
 
 class LinearHead(ExitHead):
-    def __init__(self, channels: int, num_classes: int, pool: int = 1):
-        super().__init__(*_pooled(channels, pool), num_classes)
+    def __init__(self, in_shape: tuple[int, ...], num_classes: int, pool: int = 1):
+        super().__init__(*_pooled(in_shape[0], pool), num_classes)
 
 
 class ConvHead(ExitHead):
-    def __init__(self, channels: int, num_classes: int, width: int = 64, pool: int = 2):
-        super().__init__(*_conv_pooled(channels, width, pool), num_classes)
+    def __init__(self, in_shape: tuple[int, ...], num_classes: int, width: int = 64, pool: int = 2):
+        super().__init__(*_conv_pooled(in_shape[0], width, pool), num_classes)
 
 
 class GatedHead(ExitHead):
@@ -55,8 +62,9 @@ class GatedHead(ExitHead):
 
     has_gate = True
 
-    def __init__(self, channels: int, num_classes: int, features: str = "conv", width: int = 64,
+    def __init__(self, in_shape: tuple[int, ...], num_classes: int, features: str = "conv", width: int = 64,
                  pool: int = 2):
+        channels = in_shape[0]
         if features == "conv":
             body, dim = _conv_pooled(channels, width, pool)
         elif features == "linear":
@@ -71,10 +79,81 @@ class GatedHead(ExitHead):
         return self.fc(h), self.gate(h).squeeze(1)
 
 
-HEAD_KINDS = {"linear": LinearHead, "conv": ConvHead, "gated": GatedHead}
+FEATURE_MODES = ("gap", "flatten")
 
 
-def build_head(kind: str, channels: int, num_classes: int, **options) -> ExitHead:
+def exit_feature(h: torch.Tensor, mode: str = "gap") -> torch.Tensor:
+    """The vector compared with class means: global-average-pooled (cheap; the only sane choice for
+    large maps) or the flattened map (what the E2CM authors' code compares)."""
+    if mode not in FEATURE_MODES:
+        raise ValueError(f"feature mode must be one of {FEATURE_MODES}, got {mode!r}")
+    h = h.float()
+    if h.ndim == 2:
+        return h
+    return h.mean((2, 3)) if mode == "gap" else h.flatten(1)
+
+
+def _feature_dim(in_shape: tuple[int, ...], mode: str) -> int:
+    return in_shape[0] if mode == "gap" or len(in_shape) == 1 else in_shape[0] * in_shape[1] * in_shape[2]
+
+
+class ClassMeansHead(nn.Module):
+    """E2CM's exit: logits_k = -||f - mu_k|| / s_k, f the exit feature, mu_k the mean feature of class
+    k and s_k the mean distance of all training samples to mu_k. Buffers only; ``e2cm.fit_class_means``
+    fills them. Distances are computed directly (not via a matrix product), so a row's value does not
+    depend on the batch it is in and the real early exit agrees bit for bit with cached outputs."""
+
+    has_gate = False
+
+    def __init__(self, in_shape: tuple[int, ...], num_classes: int, feature: str = "gap"):
+        super().__init__()
+        dim = _feature_dim(in_shape, feature)
+        exit_feature(torch.zeros(1, dim), feature)  # validates the mode
+        self.feature = feature
+        self.register_buffer("means", torch.zeros(num_classes, dim))
+        self.register_buffer("scale", torch.ones(num_classes))
+
+    def scores(self, h: torch.Tensor) -> torch.Tensor:
+        d = torch.cdist(exit_feature(h, self.feature), self.means, compute_mode="donot_use_mm_for_euclid_dist")
+        return -d / self.scale
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.scores(h), None
+
+    def distance_macs(self) -> float:
+        """The E2CM paper counts K(3D-1) FLOPs per exit (D subtractions, D squares, D-1 additions per
+        class); as MACs that is K(3D-1)/2. Softmax and normalisation are not counted."""
+        k, d = self.means.shape
+        return k * (3 * d - 1) / 2
+
+    @staticmethod
+    def count_macs(module: "ClassMeansHead", inputs, output) -> None:
+        module.total_ops += torch.DoubleTensor([len(inputs[0]) * module.distance_macs()])
+
+
+class ClassMeansLinearHead(ClassMeansHead):
+    """E2CM+SDN: a linear classifier on [pooled feature, normalised distances to the class means].
+    It reads the pooled feature even when the distances use flattened maps, so its input stays small."""
+
+    def __init__(self, in_shape: tuple[int, ...], num_classes: int, feature: str = "gap"):
+        super().__init__(in_shape, num_classes, feature)
+        self.fc = nn.Linear(in_shape[0] + num_classes, num_classes)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.fc(torch.cat([exit_feature(h, "gap"), -self.scores(h)], 1)), None
+
+    @staticmethod
+    def count_macs(module: "ClassMeansLinearHead", inputs, output) -> None:
+        per_row = module.distance_macs() + module.fc.in_features * module.fc.out_features
+        module.total_ops += torch.DoubleTensor([len(inputs[0]) * per_row])
+
+
+HEAD_KINDS = {"linear": LinearHead, "conv": ConvHead, "gated": GatedHead, "class_means": ClassMeansHead,
+              "class_means_linear": ClassMeansLinearHead}
+
+
+def build_head(kind: str, in_shape: tuple[int, ...], num_classes: int, **options) -> nn.Module:
+    """A head of ``kind`` reading a stage output of shape ``in_shape`` (C, H, W)."""
     if kind not in HEAD_KINDS:
         raise ValueError(f"unknown head kind {kind!r}; known: {', '.join(HEAD_KINDS)}")
-    return HEAD_KINDS[kind](channels, num_classes, **options)
+    return HEAD_KINDS[kind](tuple(in_shape), num_classes, **options)

@@ -1,7 +1,9 @@
 """Losses over all exits of a multi-exit network, built by name so a training run can be cached
 by its configuration. A loss is called as ``loss(outputs: ExitOutputs, targets) -> scalar``.
 
-Other modules add their own losses with ``register_loss`` (class exclusion, soft-conditional).
+Other modules add their own losses with ``register_loss`` (class exclusion, soft-conditional,
+E2CM's autoencoder reconstruction); ``registry`` finds them whatever was imported first. A loss whose
+``target`` attribute is "inputs" is given the input batch instead of the labels.
 """
 from __future__ import annotations
 
@@ -11,29 +13,27 @@ import torch
 import torch.nn.functional as F
 
 from .multiexit import ExitOutputs
+from .registry import Registry
 
-__all__ = ["register_loss", "build_loss", "list_losses", "exit_weights", "WeightedCE"]
+__all__ = ["LOSSES", "register_loss", "build_loss", "list_losses", "loss_target", "exit_weights", "WeightedCE"]
 
 LossFn = Callable[[ExitOutputs, torch.Tensor], torch.Tensor]
-_LOSSES: dict[str, Callable[..., LossFn]] = {}
-
-
-def register_loss(name: str):
-    def wrap(factory):
-        _LOSSES[name] = factory
-        return factory
-    return wrap
+LOSSES: Registry[Callable[..., LossFn]] = Registry("loss")
+register_loss = LOSSES.register
 
 
 def list_losses() -> list[str]:
-    return sorted(_LOSSES)
+    return LOSSES.names()
 
 
 def build_loss(name: str, num_exits: int, **options) -> LossFn:
     """``options`` are the loss's own keyword arguments; ``num_exits`` is passed to every factory."""
-    if name not in _LOSSES:
-        raise ValueError(f"unknown loss {name!r}; known: {', '.join(list_losses())}")
-    return _LOSSES[name](num_exits=num_exits, **options)
+    return LOSSES.get(name)(num_exits=num_exits, **options)
+
+
+def loss_target(loss: LossFn) -> str:
+    """What the loss compares the outputs with: "labels" (classification) or "inputs" (reconstruction)."""
+    return getattr(loss, "target", "labels")
 
 
 def exit_weights(scheme: str | Sequence[float], num_exits: int) -> torch.Tensor:

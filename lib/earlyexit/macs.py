@@ -24,12 +24,16 @@ __all__ = ["count_macs", "MacTable", "mac_table"]
 
 def _rules(module: nn.Module) -> dict:
     """thop looks rules up by exact type and stops descending at a module that has one, so only
-    leaf module types get a rule: conv, linear, or zero for everything else."""
+    leaf module types get a rule (conv, linear, zero for everything else), except a module type with
+    its own ``count_macs(module, inputs, output)``: a head whose arithmetic is not only conv and
+    linear layers (E2CM's distances to class means) counts itself, children included."""
     rules = {}
     for m in module.modules():
-        if any(True for _ in m.children()):
+        if hasattr(type(m), "count_macs"):
+            rules[type(m)] = type(m).count_macs
+        elif any(True for _ in m.children()):
             continue
-        if isinstance(m, nn.modules.conv._ConvNd):
+        elif isinstance(m, nn.modules.conv._ConvNd):
             rules[type(m)] = count_convNd
         elif isinstance(m, nn.Linear):
             rules[type(m)] = count_linear

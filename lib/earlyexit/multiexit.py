@@ -52,7 +52,7 @@ class MultiExitNet(nn.Module):
         self.head_kind = head
         shapes = backbone.stage_shapes()
         self.heads = nn.ModuleList(
-            build_head(head, shapes[e][0], backbone.num_classes, **head_options) for e in exits)
+            build_head(head, shapes[e], backbone.num_classes, **head_options) for e in exits)
 
     @property
     def num_exits(self) -> int:

@@ -2,6 +2,7 @@
 
 Every exit policy, threshold search and budget sweep then works on these tensors in milliseconds
 (the offline mode); ``MultiExitNet.early_exit`` is the real mode and a test shows the two agree.
+Outputs are cached beside the run's checkpoint, in the run's hashed directory.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 
 from .data import TensorLoader
 from .multiexit import MultiExitNet
-from .paths import atomic_save
+from .paths import atomic_save, load_cached, move_aside
 
 __all__ = ["CachedOutputs", "collect_outputs", "cached_outputs"]
 
@@ -21,7 +22,6 @@ class CachedOutputs:
     logits: torch.Tensor               # float32 [K, N, C]
     labels: torch.Tensor               # int64 [N]
     gates: torch.Tensor | None = None  # gate logits [K, N] (final exit: +inf), gated heads only
-    features: list[torch.Tensor] | None = None  # per exit, global-average-pooled stage output [N, D_k]
 
     @property
     def num_exits(self) -> int:
@@ -35,36 +35,33 @@ class CachedOutputs:
 
     def subset(self, index: torch.Tensor) -> "CachedOutputs":
         return CachedOutputs(self.logits[:, index], self.labels[index],
-                             None if self.gates is None else self.gates[:, index],
-                             None if self.features is None else [f[index] for f in self.features])
+                             None if self.gates is None else self.gates[:, index])
 
 
 @torch.no_grad()
-def collect_outputs(net: MultiExitNet, loader: TensorLoader, features: bool = False) -> CachedOutputs:
+def collect_outputs(net: MultiExitNet, loader: TensorLoader) -> CachedOutputs:
     net.eval()
-    logits, gates, labels, feats = [], [], [], []
+    logits, gates, labels = [], [], []
     for x, y in loader:
         out = net(x)
         logits.append(torch.stack([z.float() for z in out.logits]))
         if out.has_gates:
             gates.append(torch.stack([g.float() if g is not None else torch.full((len(y),), float("inf"))
                                       for g in out.gates]))
-        if features:
-            feats.append([f.float().mean((2, 3)) if f.ndim == 4 else f.float() for f in net.exit_features(x)])
         labels.append(y)
-    return CachedOutputs(torch.cat(logits, 1), torch.cat(labels),
-                         torch.cat(gates, 1) if gates else None,
-                         [torch.cat(col) for col in zip(*feats)] if features else None)
+    return CachedOutputs(torch.cat(logits, 1), torch.cat(labels), torch.cat(gates, 1) if gates else None)
 
 
-def cached_outputs(run, split: str, features: bool = False) -> CachedOutputs:
-    """Outputs of a TrainedRun on a split, stored beside its checkpoint."""
-    path = run.directory / f"outputs_{split}{'_features' if features else ''}.pt"
-    if path.exists():
+def cached_outputs(run, split: str) -> CachedOutputs:
+    """Outputs of a TrainedRun (or one of its epoch snapshots) on a split, stored beside its checkpoint."""
+    suffix = "" if run.epoch is None else f"_epoch{run.epoch}"
+    path = run.directory / f"outputs_{split}{suffix}.pt"
+    saved = load_cached(path)
+    if saved is not None:
         try:
-            return CachedOutputs(**torch.load(path, weights_only=False))
-        except Exception as exc:
-            print(f"warning: {path.name} unreadable ({exc.__class__.__name__}); recomputing")
-    out = collect_outputs(run.net, run.loader(split), features)
+            return CachedOutputs(**saved)
+        except TypeError:
+            move_aside(path, "in an old format")
+    out = collect_outputs(run.net, run.loader(split))
     atomic_save(vars(out), path)
     return out

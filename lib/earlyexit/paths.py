@@ -5,11 +5,12 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 
-__all__ = ["project_root", "data_root", "artifacts_root", "atomic_save", "config_hash"]
+__all__ = ["project_root", "data_root", "artifacts_root", "atomic_save", "load_cached", "move_aside", "config_hash"]
 
 
 def project_root() -> Path:
@@ -38,6 +39,25 @@ def atomic_save(obj, path: str | Path) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def move_aside(path: Path, why: str) -> None:
+    """Rename a bad cache file to ``*.corrupt-<time>`` so it is rebuilt, never silently reused."""
+    aside = path.with_name(path.name + f".corrupt-{int(time.time())}")
+    path.rename(aside)
+    print(f"warning: {path.name} in {path.parent.name} is {why}; moved to {aside.name}, rebuilding")
+
+
+def load_cached(path: str | Path):
+    """A torch file from a cache, or None when it is missing or unreadable (then moved aside)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, weights_only=False, map_location="cpu")
+    except Exception as exc:
+        move_aside(path, f"unreadable ({exc.__class__.__name__})")
+        return None
 
 
 def config_hash(config: dict) -> str:

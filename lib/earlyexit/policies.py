@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["ExitPolicy", "MaxProbability", "Entropy", "Patience", "GateThreshold", "NeverExit",
+__all__ = ["ExitPolicy", "PerExitThresholds", "MaxProbability", "Entropy", "Patience", "GateThreshold", "NeverExit",
            "run_exit_policy", "normalised_entropy"]
 
 State = dict[str, torch.Tensor]
@@ -39,8 +39,14 @@ def normalised_entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class _PerExitThresholds(ExitPolicy):
-    """One threshold per early exit; exits past the list (the final one) use ``missing``."""
+class PerExitThresholds(ExitPolicy):
+    """One threshold per early exit on a per-row confidence: a row leaves at the first exit whose
+    confidence reaches (>=) the threshold; the final exit takes every row that is left.
+
+    Subclasses give ``confidence`` (higher = readier to leave) and ``prediction``; a rule whose natural
+    threshold runs the other way (entropy: leave when *low*) converts in ``cut``. The vectorised
+    sweeps of ``evaluate`` use exactly these three methods, so a sweep and ``decide`` cannot disagree.
+    """
 
     thresholds: tuple[float, ...]
 
@@ -50,23 +56,40 @@ class _PerExitThresholds(ExitPolicy):
             raise ValueError("give one threshold per early exit (at least one)")
         object.__setattr__(self, "thresholds", values)
 
-    def threshold(self, k: int, missing: float) -> float:
-        return self.thresholds[k] if k < len(self.thresholds) else missing
+    def confidence(self, k: int, logits: torch.Tensor, gate: torch.Tensor | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def prediction(self, k: int, logits: torch.Tensor) -> torch.Tensor:
+        return logits.argmax(1)
+
+    def cut(self, thresholds: torch.Tensor) -> torch.Tensor:
+        """Thresholds in the rule's own unit -> thresholds on ``confidence``."""
+        return thresholds
+
+    def decide(self, k, num_exits, logits, gate, state):
+        pred = self.prediction(k, logits)
+        if k >= len(self.thresholds):  # the final exit: the driver takes every row there
+            return torch.zeros(len(logits), dtype=torch.bool), pred, state
+        cut = self.cut(torch.tensor(self.thresholds[k], dtype=torch.float32))
+        return self.confidence(k, logits, gate) >= cut, pred, state
 
 
-class MaxProbability(_PerExitThresholds):
+class MaxProbability(PerExitThresholds):
     """Exit at k when the largest softmax probability reaches ``thresholds[k]``."""
 
-    def decide(self, k, num_exits, logits, gate, state):
-        conf, pred = torch.softmax(logits.float(), dim=1).max(1)
-        return conf >= self.threshold(k, math.inf), pred, state
+    def confidence(self, k, logits, gate):
+        return torch.softmax(logits.float(), dim=1).max(1).values
 
 
-class Entropy(_PerExitThresholds):
-    """Exit at k when the normalised entropy is at most ``thresholds[k]`` (BranchyNet's rule)."""
+class Entropy(PerExitThresholds):
+    """Exit at k when the normalised entropy is at most ``thresholds[k]`` (BranchyNet's rule); the
+    confidence is the negated entropy, so the rule reads "-H >= -t" like every other threshold."""
 
-    def decide(self, k, num_exits, logits, gate, state):
-        return normalised_entropy(logits) <= self.threshold(k, -math.inf), logits.argmax(1), state
+    def confidence(self, k, logits, gate):
+        return -normalised_entropy(logits)
+
+    def cut(self, thresholds):
+        return -thresholds
 
 
 @dataclass(frozen=True)
@@ -88,19 +111,14 @@ class Patience(ExitPolicy):
         return count >= self.patience, pred, {"last": pred, "count": count}
 
 
-@dataclass(frozen=True)
-class GateThreshold(ExitPolicy):
-    """Exit at the first branch whose gate probability sigmoid(g) reaches ``threshold``.
-    The final classifier has no gate (None in the real forward): every row leaves there."""
+class GateThreshold(PerExitThresholds):
+    """Exit at the first branch whose gate probability sigmoid(g) reaches ``thresholds[k]``
+    (differentiable branching's hard exits). The final classifier has no gate and takes the rest."""
 
-    threshold: float = 0.5
-
-    def decide(self, k, num_exits, logits, gate, state):
+    def confidence(self, k, logits, gate):
         if gate is None:
-            if k < num_exits - 1:
-                raise ValueError("GateThreshold needs gated heads")
-            return torch.ones(len(logits), dtype=torch.bool), logits.argmax(1), state
-        return torch.sigmoid(gate.float()) >= self.threshold, logits.argmax(1), state
+            raise ValueError("GateThreshold needs gated heads")
+        return torch.sigmoid(gate.float())
 
 
 class NeverExit(ExitPolicy):

@@ -74,6 +74,14 @@ def plan_module(path: Path):
     return importlib.import_module(f"earlyexit.plans.{path.stem[3:]}")
 
 
+def call_plan(plan, params: dict) -> list:
+    """``plan`` with the notebook parameters it accepts (all of them if it takes ``**parameters``)."""
+    accepted = inspect.signature(plan).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
+        return plan(**params)
+    return plan(**{k: v for k, v in params.items() if k in accepted})
+
+
 def dry_run(profile: str, chosen: dict[str, Path]) -> list[dict]:
     """Build every model and data spec a profile asks for, count MACs, train nothing."""
     from .data import DATASET_SHAPES
@@ -82,9 +90,7 @@ def dry_run(profile: str, chosen: dict[str, Path]) -> list[dict]:
     rows = []
     for nb_id, path in chosen.items():
         params = {**default_parameters(path), **resolve_parameters(path, profile)}
-        plan = plan_module(path).plan
-        accepted = inspect.signature(plan).parameters
-        specs = plan(**{k: v for k, v in params.items() if k in accepted})
+        specs = call_plan(plan_module(path).plan, params)
         for spec in specs:
             classes, channels, size = DATASET_SHAPES[spec.data.name]
             net = build_model(spec.model, classes, channels, size)

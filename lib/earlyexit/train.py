@@ -1,30 +1,43 @@
 """One training loop for every multi-exit network, with runs cached by their configuration.
 
-A run is named by a ``RunSpec`` (model, data, loss, optimisation). Its artifacts live in
+A run is named by a ``RunSpec`` (model, data, loss, optimisation, and optionally the run whose
+weights it starts from and a fitting step). Its artifacts live in
 ``artifacts/<name>-<hash of the spec>/``: ``checkpoint.pt`` is rewritten atomically after every
 epoch, so an interrupted run resumes where it stopped, and an unreadable file is moved aside
 (``*.corrupt``) and rebuilt rather than trusted. Shuffling, augmentation and dropout are seeded per
 (seed, epoch), so a resumed run gives the same weights as an uninterrupted one.
+
+Options cover every training the notebooks need with this one loop: joint training from scratch;
+head-only training on a frozen backbone started from another run (SDN-style heads, E2CM+SDN);
+a wall-clock budget (equal-training-time comparisons); a fitting step without gradients
+(E2CM's class means, registered by its module in ``FITS``); one checkpoint per epoch (to follow
+training epoch by epoch); and reconstruction losses that compare the output with the input.
 """
 from __future__ import annotations
 
+import json
+import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__
 from .backbones import build_backbone
 from .data import Dataset, DataSpec, TensorLoader, load_dataset
-from .losses import build_loss
+from .losses import build_loss, loss_target
 from .macs import MacTable, mac_table
 from .multiexit import MultiExitNet
-from .paths import artifacts_root, atomic_save, config_hash
+from .paths import artifacts_root, atomic_save, config_hash, load_cached, move_aside
+from .registry import Registry
 
-__all__ = ["ModelSpec", "LossSpec", "TrainConfig", "RunSpec", "TrainedRun", "train_cached",
-           "build_model", "bf16_supported", "set_seed"]
+__all__ = ["CACHE_FORMAT", "ModelSpec", "LossSpec", "TrainConfig", "FitSpec", "RunSpec", "TrainedRun", "FITS",
+           "train_cached", "build_model", "bf16_supported", "set_seed"]
+
+# Bump when a change to the code makes cached checkpoints or outputs invalid (part of every run hash).
+CACHE_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,9 @@ class TrainConfig:
     bf16: bool = False            # bf16 autocast where the CPU supports it; float32 otherwise
     channels_last: bool = False
     seed: int = 0
+    freeze_backbone: bool = False  # train the exit heads only; the backbone stays in eval mode
+    time_budget_s: float | None = None  # stop after this much training wall clock (checked every step)
+    keep_epoch_checkpoints: bool = False  # also keep epoch_<k>.pt, readable with TrainedRun.at_epoch
 
     def __post_init__(self):
         if self.epochs < 0:
@@ -71,6 +87,21 @@ class TrainConfig:
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.schedule not in ("onecycle", "cosine", "constant"):
             raise ValueError(f"schedule must be onecycle, cosine or constant, got {self.schedule!r}")
+        if self.time_budget_s is not None and (self.time_budget_s <= 0 or self.schedule != "constant"):
+            raise ValueError("a time budget needs time_budget_s > 0 and schedule='constant' (the total step "
+                             "count, which other schedules need, is unknown)")
+
+
+@dataclass(frozen=True)
+class FitSpec:
+    """A step without gradients run once after initialisation, before any training epoch: a
+    function registered in ``FITS`` as ``fit(net, data, **options) -> None`` that fills buffers."""
+
+    name: str
+    options: dict = field(default_factory=dict)
+
+
+FITS: Registry[Callable[..., None]] = Registry("fitting step")
 
 
 @dataclass(frozen=True)
@@ -80,15 +111,22 @@ class RunSpec:
     data: DataSpec = DataSpec()
     loss: LossSpec = LossSpec()
     train: TrainConfig = TrainConfig()
+    init_from: "RunSpec | None" = None   # start from this run's trained weights (matching names and shapes)
+    init_heads: bool = False             # also take its exit heads (default: the backbone only)
+    fit: FitSpec | None = None
+
+    def __post_init__(self):
+        if self.init_from is not None and self.init_from.data != self.data:
+            raise ValueError(f"run {self.name!r} starts from {self.init_from.name!r}, trained on other data")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @property
     def key(self) -> str:
-        """Directory name: the run's name and a hash of its whole configuration and the library
-        version (bump ``earlyexit.__version__`` when a change to the code invalidates old weights)."""
-        return f"{self.name}-{config_hash({**self.to_dict(), 'version': __version__})}"
+        """Directory name: the run's name and a hash of its whole configuration (parents included)
+        and of ``CACHE_FORMAT``."""
+        return f"{self.name}-{config_hash({**self.to_dict(), 'cache_format': CACHE_FORMAT})}"
 
     def with_train(self, **changes) -> "RunSpec":
         return replace(self, train=replace(self.train, **changes))
@@ -125,13 +163,13 @@ def _lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
     progress = (step - warm) / max(1, total - warm)
     if cfg.schedule == "onecycle":
         return max(0.0, 1.0 - progress)
-    import math
     return 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _optimizer(net: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    decay = [p for n, p in net.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1]
+def _optimizer(net: MultiExitNet, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+    decay = [p for n, p in params if p.ndim > 1]
+    no_decay = [p for n, p in params if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if cfg.optimizer == "adam":
         return torch.optim.Adam(groups, lr=cfg.lr)
@@ -157,36 +195,55 @@ class TrainedRun:
     history: list[dict]
     directory: Path
     macs: MacTable
+    epoch: int | None = None   # a snapshot of an earlier epoch (None: the finished run)
 
     @property
     def train_seconds(self) -> float:
+        """Wall clock of training and fitting (the fitting step's seconds included)."""
         return sum(h["seconds"] for h in self.history)
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        epochs = [h for h in self.history if h.get("epoch", 0) > 0]
+        return sum(h["seconds"] for h in epochs) / max(len(epochs), 1)
 
     def loader(self, split: str, batch_size: int = 500) -> TensorLoader:
         return TensorLoader(self.data.split(split), self.data.mean, self.data.std, batch_size=batch_size,
                             image_size=self.spec.model.image_size)
 
-    def outputs(self, split: str, features: bool = False):
-        """Per-exit logits (and gates, optionally pooled features) on a split, cached on disk."""
+    def outputs(self, split: str):
+        """Per-exit logits (and gate logits) on a split, cached on disk."""
         from .outputs import cached_outputs
-        return cached_outputs(self, split, features)
+        return cached_outputs(self, split)
+
+    def at_epoch(self, epoch: int) -> "TrainedRun":
+        """The run as it was after ``epoch`` (needs ``keep_epoch_checkpoints``)."""
+        path = self.directory / f"epoch_{epoch}.pt"
+        state = load_cached(path)
+        if state is None:
+            raise FileNotFoundError(f"no checkpoint of epoch {epoch} in {self.directory.name} "
+                                    "(train with keep_epoch_checkpoints=True)")
+        net = build_model(self.spec.model, self.data.num_classes, *self._input_shape())
+        net.load_state_dict(state["model"])
+        return replace(self, net=net.eval(), history=self.history[:epoch], epoch=epoch)
+
+    def _input_shape(self) -> tuple[int, int]:
+        c, h, _ = self.data.train.images.shape[1:]
+        return c, h
 
 
-def _move_aside(path: Path, why: str) -> None:
-    aside = path.with_name(path.name + f".corrupt-{int(time.time())}")
-    path.rename(aside)
-    print(f"warning: {path} is {why}; moved to {aside.name}, rebuilding")
-
-
-def _load(path: Path) -> dict | None:
-    """Read a checkpoint; move an unreadable one aside so it is rebuilt, never silently reused."""
-    if not path.exists():
-        return None
-    try:
-        return torch.load(path, weights_only=False)
-    except Exception as exc:
-        _move_aside(path, f"unreadable ({exc.__class__.__name__})")
-        return None
+def _initialise(net: MultiExitNet, spec: RunSpec, data: Dataset, progress: bool) -> None:
+    """Weights from ``spec.init_from`` (trained first if needed), then the fitting step."""
+    if spec.init_from is not None:
+        parent = train_cached(spec.init_from, data, progress)
+        own = net.state_dict()
+        taken = {k: v for k, v in parent.net.state_dict().items()
+                 if k in own and own[k].shape == v.shape and (spec.init_heads or not k.startswith("heads."))}
+        if not any(k.startswith("backbone.") for k in taken):
+            raise ValueError(f"run {spec.name!r}: nothing of {spec.init_from.name!r}'s backbone fits this model")
+        net.load_state_dict(taken, strict=False)
+    if spec.fit is not None:
+        FITS.get(spec.fit.name)(net, data, **spec.fit.options)
 
 
 def train_cached(spec: RunSpec, data: Dataset | None = None, progress: bool = True) -> TrainedRun:
@@ -195,43 +252,72 @@ def train_cached(spec: RunSpec, data: Dataset | None = None, progress: bool = Tr
     if data.spec != spec.data:
         raise ValueError(f"data {data.spec} does not match the run's data spec {spec.data}")
     cfg = spec.train
-    set_seed(cfg.seed)
     c, h, _ = data.train.images.shape[1:]
-    net = build_model(spec.model, data.num_classes, c, h)
     directory = artifacts_root() / spec.key
     ckpt_path = directory / "checkpoint.pt"
-    state = _load(ckpt_path)
+    state = load_cached(ckpt_path)
+
+    def fresh() -> tuple[MultiExitNet, torch.optim.Optimizer]:
+        set_seed(cfg.seed)
+        net = build_model(spec.model, data.num_classes, c, h)
+        if cfg.freeze_backbone:
+            net.backbone.requires_grad_(False)
+        return net, _optimizer(net, cfg)
+
+    net, opt = fresh()
     history: list[dict] = []
-    loss_fn = build_loss(spec.loss.name, net.num_exits, **spec.loss.options)
-    opt = _optimizer(net, cfg)
-    start = 0
+    start, done = 0, False
     if state is not None:
         try:
             net.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
-            history, start = state["history"], state["epoch"]
+            history, start, done = state["history"], state["epoch"], state.get("done", False)
         except (KeyError, RuntimeError, ValueError) as exc:
-            _move_aside(ckpt_path, f"incompatible with this model ({exc.__class__.__name__})")
-            set_seed(cfg.seed)
-            net = build_model(spec.model, data.num_classes, c, h)
-            opt = _optimizer(net, cfg)
+            move_aside(ckpt_path, f"incompatible with this model ({exc.__class__.__name__})")
+            net, opt = fresh()
+            state = None
+    if state is None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "spec.json").write_text(json.dumps(spec.to_dict(), indent=1, default=str))
+        t0 = time.perf_counter()
+        _initialise(net, spec, data, progress)
+        if spec.init_from is not None or spec.fit is not None:
+            history.append({"epoch": 0, "seconds": time.perf_counter() - t0 if spec.fit else 0.0,
+                            "step": "fit" if spec.fit else "init"})
+        if cfg.epochs == 0:
+            done = True
+        if done or spec.fit is not None:
+            atomic_save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": 0, "done": done,
+                         "history": history, "spec": spec.to_dict()}, ckpt_path)
+    if not done:
+        history, done = _train_epochs(spec, net, opt, data, history, start, ckpt_path, progress)
+    net = net.to(memory_format=torch.contiguous_format).eval()
+    return TrainedRun(spec, net, data, history, directory, mac_table(net))
+
+
+def _train_epochs(spec: RunSpec, net: MultiExitNet, opt: torch.optim.Optimizer, data: Dataset, history: list[dict],
+                  start: int, ckpt_path: Path, progress: bool) -> tuple[list[dict], bool]:
+    cfg = spec.train
+    loss_fn = build_loss(spec.loss.name, net.num_exits, **spec.loss.options)
+    classify = loss_target(loss_fn) == "labels"
     use_bf16 = cfg.bf16 and bf16_supported()
     if cfg.channels_last:
-        net = net.to(memory_format=torch.channels_last)
+        net.to(memory_format=torch.channels_last)
     train_loader = TensorLoader(data.train, data.mean, data.std, cfg.batch_size, shuffle=True,
                                 crop_pad=cfg.crop_pad, flip=cfg.flip, drop_last=len(data.train) > cfg.batch_size,
                                 seed=cfg.seed, image_size=spec.model.image_size, channels_last=cfg.channels_last)
     val_loader = TensorLoader(data.val, data.mean, data.std, 500, image_size=spec.model.image_size,
                               channels_last=cfg.channels_last)
     total_steps = cfg.epochs * len(train_loader)
-    if start < cfg.epochs:
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "spec.json").write_text(__import__("json").dumps(spec.to_dict(), indent=1, default=str))
+    spent = sum(h["seconds"] for h in history if h.get("epoch", 0) > 0)
+    done = False
     for epoch in range(start, cfg.epochs):
         torch.manual_seed(cfg.seed * 1000 + epoch)
         train_loader.set_epoch(epoch)
         net.train()
-        t0, loss_sum, seen, correct = time.perf_counter(), 0.0, 0, 0
+        if cfg.freeze_backbone:
+            net.backbone.eval()
+        t0, loss_sum, seen, correct, steps = time.perf_counter(), 0.0, 0, 0, 0
         bar = tqdm(train_loader, desc=f"{spec.name} epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
                    leave=False)
         for i, (x, y) in enumerate(bar):
@@ -239,23 +325,35 @@ def train_cached(spec: RunSpec, data: Dataset | None = None, progress: bool = Tr
                 group["lr"] = cfg.lr * _lr_factor(cfg, epoch * len(train_loader) + i, total_steps)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
                 out = net(x)
-                loss = loss_fn(out, y)
+                loss = loss_fn(out, y if classify else x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            steps += 1
             loss_sum += loss.item() * len(y)
             seen += len(y)
-            correct += (out.logits[-1].argmax(1) == y).sum().item()
+            if classify:
+                correct += (out.logits[-1].argmax(1) == y).sum().item()
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
+            if cfg.time_budget_s is not None and spent + time.perf_counter() - t0 >= cfg.time_budget_s:
+                done = True
+                break
         seconds = time.perf_counter() - t0
-        val_acc = exit_accuracies(net, val_loader)
-        history.append({"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-                        "val_acc": val_acc, "seconds": seconds, "bf16": use_bf16,
-                        "threads": torch.get_num_threads()})
+        spent += seconds
+        val_acc = exit_accuracies(net, val_loader) if classify else None
+        history.append({"epoch": epoch + 1, "steps": steps, "loss": loss_sum / max(seen, 1),
+                        "train_acc": correct / max(seen, 1) if classify else None, "val_acc": val_acc,
+                        "seconds": seconds, "bf16": use_bf16, "threads": torch.get_num_threads()})
+        done = done or epoch + 1 == cfg.epochs
         if progress:
-            print(f"{spec.name} epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]['loss']:.3f}, "
-                  f"val acc (final exit) {val_acc[-1]:.4f}, {seconds:.0f} s")
-        atomic_save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                     "history": history, "spec": spec.to_dict()}, ckpt_path)
-    net = net.to(memory_format=torch.contiguous_format).eval()
-    return TrainedRun(spec, net, data, history, directory, mac_table(net))
+            shown = f", val acc (final exit) {val_acc[-1]:.4f}" if classify else ""
+            print(f"{spec.name} epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]['loss']:.3f}{shown}, {seconds:.0f} s"
+                  + (" (time budget reached)" if done and epoch + 1 < cfg.epochs else ""))
+        state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "done": done,
+                 "history": history, "spec": spec.to_dict()}
+        atomic_save(state, ckpt_path)
+        if cfg.keep_epoch_checkpoints:
+            atomic_save({"model": net.state_dict(), "epoch": epoch + 1}, ckpt_path.with_name(f"epoch_{epoch + 1}.pt"))
+        if done:
+            break
+    return history, True

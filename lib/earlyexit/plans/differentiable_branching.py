@@ -2,6 +2,8 @@
 BranchyNet (same branches, weighted per-exit CE) and the soft-conditional method at every lambda."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..data import DATASET_SHAPES, DataSpec
 from ..diffbranch import normalised_exit_costs
 from ..macs import mac_table
@@ -45,5 +47,6 @@ def plan(datasets: list[str], backbones: list[str], width: float, exit_after: di
             for lam in lambdas:
                 specs.append(RunSpec(run_name(dataset, backbone, lambda_method(lam)), gated, data,
                                      LossSpec("soft_conditional", {"costs": [round(c, 6) for c in costs],
-                                                                   "lam": float(lam), "mixing": mixing}), train))
+                                                                   "lam": float(lam), "mixing": mixing}),
+                                     replace(train, keep_epoch_checkpoints=True)))
     return specs
