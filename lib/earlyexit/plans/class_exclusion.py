@@ -58,6 +58,7 @@ def setup_runs(setups: list[dict], train_size: int | None, val_size: int, test_s
 def plan(setups: list[dict], train_size: int | None, val_size: int, test_size: int | None, epochs: int,
          batch_size: int, lr: float, bc_lr: float, weight_decay: float, schedule: str, warmup: float,
          crop_pad: int, flip: bool, bce_mode: str, rho: float | None, bf16: bool, channels_last: bool,
-         seed: int) -> list[RunSpec]:
+         seed: int, **_) -> list[RunSpec]:
     """Every run of every set-up, in set-up order (plain, BC, CR)."""
-    return [spec for runs in setup_runs(**locals()).values() for spec in runs.values()]
+    args = {k: v for k, v in locals().items() if k != "_"}
+    return [spec for runs in setup_runs(**args).values() for spec in runs.values()]

@@ -23,7 +23,7 @@ def plan(datasets: list[str], backbones: list[str], width: float, exit_after: di
          head_features: str, head_width: int, head_pool: int, train_size: int | None, val_size: int,
          test_size: int | None, epochs: int, batch_size: int, lr: float, weight_decay: float,
          lambdas: list[float], mixing: str, cost_reference: str, branchynet_weights: str | list[float],
-         bf16: bool, channels_last: bool, seed: int) -> list[RunSpec]:
+         bf16: bool, channels_last: bool, seed: int, **_) -> list[RunSpec]:
     train = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer="adam", lr=lr, weight_decay=weight_decay,
                         schedule="constant", crop_pad=0, flip=False, bf16=bf16, channels_last=channels_last,
                         seed=seed)

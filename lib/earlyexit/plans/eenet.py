@@ -11,7 +11,7 @@ from ..train import LossSpec, ModelSpec, RunSpec, TrainConfig
 
 def plan(settings: list[dict], train_size: int | None, val_size: int, test_size: int | None, epochs: int,
          batch_size: int, lr: float, weight_decay: float, schedule: str, bf16: bool, channels_last: bool,
-         seed: int) -> list[RunSpec]:
+         seed: int, **_) -> list[RunSpec]:
     """One run per setting {name, dataset, backbone, width, exit_after, head, head_options}."""
     runs = []
     for s in settings:

@@ -8,7 +8,7 @@ from ..train import LossSpec, ModelSpec, RunSpec, TrainConfig
 def plan(backbone: str, width: float, exit_after: list[int] | None, head: str, dataset: str,
          train_size: int | None, val_size: int, test_size: int | None, epochs: int, batch_size: int,
          lr: float, weight_decay: float, label_smoothing: float, exit_weights: list[float] | str,
-         bf16: bool, channels_last: bool, seed: int) -> list[RunSpec]:
+         bf16: bool, channels_last: bool, seed: int, **_) -> list[RunSpec]:
     return [RunSpec(
         "primer",
         ModelSpec(backbone, width, None if exit_after is None else tuple(exit_after), head),

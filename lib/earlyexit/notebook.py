@@ -1,0 +1,31 @@
+"""What every notebook runs right after its ``parameters`` cell.
+
+``start`` applies the chosen profile's overrides, so that a reader who changes ``profile = "cpu"`` to
+``"smoke"`` in JupyterLab gets what ``python -m earlyexit.reproduce --profile smoke`` runs (there,
+papermill has already injected the same values), then sets threads, figure style and table format.
+"""
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from .plots import use_style
+from .reproduce import default_parameters, notebooks, resolve_parameters
+
+__all__ = ["start"]
+
+
+def start(notebook: str, namespace: dict) -> dict:
+    """Resolve the notebook's parameters in ``namespace`` (its globals) and return them as a dict."""
+    path = notebooks()[notebook[:2]]
+    params = {name: namespace[name] for name in default_parameters(path)}
+    overrides = resolve_parameters(path, params["profile"])
+    changed = sorted(k for k, v in overrides.items() if params[k] != v)
+    params.update(overrides)
+    namespace.update(overrides)
+    if changed:
+        print(f"profile {params['profile']!r} sets {', '.join(changed)}")
+    torch.set_num_threads(params.get("threads", 1))
+    use_style()
+    pd.options.display.float_format = "{:.4f}".format
+    return params
