@@ -132,9 +132,7 @@ class ClassExclusion(ExitPolicy):
             return torch.ones(n, dtype=torch.bool), z.argmax(1), {"remaining": remaining}
         s = torch.sigmoid(logits.double())  # float64: no score underflows to 0 before beta * max
         top, a = s.max(1)
-        remaining = remaining.clone()
-        remaining[torch.arange(n), a] = True
-        remaining &= s > self.betas[k] * top[:, None]
+        remaining = remaining.scatter(1, a[:, None], True) & (s > self.betas[k] * top[:, None])
         stop = remaining.sum(1) == 1
         return stop, torch.where(stop, remaining.int().argmax(1), a), {"remaining": remaining}
 

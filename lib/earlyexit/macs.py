@@ -6,6 +6,10 @@ deep copy of the module. This equals torch.utils.flop_counter.FlopCounterMode / 
 Exiting at k costs every stage up to the one exit k reads, plus every head evaluated so far (heads
 0..k; the last exit's "head" is the backbone's classifier). Fractions are relative to the plain
 backbone (all stages plus the classifier, no exit heads), so a network with heads can exceed 1.
+
+``mac_table(net)`` profiles a network once: the table is kept on the network (keyed by its
+structure: exits and every parameter's and buffer's shape) and its exit costs are stored as
+``net.exit_costs``, which the real early-exit forward reads. Inference never profiles.
 """
 from __future__ import annotations
 
@@ -74,7 +78,17 @@ class MacTable:
                 for k, (s, c, f) in enumerate(zip(self.exit_stage, self.exit_macs, self.exit_fractions))]
 
 
+def _structure(net: MultiExitNet) -> tuple:
+    return (tuple(net.exit_after), tuple((n, tuple(t.shape)) for n, t in net.state_dict().items()))
+
+
 def mac_table(net: MultiExitNet) -> MacTable:
+    """The network's MAC table, profiled on the first call and kept on the network afterwards;
+    sets ``net.exit_costs`` for ``MultiExitNet.early_exit``."""
+    key = _structure(net)
+    cached = getattr(net, "_mac_table", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     bb = net.backbone
     in_shapes = [bb.input_shape] + bb.stage_shapes()
     stage_macs = [count_macs(stage, in_shapes[i]) for i, stage in enumerate(bb.stages)]
@@ -82,4 +96,7 @@ def mac_table(net: MultiExitNet) -> MacTable:
     head_macs = [count_macs(head, in_shapes[s + 1]) for head, s in zip(net.heads, exit_stage)]
     classifier_macs = count_macs(bb.classifier, in_shapes[-1])
     head_macs.append(classifier_macs)
-    return MacTable(stage_macs, head_macs, exit_stage, sum(stage_macs) + classifier_macs)
+    table = MacTable(stage_macs, head_macs, exit_stage, sum(stage_macs) + classifier_macs)
+    net._mac_table = (key, table)
+    net.exit_costs = table.exit_macs
+    return table

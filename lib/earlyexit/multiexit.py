@@ -4,6 +4,23 @@ Exit k (k < K-1) is head k applied to the output of stage ``exit_after[k]``; the
 backbone's own classifier. ``forward`` computes every exit (for training and for caching outputs);
 ``early_exit`` is the real inference path, which runs stage by stage and drops the rows a policy
 lets go, so a sample that exits early costs only the stages and heads it went through.
+
+Real inference knows nothing of MAC counting (this module does not import ``macs``): the cost of
+each exit is data, passed as ``exit_costs`` or read from ``net.exit_costs``, which
+``macs.mac_table(net)`` fills once (``train.train_cached`` calls it for every run).
+
+How the real forward stays as cheap as its MACs (measured in ``benchmark.py``, ``make bench``):
+
+- no row gather at an exit where nobody leaves; a gather keeps the activation's memory format;
+- compact-or-carry: when rows leave, compacting copies the activation of the rows that stay, while
+  carrying the finished rows along costs their share of the remaining stages and heads. The batch is
+  compacted when ``carried rows x MACs still ahead > COPY_MACS x kept rows x activation elements per
+  row`` (with unknown costs: whenever a row leaves). Rows carried along are computed and ignored.
+- a batch of one runs a loop without bookkeeping: stage, head, decision, stop when it says so.
+
+``inference.inference_form(net)`` gives the same network with batch norm folded into the preceding
+convolutions (and channels_last), the form to time; the policy driver is ``policies.run_exit_policy``,
+shared with the offline evaluator, which is why both agree row for row.
 """
 from __future__ import annotations
 
@@ -17,7 +34,12 @@ from .backbones import StagedBackbone
 from .heads import build_head
 from .policies import ExitPolicy, run_exit_policy
 
-__all__ = ["MultiExitNet", "ExitOutputs", "EarlyExitResult"]
+__all__ = ["MultiExitNet", "ExitOutputs", "EarlyExitResult", "gather_rows", "COPY_MACS"]
+
+# Copying one activation element (float32, index_select into a fresh buffer) takes about as long as
+# this many conv MACs, one thread (measured: ~0.2 ns per copied element, 25-50 GMAC/s for 3x3 convs,
+# `python -m earlyexit.benchmark --calibrate`). Erring high only delays compaction by a few rows.
+COPY_MACS = 8.0
 
 
 @dataclass
@@ -36,10 +58,14 @@ class ExitOutputs:
 class EarlyExitResult:
     prediction: torch.Tensor   # [B] predicted class
     exit_index: torch.Tensor   # [B] exit taken, 0-based, K-1 is the final classifier
-    macs: torch.Tensor         # [B] MACs spent on each sample (conv + linear, see macs.py)
+    macs: torch.Tensor | None  # [B] MACs spent on each sample (conv + linear, see macs.py); None if
+                               # the network's exit costs are unknown (no mac_table, none passed)
 
 
 class MultiExitNet(nn.Module):
+    exit_costs: list[float] | None = None          # MACs of stopping at each exit, set by macs.mac_table
+    input_format: torch.memory_format = torch.contiguous_format  # the layout early_exit gives its input
+
     def __init__(self, backbone: StagedBackbone, exit_after: Sequence[int] | None = None,
                  head: str = "linear", **head_options):
         super().__init__()
@@ -95,21 +121,70 @@ class MultiExitNet(nn.Module):
     @torch.no_grad()
     def early_exit(self, x: torch.Tensor, policy: ExitPolicy,
                    exit_costs: Sequence[float] | torch.Tensor | None = None) -> EarlyExitResult:
-        """Real early-exit inference on a batch: rows leave the batch as soon as they exit."""
+        """Real early-exit inference on a batch: rows leave the batch as soon as they exit.
+
+        ``exit_costs`` (MACs of stopping at each exit) default to ``self.exit_costs``; they price
+        each row's exit and drive the compact-or-carry rule. Nothing is profiled here."""
         if self.training:
             raise RuntimeError("call net.eval() before early_exit: batch-norm must use running statistics")
-        if exit_costs is None:
-            from .macs import mac_table
-            exit_costs = mac_table(self).exit_macs
-        costs = torch.as_tensor(list(exit_costs), dtype=torch.float64)
-        progress = {"h": x, "stage_done": -1}
+        costs = self.exit_costs if exit_costs is None else exit_costs
+        costs = None if costs is None else [float(c) for c in costs]
+        if costs is not None and len(costs) != self.num_exits:
+            raise ValueError(f"{len(costs)} exit costs given for {self.num_exits} exits")
+        x = x.contiguous(memory_format=self.input_format) if x.dim() == 4 else x
+        if len(x) == 1:
+            prediction, exit_index = self._early_exit_one(x, policy)
+        else:
+            prediction, exit_index = self._early_exit_batch(x, policy, costs)
+        spent = None
+        if costs is not None:
+            spent = torch.tensor(costs, dtype=torch.float64, device=exit_index.device)[exit_index]
+        return EarlyExitResult(prediction, exit_index, spent)
+
+    def _early_exit_one(self, x: torch.Tensor, policy: ExitPolicy) -> tuple[torch.Tensor, torch.Tensor]:
+        """One row: stage, head, decision, and stop when the policy says so. No gathers, no masks."""
+        state, stage_done, last = policy.init_state(1), -1, self.num_exits - 1
+        for k in range(self.num_exits):
+            for s in range(stage_done + 1, self._exit_stage(k) + 1):
+                x = self.backbone.stages[s](x)
+            stage_done = self._exit_stage(k)
+            logits, gate = self._head_output(k, x)
+            stop, pred, state = policy.decide(k, self.num_exits, logits, gate, state)
+            if k == last or bool(stop[0]):
+                return pred[:1].long(), torch.full((1,), k, dtype=torch.long, device=pred.device)
+        raise AssertionError("unreachable: the last exit takes every row")
+
+    def _early_exit_batch(self, x: torch.Tensor, policy: ExitPolicy,
+                          costs: list[float] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        # ``h`` holds the rows still computed: the active rows, plus finished rows carried along while
+        # compacting would cost more than carrying them; ``pos`` = positions of the active rows in
+        # ``h`` (None: all of them).
+        run = {"h": x, "pos": None, "stage_done": -1}
+        ahead = None if costs is None else [costs[-1] - c for c in costs]  # MACs a row still needs after k
 
         def outputs_at(k, active, keep):
-            h = progress["h"][keep]
-            for s in range(progress["stage_done"] + 1, self._exit_stage(k) + 1):
+            h, pos = run["h"], run["pos"]
+            if keep is not None:
+                pos = keep if pos is None else pos.index_select(0, keep)
+                carried = len(h) - len(pos)
+                if ahead is None or carried * ahead[k - 1] > COPY_MACS * len(pos) * h[0].numel():
+                    h, pos = gather_rows(h, pos), None
+            for s in range(run["stage_done"] + 1, self._exit_stage(k) + 1):
                 h = self.backbone.stages[s](h)
-            progress["h"], progress["stage_done"] = h, self._exit_stage(k)
-            return self._head_output(k, h)
+            run.update(h=h, pos=pos, stage_done=self._exit_stage(k))
+            logits, gate = self._head_output(k, h)
+            if pos is not None:
+                logits = logits.index_select(0, pos)
+                gate = None if gate is None else gate.index_select(0, pos)
+            return logits, gate
 
-        prediction, exit_index = run_exit_policy(policy, self.num_exits, len(x), outputs_at)
-        return EarlyExitResult(prediction, exit_index, costs[exit_index])
+        return run_exit_policy(policy, self.num_exits, len(x), outputs_at)
+
+
+def gather_rows(h: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``h[index]`` along the batch dimension in one copy that keeps h's memory format (plain
+    indexing and index_select return a contiguous tensor, which would turn a channels_last
+    activation back into NCHW and slow every conv after it)."""
+    if h.dim() == 4 and not h.is_contiguous() and h.is_contiguous(memory_format=torch.channels_last):
+        return h.permute(0, 2, 3, 1).index_select(0, index).permute(0, 3, 1, 2)
+    return h.index_select(0, index)

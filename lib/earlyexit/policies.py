@@ -128,32 +128,46 @@ class NeverExit(ExitPolicy):
         return torch.zeros(len(logits), dtype=torch.bool), logits.argmax(1), state
 
 
-OutputsAt = Callable[[int, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+OutputsAt = Callable[[int, torch.Tensor, "torch.Tensor | None"], tuple[torch.Tensor, "torch.Tensor | None"]]
 
 
 def run_exit_policy(policy: ExitPolicy, num_exits: int, n: int,
                     outputs_at: OutputsAt) -> tuple[torch.Tensor, torch.Tensor]:
     """Walk the exits in order, asking ``policy`` which active rows stop.
 
-    ``outputs_at(k, active, keep)`` returns exit k's (logits, gate) for the rows ``active``
-    (indices into the original batch); ``keep`` marks which rows of the previous call survived.
-    Returns (prediction, exit index) per row.
+    ``outputs_at(k, active, keep)`` returns exit k's (logits, gate) for the rows ``active`` (indices
+    into the original batch). ``keep`` says how ``active`` changed since the previous call: None when
+    no row left (always at the first call), else the positions, among the previous call's rows, of
+    the rows still running. Returns (prediction, exit index) per row.
+
+    The only host synchronisation per exit is reading how many rows stop (one ``nonzero``); an exit
+    where nobody stops costs the decision and nothing else, and the bookkeeping stays on the
+    device of the logits.
     """
-    prediction = torch.zeros(n, dtype=torch.long)
-    exit_index = torch.full((n,), num_exits - 1, dtype=torch.long)
-    active = torch.arange(n)
-    keep = torch.ones(n, dtype=torch.bool)
+    active = keep = prediction = exit_index = None
     state = policy.init_state(n)
     for k in range(num_exits):
-        logits, gate = outputs_at(k, active, keep)
+        if active is None:  # first exit: the batch's device is known once outputs arrive
+            logits, gate = outputs_at(k, torch.arange(n), None)
+            active = torch.arange(n, device=logits.device)
+            prediction = torch.zeros(n, dtype=torch.long, device=logits.device)
+            exit_index = torch.full((n,), num_exits - 1, dtype=torch.long, device=logits.device)
+        else:
+            logits, gate = outputs_at(k, active, keep)
         stop, pred, state = policy.decide(k, num_exits, logits, gate, state)
         if k == num_exits - 1:
-            stop = torch.ones_like(stop)
-        prediction[active[stop]] = pred[stop]
-        exit_index[active[stop]] = k
-        keep = ~stop
-        active = active[keep]
-        state = {name: value[keep] for name, value in state.items()}
-        if len(active) == 0:
+            prediction[active] = pred
             break
+        left = stop.nonzero().squeeze(1)
+        if len(left) == 0:
+            keep = None
+            continue
+        rows = active.index_select(0, left)
+        prediction[rows] = pred.index_select(0, left)
+        exit_index[rows] = k
+        if len(left) == len(active):
+            break
+        keep = (~stop).nonzero().squeeze(1)
+        active = active.index_select(0, keep)
+        state = {name: value.index_select(0, keep) for name, value in state.items()}
     return prediction, exit_index

@@ -1,0 +1,146 @@
+"""The inference form of a multi-exit network: batch norm folded away, channels_last, optionally compiled.
+
+``inference_form(net)`` returns a copy of a trained ``MultiExitNet`` that computes the same function
+with fewer operations: every BatchNorm that follows a convolution or linear layer (inside one
+``nn.Sequential``, also across a max-pool when every channel's scale is positive, since max commutes
+with an increasing affine map) is folded into that layer's weights and bias and replaced by an
+identity; 4-d weights and activations use channels_last, which the CPU convolution kernels run
+faster at one thread. Everything else (forward, early_exit, collect_outputs) works unchanged on it,
+so the real-vs-offline agreement holds on the folded network exactly as on the original, and the
+plain reference for speed is ``form.backbone`` (the same folding, the same layout).
+
+Folding changes float rounding slightly, so the folded network's outputs are not bit-identical to
+the original's (``prediction_agreement`` counts the rows whose prediction moves). Cached outputs in
+the notebooks keep coming from the unfolded float32 network.
+
+``compile_units(form)`` wraps every stage and head in ``torch.compile`` (an option: measure it with
+``python -m earlyexit.benchmark``; it needs a C++ compiler and pays off only where Python overhead
+per operation matters, at batch 1).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .multiexit import MultiExitNet
+
+__all__ = ["fold_batchnorm", "inference_form", "compile_units", "count_batchnorm", "prediction_agreement"]
+
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+def _affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """BN in eval mode as y = scale * x + shift, per channel, in float64."""
+    var, mean = bn.running_var.double(), bn.running_mean.double()
+    scale = torch.rsqrt(var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight.double()
+    shift = -mean * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias.double()
+    return scale, shift
+
+
+def _foldable(layer: nn.Module, bn: nn.Module) -> bool:
+    if not isinstance(bn, _BN) or not bn.track_running_stats or bn.running_var is None:
+        return False
+    if isinstance(layer, nn.Conv2d):
+        return isinstance(bn, nn.BatchNorm2d) and layer.out_channels == bn.num_features
+    if isinstance(layer, nn.Linear):
+        return isinstance(bn, nn.BatchNorm1d) and layer.out_features == bn.num_features
+    return False
+
+
+@torch.no_grad()
+def _fold_into(layer: nn.Conv2d | nn.Linear, scale: torch.Tensor, shift: torch.Tensor) -> None:
+    w = layer.weight
+    shape = (-1,) + (1,) * (w.dim() - 1)
+    bias = layer.bias.double() if layer.bias is not None else torch.zeros_like(scale)
+    new_w = (w.double() * scale.view(shape)).to(w.dtype)
+    new_b = (bias * scale + shift).to(w.dtype)
+    layer.weight = nn.Parameter(new_w, requires_grad=False)
+    layer.bias = nn.Parameter(new_b, requires_grad=False)
+
+
+def _fold_sequential(seq: nn.Sequential) -> int:
+    names = list(seq._modules)
+    folded = 0
+    for i, name in enumerate(names):
+        bn = seq._modules[name]
+        if not isinstance(bn, _BN) or i == 0:
+            continue
+        layer, between = seq._modules[names[i - 1]], None
+        if isinstance(layer, nn.MaxPool2d) and i >= 2:
+            between, layer = layer, seq._modules[names[i - 2]]
+        if not _foldable(layer, bn):
+            continue
+        scale, shift = _affine(bn)
+        if between is not None and not bool((scale > 0).all()):
+            continue  # max(a x + b) = a max(x) + b only for a > 0
+        _fold_into(layer, scale, shift)
+        seq._modules[name] = nn.Identity()
+        folded += 1
+    return folded
+
+
+def fold_batchnorm(net: nn.Module) -> nn.Module:
+    """A copy of ``net`` (eval mode) with every foldable BatchNorm folded into the layer before it."""
+    net = copy.deepcopy(net).eval()
+    for module in list(net.modules()):
+        if isinstance(module, nn.Sequential):
+            _fold_sequential(module)
+    return net
+
+
+def count_batchnorm(net: nn.Module) -> int:
+    return sum(isinstance(m, _BN) for m in net.modules())
+
+
+def inference_form(net: MultiExitNet, fold_bn: bool = True, channels_last: bool = True) -> MultiExitNet:
+    """A copy of ``net`` for timing real inference: BN folded, channels_last weights and input layout.
+    It keeps ``net.exit_costs`` (folding changes no MAC count)."""
+    form = fold_batchnorm(net) if fold_bn else copy.deepcopy(net).eval()
+    if channels_last:
+        form = form.to(memory_format=torch.channels_last)
+        form.input_format = torch.channels_last
+    return form.eval()
+
+
+class _Compiled(nn.Module):
+    """A compiled unit that still exposes the wrapped module's attributes (``has_gate``, ``fc``...)."""
+
+    def __init__(self, module: nn.Module, **options):
+        super().__init__()
+        self.module = module
+        self.compiled = torch.compile(module, **options)
+
+    def forward(self, *args):
+        return self.compiled(*args)
+
+
+def compile_units(form: MultiExitNet, **options) -> MultiExitNet:
+    """Wrap each stage, each head and the classifier of ``form`` (in place) in ``torch.compile``;
+    batch sizes vary as rows leave, so ``dynamic=True`` by default."""
+    options = {"dynamic": True, **options}
+    bb = form.backbone
+    for i, stage in enumerate(bb.stages):
+        bb.stages[i] = _Compiled(stage, **options)
+    for i, head in enumerate(form.heads):
+        form.heads[i] = _Compiled(head, **options)
+    bb.classifier = _Compiled(bb.classifier, **options)
+    return form
+
+
+@torch.no_grad()
+def prediction_agreement(net: MultiExitNet, form: MultiExitNet, x: torch.Tensor, batch: int = 256) -> dict:
+    """How many rows get the same argmax at every exit from ``net`` and its inference form, and the
+    largest absolute logit difference."""
+    same, diff = None, 0.0
+    for i in range(0, len(x), batch):
+        a, b = net(x[i:i + batch]).logits, form(x[i:i + batch].contiguous(memory_format=form.input_format)).logits
+        agree = torch.stack([za.argmax(1) == zb.argmax(1) for za, zb in zip(a, b)]).all(0)
+        same = agree if same is None else torch.cat([same, agree])
+        diff = max(diff, max((za.float() - zb.float()).abs().max().item() for za, zb in zip(a, b)))
+    return {"rows": len(x), "same_prediction_every_exit": int(same.sum()), "max_abs_logit_diff": diff}

@@ -1,0 +1,156 @@
+"""The real early-exit engine and the inference form: folding, compaction, the batch-of-one path,
+MAC costs computed once. Speed is measured by ``make bench``, never asserted here."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from earlyexit import macs as macs_module
+from earlyexit import multiexit
+from earlyexit.backbones import build_backbone
+from earlyexit.class_exclusion import ClassExclusion, SingleConfident
+from earlyexit.data import tensor_batches
+from earlyexit.evaluate import evaluate_policy
+from earlyexit.inference import count_batchnorm, fold_batchnorm, inference_form, prediction_agreement
+from earlyexit.macs import mac_table
+from earlyexit.multiexit import MultiExitNet, gather_rows
+from earlyexit.outputs import collect_outputs
+from earlyexit.policies import Entropy, GateThreshold, MaxProbability, NeverExit, Patience
+
+
+def _randomise_bn(net):
+    for m in net.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return net
+
+
+def _net(backbone="vgg_small", width=0.125, seed=0, **kw):
+    torch.manual_seed(seed)
+    return _randomise_bn(MultiExitNet(build_backbone(backbone, width=width), **kw)).double().eval()
+
+
+def _quantile_policies(outputs, k):
+    probs = torch.softmax(outputs.logits, 2).max(2).values
+    mp = [float(torch.quantile(probs[j], 0.8 - 0.1 * j)) for j in range(k - 1)]
+    return [MaxProbability(mp), Entropy([0.99] * (k - 1)), Patience(2), NeverExit(),
+            ClassExclusion([0.3] * (k - 1)), SingleConfident([0.15] * (k - 1))]
+
+
+def test_folding_removes_batchnorm_and_keeps_the_function():
+    for backbone, kw in (("vgg_small", {}), ("resnet18_cifar", {"head": "conv"}), ("airnet", {})):
+        net = _net(backbone, 0.125 if backbone != "airnet" else 0.25, **kw)
+        folded = fold_batchnorm(net)
+        assert count_batchnorm(net) > 0 and count_batchnorm(folded) == 0, backbone
+        x = torch.randn(8, 3, 32, 32, dtype=torch.float64)
+        for a, b in zip(net(x).logits, folded(x).logits):
+            assert torch.allclose(a, b, atol=1e-9, rtol=1e-9), backbone
+    assert count_batchnorm(net) > 0  # the original is left alone
+
+
+def test_bn_after_max_pool_is_folded_only_for_positive_scales():
+    net = _net("airnet", 0.25)
+    bn = net.backbone.stages[1].body[2]
+    assert isinstance(bn, torch.nn.BatchNorm2d)
+    with torch.no_grad():
+        bn.weight[0] = -1.0
+    folded = fold_batchnorm(net)
+    assert isinstance(folded.backbone.stages[1].body[2], torch.nn.BatchNorm2d)
+    assert count_batchnorm(folded) == 1
+    x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
+    assert torch.allclose(net(x).logits[-1], folded(x).logits[-1], atol=1e-9)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_folded_real_early_exit_equals_folded_offline(channels_last):
+    net = _net()
+    for head in net.heads:  # spread logits so that every rule lets rows out at several exits
+        head.fc.weight.data.normal_(0, 2.5)
+    table = mac_table(net)
+    form = inference_form(net, channels_last=channels_last)
+    torch.manual_seed(1)
+    x = torch.randn(80, 3, 32, 32, dtype=torch.float64) * 3 * torch.rand(80, 1, 1, 1, dtype=torch.float64)
+    y = torch.randint(0, 10, (80,))
+    outputs = collect_outputs(form, tensor_batches(x, y, 16))
+    for policy in _quantile_policies(outputs, form.num_exits):
+        offline = evaluate_policy(outputs, policy, table)
+        real = form.early_exit(x, policy)
+        assert torch.equal(real.prediction, offline.prediction), policy
+        assert torch.equal(real.exit_index, offline.exit_index), policy
+        assert real.macs.mean().item() == pytest.approx(offline.mean_macs)
+        ones = [form.early_exit(x[i:i + 1], policy) for i in range(0, 80, 7)]  # the batch-of-one path
+        assert [r.exit_index.item() for r in ones] == offline.exit_index[::7].tolist(), policy
+        assert [r.prediction.item() for r in ones] == offline.prediction[::7].tolist(), policy
+    assert len(set(evaluate_policy(outputs, _quantile_policies(outputs, 7)[0], table).exit_index.tolist())) > 3
+
+
+def test_gated_folded_real_equals_offline():
+    net = _net("resnet18_cifar", head="gated", features="linear")
+    for head in net.heads:
+        head.gate.weight.data.normal_(0, 3.0)
+    form = inference_form(net)
+    x = torch.randn(48, 3, 32, 32, dtype=torch.float64)
+    outputs = collect_outputs(form, tensor_batches(x, torch.zeros(48, dtype=torch.long), 16))
+    t = float(torch.quantile(torch.sigmoid(outputs.gates[:-1]).flatten(), 0.9))
+    offline = evaluate_policy(outputs, GateThreshold(t), mac_table(net))
+    real = form.early_exit(x, GateThreshold(t))
+    assert torch.equal(real.exit_index, offline.exit_index) and torch.equal(real.prediction, offline.prediction)
+    assert sum(c > 0 for c in offline.exit_counts) > 2
+
+
+def test_compacting_and_carrying_give_the_same_answers(monkeypatch):
+    net = _net()
+    for head in net.heads:  # mostly negative logits, as BCE training gives: exclusion bites
+        head.fc.weight.data.normal_(0, 2.5)
+        head.fc.bias.data.fill_(-5.0)
+    table = mac_table(net)
+    x = torch.randn(64, 3, 32, 32, dtype=torch.float64) * 3 * torch.rand(64, 1, 1, 1, dtype=torch.float64)
+    policy = ClassExclusion([0.3] * 6)
+    results = []
+    for copy_macs in (0.0, 1e30):  # always compact / always carry the finished rows
+        monkeypatch.setattr(multiexit, "COPY_MACS", copy_macs)
+        results.append(net.early_exit(x, policy, table.exit_macs))
+    assert torch.equal(results[0].exit_index, results[1].exit_index)
+    assert torch.equal(results[0].prediction, results[1].prediction)
+    assert len(set(results[0].exit_index.tolist())) > 2
+
+
+def test_gather_keeps_memory_format():
+    h = torch.randn(6, 4, 5, 5).contiguous(memory_format=torch.channels_last)
+    idx = torch.tensor([0, 3, 5])
+    g = gather_rows(h, idx)
+    assert g.is_contiguous(memory_format=torch.channels_last) and torch.equal(g, h[idx])
+    assert gather_rows(h.contiguous(), idx).is_contiguous()
+
+
+def test_exit_costs_come_from_one_mac_table(monkeypatch):
+    net = _net()
+    x = torch.randn(4, 3, 32, 32, dtype=torch.float64)
+    assert net.early_exit(x, NeverExit()).macs is None  # costs unknown: nothing is profiled
+    table = mac_table(net)
+    assert net.exit_costs == table.exit_macs
+
+    def no_profiling(*args, **kwargs):
+        raise AssertionError("profiled again")
+    monkeypatch.setattr(macs_module, "count_macs", no_profiling)
+    assert mac_table(net) is table
+    r = net.early_exit(x, NeverExit())
+    assert r.macs.tolist() == [float(table.exit_macs[-1])] * 4
+    assert inference_form(net).exit_costs == table.exit_macs
+
+
+def test_real_inference_does_not_import_mac_counting():
+    code = "import sys, earlyexit.multiexit, earlyexit.inference; print('earlyexit.macs' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_float32_folded_predictions_match_the_original_on_nearly_all_rows():
+    torch.manual_seed(0)
+    net = _randomise_bn(MultiExitNet(build_backbone("vgg_small", width=0.125))).eval()
+    report = prediction_agreement(net, inference_form(net), torch.randn(64, 3, 32, 32))
+    assert report["same_prediction_every_exit"] >= 63 and report["max_abs_logit_diff"] < 1e-3
