@@ -96,8 +96,9 @@ def test_gated_folded_real_equals_offline():
     x = torch.randn(48, 3, 32, 32, dtype=torch.float64)
     outputs = collect_outputs(form, tensor_batches(x, torch.zeros(48, dtype=torch.long), 16))
     t = float(torch.quantile(torch.sigmoid(outputs.gates[:-1]).flatten(), 0.9))
-    offline = evaluate_policy(outputs, GateThreshold(t), mac_table(net))
-    real = form.early_exit(x, GateThreshold(t))
+    rule = GateThreshold([t] * (net.num_exits - 1))
+    offline = evaluate_policy(outputs, rule, mac_table(net))
+    real = form.early_exit(x, rule)
     assert torch.equal(real.exit_index, offline.exit_index) and torch.equal(real.prediction, offline.prediction)
     assert sum(c > 0 for c in offline.exit_counts) > 2
 
