@@ -1,8 +1,9 @@
 # The two commands of the README:
 #   make reproduce   set up .venv if needed, then run every notebook on PROFILE (default cpu)
 #   make test        set up .venv if needed, then run the whole test suite (smoke notebooks included)
-# Other targets: make lab (JupyterLab on the notebooks), make benchmark (backbone quality table),
-# make dry-run (build every model of PROFILE without training), make clean-smoke.
+# Other targets: make lab (JupyterLab on the notebooks), make report (HTML pages of PROFILE's executed
+# notebooks), make benchmark (backbone quality table), make dry-run (build every model of PROFILE without
+# training), make clean-smoke.
 
 PYTHON   ?= python3
 VENV     ?= .venv
@@ -14,7 +15,7 @@ BIN      := $(VENV)/bin
 LOCAL_DATA ?= $(wildcard $(abspath ../shared/data))
 export EARLYEXIT_LOCAL_DATA ?= $(LOCAL_DATA)
 
-.PHONY: setup reproduce test lab benchmark dry-run clean-smoke
+.PHONY: setup reproduce report test lab benchmark dry-run clean-smoke
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,15 +30,21 @@ setup: $(VENV)/.installed
 reproduce: setup
 	$(BIN)/python -m earlyexit.reproduce --profile $(PROFILE) $(if $(ONLY),--only $(ONLY))
 
+report: setup
+	$(BIN)/python -m earlyexit.htmlreport --profile $(PROFILE)
+
 dry-run: setup
 	$(BIN)/python -m earlyexit.reproduce --profile $(PROFILE) --dry-run $(if $(ONLY),--only $(ONLY))
 
 test: setup
 	$(BIN)/python -m pytest tests
 
+# JupyterLab on this environment's kernel, loopback only, opening the primer. To use a profile there, edit
+# `profile = "cpu"` in a notebook's parameters cell (e.g. to "smoke") and run all cells.
+LAB_PORT ?= 8888
 lab: setup
 	$(BIN)/python -m ipykernel install --sys-prefix --name earlyexit --display-name "earlyexit (.venv)"
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) --ServerApp.root_dir=. notebooks/00_primer.ipynb
 
 benchmark: setup
 	$(BIN)/python -m earlyexit.benchmark

@@ -17,7 +17,9 @@ done on whole batches of tensors.
 """
 from __future__ import annotations
 
+import functools
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -109,7 +111,7 @@ def _decode(data: bytes) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def _read_image_folder(path: Path) -> Raw:
+def _read_image_folder(path: Path, title: str) -> Raw:
     """ImageFolder layout with train/ and test/ sub-folders, as a folder or a .tar(.gz) archive."""
     from tqdm.auto import tqdm
     items: dict[str, list[tuple[str, bytes]]] = {"train": [], "test": []}
@@ -133,7 +135,54 @@ def _read_image_folder(path: Path) -> Raw:
         x = np.stack([_decode(b) for _, b in tqdm(rows, desc=f"decoding {path.name}/{split}", leave=False)])
         y = np.array([index[c] for c, _ in rows], dtype=np.int64)
         arrays += [x.transpose(0, 3, 1, 2), y]
-    return arrays[0], arrays[1], arrays[2], arrays[3], classes, str(path)
+    return arrays[0], arrays[1], arrays[2], arrays[3], classes, _copy_label(title, path)
+
+
+# ---------------------------------------------------------------- naming a source
+# A data set is named by what it is and which copy it came from (file name and checksum), never by
+# where the copy sits on this machine, so printed descriptions and saved reports are portable.
+_LOCAL_KINDS = {".tar.gz": "local JPEG archive", ".tgz": "local JPEG archive", ".tar": "local image archive"}
+
+
+@functools.lru_cache(maxsize=None)
+def _sha256(path: Path, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _copy_label(title: str, path: Path) -> str:
+    """'CIFAR-10, local JPEG archive cifar10-jpeg.tar.gz, sha256 0123456789ab' (or a folder's name)."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{title}, local ImageFolder copy {path.name}/"
+    kind = next((k for suffix, k in _LOCAL_KINDS.items() if path.name.endswith(suffix)), "local copy")
+    st = path.stat()
+    return f"{title}, {kind} {path.name}, sha256 {_sha256(path, st.st_size, st.st_mtime_ns)[:12]}"
+
+
+_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "mnist": "MNIST", "fashion_mnist": "Fashion-MNIST",
+           "kmnist": "KMNIST", "cinic10": "CINIC-10"}
+
+
+def _portable_source(name: str, source: str) -> str:
+    """The source string of a cache written before sources were named portably (an absolute path, or
+    'torchvision X in /path'), rewritten as the producers now write it."""
+    title = _TITLES.get(name, name)
+    if source.startswith("torchvision ") and " in " in source:
+        return source.split(" in ", 1)[0] + " download"
+    if os.path.isabs(source):
+        path = Path(source)
+        if path.exists():
+            return _copy_label(title, path) if name not in ("mnist", "fashion_mnist") else _idx_label(title, path)
+        return f"{title}, local copy {path.name}"
+    return source
+
+
+def _idx_label(title: str, folder: Path) -> str:
+    return f"{title}, local gzipped IDX copy {folder.name}/"
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -162,7 +211,7 @@ def _torchvision(cls_name: str, root: Path, hint: str, **kw) -> Raw:
         x = np.asarray(ds.data)
         x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
         return x, np.asarray(ds.targets, dtype=np.int64)
-    return (*arr(tr), *arr(te), list(tr.classes), f"torchvision {cls_name} in {root}")
+    return (*arr(tr), *arr(te), list(tr.classes), f"torchvision {cls_name} download")
 
 
 def _cifar10(root: Path) -> Raw:
@@ -170,26 +219,26 @@ def _cifar10(root: Path) -> Raw:
     if explicit:
         if not Path(explicit).exists():
             raise DataNotFound(f"EARLYEXIT_CIFAR10={explicit} does not exist")
-        return _read_image_folder(Path(explicit))
+        return _read_image_folder(Path(explicit), "CIFAR-10")
     local = _local("cifar10-jpeg.tar.gz")
     if local is not None and local.exists():
-        return _read_image_folder(local)
+        return _read_image_folder(local, "CIFAR-10")
     return _torchvision("CIFAR10", root, "Connect to the internet once, or set EARLYEXIT_CIFAR10 to a "
                         "CIFAR-10 copy in ImageFolder layout (a folder or .tar.gz with train/ and test/).")
 
 
-def _idx_pair(folder: Path) -> Raw:
+def _idx_pair(folder: Path, title: str) -> Raw:
     get = lambda n: _read_idx(folder / f"{n}-ubyte.gz")  # noqa: E731
     return (get("train-images-idx3")[:, None], get("train-labels-idx1").astype(np.int64),
             get("t10k-images-idx3")[:, None], get("t10k-labels-idx1").astype(np.int64),
-            [str(i) for i in range(10)], str(folder))
+            [str(i) for i in range(10)], _idx_label(title, folder))
 
 
 def _mnist_like(cls_name: str, local_name: str, classes: list[str] | None = None) -> Callable[[Path], Raw]:
     def read(root: Path) -> Raw:
         folder = _local(local_name)
         if folder is not None and (folder / "train-images-idx3-ubyte.gz").exists():
-            raw = _idx_pair(folder)
+            raw = _idx_pair(folder, _TITLES[local_name.replace("-", "_")])
             return (*raw[:4], classes or raw[4], raw[5])
         return _torchvision(cls_name, root, f"Connect to the internet once, or put the four gzipped IDX "
                             f"files in $EARLYEXIT_LOCAL_DATA/{local_name}/.")
@@ -209,7 +258,7 @@ def _cinic10(root: Path) -> Raw:
     if not folder.exists():
         raise DataNotFound(f"CINIC-10 not found at {folder}: download it (github.com/BayesWatch/cinic-10) and "
                            f"unpack it there, or set EARLYEXIT_CINIC10 to its folder (train/ and test/ inside).")
-    return _read_image_folder(folder)
+    return _read_image_folder(folder, "CINIC-10")
 
 
 def _digits(root: Path) -> Raw:
@@ -270,7 +319,9 @@ def _load_raw(name: str, root: Path) -> dict:
     path = root / "cache" / f"{name}.pt"
     if path.exists():
         try:
-            return torch.load(path, weights_only=True)
+            raw = torch.load(path, weights_only=True)
+            raw["source"] = _portable_source(name, raw["source"])
+            return raw
         except Exception as exc:
             print(f"cache {path} is unreadable ({exc.__class__.__name__}); decoding again")
     xtr, ytr, xte, yte, classes, source = _SOURCES[name](root)

@@ -1,35 +1,101 @@
-"""One figure style for every notebook, and saving figures under figures/<profile>/."""
+"""One figure style for every notebook, and saving figures under figures/<profile>/ for papers.
+
+Notebooks draw at screen size; ``save_figure`` writes each figure twice, as PNG (300 dpi) and as vector
+PDF, re-laid out for a two-column paper: 3.5 in wide (one column) or 7.16 in (both columns, for figures
+drawn wider than 7 in), the height scaled with the width, and every text in the same small set of font
+sizes. The figure on screen is left as it was drawn.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
 import matplotlib
-
 import matplotlib.pyplot as plt
 import seaborn as sns
+from matplotlib.text import Text
 
 from .paths import project_root
 
-__all__ = ["use_style", "save_figure", "figure_dir", "accuracy_vs_cost", "exit_histogram"]
+__all__ = ["use_style", "save_figure", "figure_dir", "accuracy_vs_cost", "exit_histogram",
+           "PAPER_WIDTHS", "PAPER_FONT_SIZES"]
+
+# widths of a two-column paper (IEEE / ACM style), inches
+PAPER_WIDTHS = {"column": 3.5, "page": 7.16}
+# font sizes (points) of the saved files; screen figures keep the notebook style
+PAPER_FONT_SIZES = {"title": 8, "label": 8, "tick": 7, "legend": 7, "text": 7}
+PAPER_DPI = 300
+# no dates or tool versions in the files, so a rerun writes identical bytes
+_PNG_METADATA = {"Software": None}
+_PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None}
 
 
 def use_style() -> None:
     sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=1.2)
-    matplotlib.rcParams.update({"figure.dpi": 110, "savefig.dpi": 150, "savefig.bbox": "tight",
-                                "axes.titleweight": "bold"})
+    matplotlib.rcParams.update({"figure.dpi": 110, "savefig.dpi": PAPER_DPI, "savefig.bbox": "tight",
+                                "axes.titleweight": "bold", "pdf.fonttype": 42, "ps.fonttype": 42})
 
 
 def figure_dir(profile: str) -> Path:
     return project_root() / "figures" / profile
 
 
+def _text_roles(fig: plt.Figure) -> dict[Text, str]:
+    """Every text of the figure with its role (title, label, tick, legend, text)."""
+    roles: dict[Text, str] = {}
+    for ax in fig.axes:
+        for t in (ax.title, ax._left_title, ax._right_title):
+            roles[t] = "title"
+        for axis in (ax.xaxis, ax.yaxis):
+            roles[axis.label] = "label"
+            roles[axis.get_offset_text()] = "tick"
+            for t in axis.get_ticklabels(which="both"):
+                roles[t] = "tick"
+        legend = ax.get_legend()
+        if legend is not None:
+            for t in [*legend.get_texts(), legend.get_title()]:
+                roles[t] = "legend"
+    for legend in fig.legends:
+        for t in [*legend.get_texts(), legend.get_title()]:
+            roles[t] = "legend"
+    if getattr(fig, "_suptitle", None) is not None:
+        roles[fig._suptitle] = "title"
+    for t in fig.findobj(Text):
+        roles.setdefault(t, "text")
+    return roles
+
+
+def paper_size(fig: plt.Figure) -> tuple[float, float]:
+    """One column for figures drawn up to 7 in wide, the full page width beyond; aspect kept (height capped
+    at 1.2 times the width)."""
+    w, h = fig.get_size_inches()
+    width = PAPER_WIDTHS["column"] if w <= 7 else PAPER_WIDTHS["page"]
+    return width, min(h * width / w, 1.2 * width)
+
+
 def save_figure(fig: plt.Figure, name: str, profile: str) -> Path:
-    """Save as PNG under figures/<profile>/<name>.png and return the path."""
-    path = figure_dir(profile) / f"{name}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, metadata={"Software": None})
-    return path
+    """Write figures/<profile>/<name>.png and .pdf at paper size and fonts; return the PNG's path relative
+    to the project root (so printed paths are the same on every machine)."""
+    folder = figure_dir(profile)
+    folder.mkdir(parents=True, exist_ok=True)
+    screen_size = fig.get_size_inches().copy()
+    roles = _text_roles(fig)
+    screen_fonts = {t: t.get_fontsize() for t in roles}
+    try:
+        fig.set_size_inches(*paper_size(fig), forward=False)
+        for t, role in roles.items():
+            t.set_fontsize(PAPER_FONT_SIZES[role])
+        fig.savefig(folder / f"{name}.png", dpi=PAPER_DPI, bbox_inches="tight", metadata=_PNG_METADATA)
+        fig.savefig(folder / f"{name}.pdf", bbox_inches="tight", metadata=_PDF_METADATA)
+    finally:
+        fig.set_size_inches(*screen_size, forward=False)
+        for t, size in screen_fonts.items():
+            t.set_fontsize(size)
+    png = folder / f"{name}.png"
+    try:
+        return png.relative_to(project_root())
+    except ValueError:
+        return Path("figures") / profile / png.name
 
 
 def accuracy_vs_cost(ax: plt.Axes, curves: dict[str, tuple[Sequence[float], Sequence[float]]],

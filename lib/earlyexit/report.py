@@ -51,7 +51,10 @@ def save_metrics(notebook: str, profile: str, metrics: dict, comparisons: list[d
     body = {"notebook": notebook, "profile": profile, "environment": environment(),
             "metrics": _plain(metrics), "comparisons": _plain(comparisons or [])}
     path.write_text(json.dumps(body, indent=1) + "\n")
-    return path
+    try:  # shown in the notebook: project-relative, the same on every machine
+        return path.relative_to(project_root())
+    except ValueError:
+        return path
 
 
 def _fmt(v) -> str:
