@@ -1,7 +1,8 @@
 # The two commands of the README:
 #   make reproduce   set up .venv if needed, then run every notebook on PROFILE (default cpu)
 #   make test        set up .venv if needed, then run the whole test suite (smoke notebooks included)
-# Other targets: make lab (JupyterLab on the notebooks), make benchmark (backbone quality table),
+# Other targets: make lab (JupyterLab on the notebooks), make bench (real early-exit speed, training
+# throughput and backbone quality tables; never trains),
 # make dry-run (build every model of PROFILE without training), make clean-smoke.
 
 PYTHON   ?= python3
@@ -14,7 +15,7 @@ BIN      := $(VENV)/bin
 LOCAL_DATA ?= $(wildcard $(abspath ../shared/data))
 export EARLYEXIT_LOCAL_DATA ?= $(LOCAL_DATA)
 
-.PHONY: setup reproduce test lab benchmark dry-run clean-smoke
+.PHONY: setup reproduce test lab bench benchmark dry-run clean-smoke
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +40,7 @@ lab: setup
 	$(BIN)/python -m ipykernel install --sys-prefix --name earlyexit --display-name "earlyexit (.venv)"
 	$(BIN)/jupyter lab notebooks/
 
-benchmark: setup
+bench benchmark: setup
 	$(BIN)/python -m earlyexit.benchmark
 
 clean-smoke:
