@@ -2,8 +2,8 @@
 #   make reproduce   set up .venv if needed, then run every notebook on PROFILE (default cpu)
 #   make test        set up .venv if needed, then run the whole test suite (smoke notebooks included)
 # Other targets: make lab (JupyterLab on the notebooks), make report (HTML pages of PROFILE's executed
-# notebooks), make benchmark (backbone quality table), make dry-run (build every model of PROFILE without
-# training), make clean-smoke.
+# notebooks), make bench (real early-exit speed, training throughput and backbone quality tables; never
+# trains), make dry-run (build every model of PROFILE without training), make clean-smoke.
 
 PYTHON   ?= python3
 VENV     ?= .venv
@@ -15,7 +15,7 @@ BIN      := $(VENV)/bin
 LOCAL_DATA ?= $(wildcard $(abspath ../shared/data))
 export EARLYEXIT_LOCAL_DATA ?= $(LOCAL_DATA)
 
-.PHONY: setup reproduce report test lab benchmark dry-run clean-smoke
+.PHONY: setup reproduce report test lab bench benchmark dry-run clean-smoke
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +46,7 @@ lab: setup
 	$(BIN)/python -m ipykernel install --sys-prefix --name earlyexit --display-name "earlyexit (.venv)"
 	$(BIN)/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) --ServerApp.root_dir=. notebooks/00_primer.ipynb
 
-benchmark: setup
+bench benchmark: setup
 	$(BIN)/python -m earlyexit.benchmark
 
 clean-smoke:

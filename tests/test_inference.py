@@ -155,3 +155,18 @@ def test_float32_folded_predictions_match_the_original_on_nearly_all_rows():
     net = _randomise_bn(MultiExitNet(build_backbone("vgg_small", width=0.125))).eval()
     report = prediction_agreement(net, inference_form(net), torch.randn(64, 3, 32, 32))
     assert report["same_prediction_every_exit"] >= 63 and report["max_abs_logit_diff"] < 1e-3
+
+
+def test_bench_calibration_sends_the_chosen_shares_out():
+    from earlyexit.benchmark import _calibrated, _scenario_shares, speed_rows
+    torch.manual_seed(0)
+    net = MultiExitNet(build_backbone("vgg_small", width=0.125)).eval()
+    table = mac_table(net)
+    x = torch.randn(40, 3, 32, 32) * 2 * torch.rand(40, 1, 1, 1)
+    for rule in ("max-softmax", "class exclusion"):
+        form = inference_form(net)
+        policy = _calibrated(form, x, rule, _scenario_shares("half at middle exit", 6))
+        counts = torch.bincount(form.early_exit(x, policy).exit_index, minlength=7).tolist()
+        assert counts[3] == 20 and counts[6] == 20, (rule, counts)
+    row = speed_rows(form, x, policy, table, 256, 1, {"network": "tiny"})
+    assert row["predicted"] > 1 and row["exit shares"].split()[3] == "0.50"

@@ -1,4 +1,12 @@
-"""Benchmarks printed as tables (``make benchmark``), never asserted by timed tests.
+"""Benchmarks printed as tables (``make bench``), never asserted by timed tests. Nothing is trained here.
+
+0. Real early-exit speed (the first table): realised / MAC-predicted speed-up of the real early-exit
+   forward (``MultiExitNet.early_exit`` on ``inference.inference_form``: BN folded, channels_last) against
+   the plain backbone in the same form, for the cpu networks of notebooks 00, 01 and 03 with their rules,
+   at batch 1 and 256, one thread, median [min-max] of ms per image over interleaved repeats. Trained
+   networks are used when their checkpoints are complete in artifacts/; random weights always, with each
+   rule's thresholds (for gates: the gate biases) calibrated so that chosen shares of the timed rows leave
+   at chosen exits: none, half at the middle exit, 60% spread evenly over the early exits.
 
 1. Training throughput of the primer network (notebook 00, cpu profile) in float32 vs bf16 autocast +
    channels_last, 2 threads, batch 256: the measured gain of the mixed-precision option.
@@ -10,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import statistics
 import time
 
 import torch
@@ -19,7 +28,8 @@ from .plans import primer
 from .reproduce import _table, default_parameters, notebooks
 from .train import build_model, bf16_supported, train_cached
 
-__all__ = ["primer_spec", "throughput", "flip_tta_accuracy", "main"]
+__all__ = ["primer_spec", "throughput", "flip_tta_accuracy", "speed_networks", "speed_rows", "speed_table",
+           "copy_cost_in_macs", "main"]
 
 
 def primer_spec():
@@ -60,21 +70,256 @@ def flip_tta_accuracy(net, loader) -> float:
     return correct / n
 
 
+# ---------------------------------------------------------------- real early-exit speed
+SCENARIOS = ("no exit", "half at middle exit", "60% spread")
+PRIMER_THRESHOLD = 0.625   # notebook 00's max-softmax operating point (cpu profile)
+GATE_THRESHOLD = 0.5       # notebook 03's hard-gate threshold
+GATE_LAMBDA = 0.1          # notebook 03's run whose latency the issue table reports
+
+
+def _plan_specs(notebook: str, plan) -> tuple[dict, list]:
+    params = default_parameters(notebooks()[notebook])
+    accepted = inspect.signature(plan).parameters
+    return params, plan(**{k: v for k, v in params.items() if k in accepted})
+
+
+def speed_networks() -> list[dict]:
+    """The cpu-profile networks of notebooks 00, 01 and 03 with their rules, as run specs."""
+    from .plans import class_exclusion as p01, differentiable_branching as p03
+    out = [{"notebook": "00", "name": "primer airnet, 2 exits", "rule": "max-softmax", "spec": primer_spec()}]
+    params, _ = _plan_specs("01", p01.plan)
+    accepted = inspect.signature(p01.setup_runs).parameters
+    setups = p01.setup_runs(**{k: v for k, v in params.items() if k in accepted})
+    first = params["setups"][0]
+    out.append({"notebook": "01", "name": f"{first['backbone']} x{first.get('width', 1.0)}, 6 exits",
+                "rule": "class exclusion", "spec": setups[first["name"]]["BC"],
+                "tolerance": first.get("bc_tolerance", 0.001)})
+    params, specs = _plan_specs("03", p03.plan)
+    by_name = {s.name: s for s in specs}
+    d0 = params["datasets"][0]
+    for bb in ("vgg13", "resnet18_cifar"):
+        spec = by_name[p03.run_name(d0, bb, p03.lambda_method(GATE_LAMBDA))]
+        out.append({"notebook": "03", "name": f"{bb} x{params['width']}, gated", "rule": f"gates >= {GATE_THRESHOLD}",
+                    "spec": spec})
+    return out
+
+
+def _trained(spec) -> bool:
+    from .paths import artifacts_root
+    path = artifacts_root() / spec.key / "checkpoint.pt"
+    if not path.exists():
+        return False
+    try:
+        return torch.load(path, weights_only=False)["epoch"] >= spec.train.epochs
+    except Exception:
+        return False
+
+
+def _leaving_thresholds(scores: torch.Tensor, shares: list[float]) -> list[float]:
+    """Per early exit k, the threshold on scores[k] (higher = readier) that lets share_k of all rows
+    leave at k, walking the exits in order (inf: nobody leaves there)."""
+    n, remaining, out = scores.shape[1], torch.ones(scores.shape[1], dtype=torch.bool), []
+    for k, share in enumerate(shares):
+        count = min(int(round(share * n)), int(remaining.sum()))
+        t = torch.topk(scores[k, remaining], count).values[-1].item() if count else float("inf")
+        out.append(t)
+        remaining &= ~(scores[k] >= t)
+    return out
+
+
+def _scenario_shares(scenario: str, early: int) -> list[float]:
+    shares = [0.0] * early
+    if scenario == "half at middle exit":
+        shares[early // 2] = 0.5
+    elif scenario == "60% spread":
+        shares = [0.6 / early] * early
+    return shares
+
+
+def _calibrated(form, x: torch.Tensor, rule: str, shares: list[float]):
+    """The notebook's rule on a random-weight network, tuned so that ``shares`` of ``x`` leave at each
+    early exit. Gates: the gate biases move (GateThreshold keeps its fixed t)."""
+    from .class_exclusion import ClassExclusion
+    from .policies import GateThreshold, MaxProbability
+    with torch.no_grad():
+        out = form(x.contiguous(memory_format=form.input_format))
+    logits = torch.stack([z.float() for z in out.logits[:-1]])
+    if rule == "max-softmax":
+        return MaxProbability(_leaving_thresholds(torch.softmax(logits, 2).max(2).values, shares))
+    if rule.startswith("gates"):
+        t = _leaving_thresholds(torch.stack([g.float() for g in out.gates[:-1]]), shares)
+        with torch.no_grad():
+            for head, tk in zip(form.heads, t):
+                head.gate.bias -= tk if tk != float("inf") else 1e4
+        return GateThreshold(GATE_THRESHOLD)
+    # class exclusion: beta_k by bisection, exit by exit (more exclusion = more rows leave at k)
+    from .outputs import CachedOutputs
+    from .policies import run_exit_policy
+    cached = CachedOutputs(torch.stack([z.float() for z in out.logits]), torch.zeros(len(x), dtype=torch.long))
+    betas, n = [0.0] * len(shares), len(x)
+
+    def leaving(b):
+        _, exits = run_exit_policy(ClassExclusion(b), cached.num_exits, n, lambda k, a, keep: (cached.logits[k, a], None))
+        return torch.bincount(exits, minlength=cached.num_exits)
+
+    for k, share in enumerate(shares):
+        if share == 0:
+            continue
+        lo, hi = 0.0, 1.0
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            if leaving(betas[:k] + [mid] + betas[k + 1:])[k] < share * n:
+                lo = mid
+            else:
+                hi = mid
+        betas[k] = hi
+    return ClassExclusion(betas)
+
+
+def _times(fn, repeats: int) -> list[float]:
+    fn()
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def _cell(times: list[float], per: int) -> str:
+    ms = [1e3 * t / per for t in times]
+    return f"{statistics.median(ms):.3f} [{min(ms):.3f}-{max(ms):.3f}]"
+
+
+@torch.no_grad()
+def speed_rows(form, x: torch.Tensor, policy, table, batch: int, repeats: int, label: dict) -> dict:
+    """Plain backbone vs real early exit of ``form`` (a network as it will be timed, normally
+    ``inference_form(net)``) on ``x``: one batch of ``batch`` rows, or ``len(x)`` rows one by one
+    when batch is 1. Plain and early-exit repeats are interleaved."""
+    x = x[:batch] if batch > 1 else x
+    xs = x.contiguous(memory_format=form.input_format)
+    if batch == 1:
+        rows = [xs[i:i + 1] for i in range(len(xs))]
+        plain = lambda: [form.backbone(r) for r in rows]  # noqa: E731
+        early = lambda: [form.early_exit(r, policy, table.exit_macs) for r in rows]  # noqa: E731
+    else:
+        plain = lambda: form.backbone(xs)  # noqa: E731
+        early = lambda: form.early_exit(xs, policy, table.exit_macs)  # noqa: E731
+    tp, te = [], []
+    for _ in range(repeats):
+        tp += _times(plain, 1)
+        te += _times(early, 1)
+    result = early()
+    exits = torch.cat([r.exit_index for r in result]) if batch == 1 else result.exit_index
+    mean_macs = torch.tensor(table.exit_macs, dtype=torch.float64)[exits].mean().item()
+    predicted = table.backbone_macs / mean_macs
+    realised = statistics.median(tp) / statistics.median(te)
+    shares = torch.bincount(exits, minlength=len(table.exit_macs)).float() / len(exits)
+    return {**label, "batch": batch, "exit shares": " ".join(f"{s:.2f}" for s in shares.tolist()),
+            "plain ms/img": _cell(tp, len(x)), "early exit ms/img": _cell(te, len(x)),
+            "predicted": predicted, "realised": realised, "realised/predicted": realised / predicted}
+
+
+def speed_table(repeats: int = 5, batch1_rows: int = 128, only: str | None = None) -> list[dict]:
+    from .inference import inference_form
+    from .macs import mac_table
+    from .train import build_model
+    rows = []
+    for entry in speed_networks():
+        if only and entry["notebook"] not in only.split(","):
+            continue
+        spec = entry["spec"]
+        label = {"nb": entry["notebook"], "network": entry["name"], "rule": entry["rule"]}
+        if _trained(spec):
+            rows += _trained_rows(entry, repeats, batch1_rows, label)
+        else:
+            print(f"{entry['notebook']} {entry['name']}: not trained: run make reproduce ONLY={entry['notebook']} "
+                  f"(showing random weights)")
+        torch.manual_seed(0)
+        net = build_model(spec.model, 10, 3, 32).eval()
+        table = mac_table(net)
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(256, 3, 32, 32, generator=gen) * 2 * torch.rand(256, 1, 1, 1, generator=gen)
+        for scenario in SCENARIOS:
+            form = inference_form(net)
+            policy = _calibrated(form, x[:256], entry["rule"], _scenario_shares(scenario, net.num_exits - 1))
+            for batch in (1, 256):
+                xb = x[:batch1_rows] if batch == 1 else x
+                if batch == 1:  # same exit mix as the big batch: calibrate on the rows timed
+                    form1 = inference_form(net)
+                    policy1 = _calibrated(form1, xb, entry["rule"], _scenario_shares(scenario, net.num_exits - 1))
+                    rows.append(speed_rows(form1, xb, policy1, table, 1, repeats,
+                                           {**label, "weights": f"random, {scenario}"}))
+                else:
+                    rows.append(speed_rows(form, xb, policy, table, 256, repeats,
+                                           {**label, "weights": f"random, {scenario}"}))
+    return rows
+
+
+def _trained_rows(entry: dict, repeats: int, batch1_rows: int, label: dict) -> list[dict]:
+    from .inference import inference_form
+    from .policies import GateThreshold, MaxProbability
+    run = train_cached(entry["spec"], progress=False)
+    if entry["rule"] == "max-softmax":
+        policy = MaxProbability([PRIMER_THRESHOLD] * (run.net.num_exits - 1))
+    elif entry["rule"] == "class exclusion":
+        from .class_exclusion import fit_operating_point
+        policy = fit_operating_point("BC", run.outputs("val"), run.outputs("test"), run.macs,
+                                     entry["tolerance"]).policy
+    else:
+        policy = GateThreshold(GATE_THRESHOLD)
+    x, _ = next(iter(run.loader("test", batch_size=256)))
+    form = inference_form(run.net)
+    return [speed_rows(form, x if b > 1 else x[:batch1_rows], policy, run.macs, b, repeats,
+                       {**label, "weights": "trained"}) for b in (1, 256)]
+
+
+def copy_cost_in_macs(repeats: int = 7) -> dict:
+    """How many 3x3-conv MACs take as long as copying one activation element (``multiexit.COPY_MACS``)."""
+    from .multiexit import gather_rows
+    h = torch.randn(256, 32, 32, 32).contiguous(memory_format=torch.channels_last)
+    conv = torch.nn.Conv2d(32, 32, 3, padding=1, bias=True).to(memory_format=torch.channels_last).eval()
+    index = torch.arange(0, 256, 2)
+    with torch.no_grad():
+        t_conv = statistics.median(_times(lambda: conv(h), repeats)) / (256 * 32 * 32 * 32 * 32 * 9)
+        t_copy = statistics.median(_times(lambda: gather_rows(h, index), repeats)) / (128 * 32 * 32 * 32)
+    return {"ns per MAC": 1e9 * t_conv, "ns per copied element": 1e9 * t_copy, "copy in MACs": t_copy / t_conv}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m earlyexit.benchmark", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--skip-training", action="store_true", help="only the throughput table")
+    parser.add_argument("--threads", type=int, default=2, help="threads for the training throughput table")
+    parser.add_argument("--speed-only", action="store_true", help="only the real early-exit speed table")
+    parser.add_argument("--skip-speed", action="store_true", help="skip the real early-exit speed table")
+    parser.add_argument("--skip-training", action="store_true", help="skip the backbone quality table")
+    parser.add_argument("--only", default=None, help="notebooks for the speed table, e.g. 01,03")
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
+    if not args.skip_speed:
+        import platform
+        torch.set_num_threads(1)
+        cpu = _cpu_model() or platform.processor()
+        print(f"real early exit vs plain backbone, inference form (BN folded, channels_last), float32, 1 thread, "
+              f"{cpu}; ms/img median [min-max] of {args.repeats} repeats; batch 1 = rows timed one by one")
+        print(_table(speed_table(args.repeats, only=args.only)))
+        print("\ncopying one activation element costs about as much as MACs of a 3x3 conv "
+              "(multiexit.COPY_MACS drives compact-or-carry):")
+        print(_table([copy_cost_in_macs()]))
+        if args.speed_only:
+            return 0
     torch.set_num_threads(args.threads)
     spec = primer_spec()
     rows = [{"precision": "float32", "channels_last": False, "img/s": throughput(spec, False, False)}]
     if bf16_supported():
         rows.append({"precision": "bf16 autocast", "channels_last": True, "img/s": throughput(spec, True, True)})
-    print(f"training throughput, {spec.model.backbone} x{spec.model.width}, batch 256, {args.threads} threads")
+    print(f"\ntraining throughput, {spec.model.backbone} x{spec.model.width}, batch 256, {args.threads} threads")
     print(_table(rows))
     if len(rows) == 2:
         print(f"bf16 + channels_last speed-up: {rows[1]['img/s'] / rows[0]['img/s']:.2f}x")
     if args.skip_training:
+        return 0
+    if not _trained(spec):
+        print("\nbackbone quality: not trained: run make reproduce ONLY=00")
         return 0
     run = train_cached(spec)
     test = run.outputs("test")
@@ -86,6 +331,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nbackbone quality on {run.data.describe()}")
     print(_table(result))
     return 0
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
 
 
 if __name__ == "__main__":

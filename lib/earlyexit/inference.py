@@ -1,4 +1,4 @@
-"""The inference form of a multi-exit network: batch norm folded away, channels_last, optionally compiled.
+"""The inference form of a multi-exit network: batch norm folded away, channels_last.
 
 ``inference_form(net)`` returns a copy of a trained ``MultiExitNet`` that computes the same function
 with fewer operations: every BatchNorm that follows a convolution or linear layer (inside one
@@ -13,9 +13,9 @@ Folding changes float rounding slightly, so the folded network's outputs are not
 the original's (``prediction_agreement`` counts the rows whose prediction moves). Cached outputs in
 the notebooks keep coming from the unfolded float32 network.
 
-``compile_units(form)`` wraps every stage and head in ``torch.compile`` (an option: measure it with
-``python -m earlyexit.benchmark``; it needs a C++ compiler and pays off only where Python overhead
-per operation matters, at batch 1).
+torch.compile of stage and head units was tried and left out: wrapping each unit compiles the shared
+``nn.Sequential.forward`` once per unit, hits dynamo's recompilation limit (8) and falls back to eager,
+after 150 s of compiling VGG-small; no gain was measured.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from torch import nn
 
 from .multiexit import MultiExitNet
 
-__all__ = ["fold_batchnorm", "inference_form", "compile_units", "count_batchnorm", "prediction_agreement"]
+__all__ = ["fold_batchnorm", "inference_form", "count_batchnorm", "prediction_agreement"]
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -106,31 +106,6 @@ def inference_form(net: MultiExitNet, fold_bn: bool = True, channels_last: bool 
         form = form.to(memory_format=torch.channels_last)
         form.input_format = torch.channels_last
     return form.eval()
-
-
-class _Compiled(nn.Module):
-    """A compiled unit that still exposes the wrapped module's attributes (``has_gate``, ``fc``...)."""
-
-    def __init__(self, module: nn.Module, **options):
-        super().__init__()
-        self.module = module
-        self.compiled = torch.compile(module, **options)
-
-    def forward(self, *args):
-        return self.compiled(*args)
-
-
-def compile_units(form: MultiExitNet, **options) -> MultiExitNet:
-    """Wrap each stage, each head and the classifier of ``form`` (in place) in ``torch.compile``;
-    batch sizes vary as rows leave, so ``dynamic=True`` by default."""
-    options = {"dynamic": True, **options}
-    bb = form.backbone
-    for i, stage in enumerate(bb.stages):
-        bb.stages[i] = _Compiled(stage, **options)
-    for i, head in enumerate(form.heads):
-        form.heads[i] = _Compiled(head, **options)
-    bb.classifier = _Compiled(bb.classifier, **options)
-    return form
 
 
 @torch.no_grad()
