@@ -89,7 +89,7 @@ def _index(profile: str, entries: list[dict]) -> str:
              "<p class=\"meta\">Executed notebooks from <code>python -m earlyexit.reproduce --profile "
              f"{e(profile)}</code>, rendered by <code>python -m earlyexit.htmlreport</code>. Figures link to "
              f"<code>figures/{e(profile)}/</code> (PNG for screens, PDF for papers); the summary is "
-             f"<code>reports/{e(profile)}/summary.md</code>.</p>",
+             f"<code>reports/{e(profile)}/SUMMARY.md</code>.</p>",
              "<table><tr><th>notebook</th><th>status</th><th>minutes</th><th>figures</th>"
              "<th>summary rows</th></tr>"]
     for en in entries:

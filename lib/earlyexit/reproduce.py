@@ -4,8 +4,8 @@
 
 Executed notebooks go to reports/<profile>/, figures to figures/<profile>/ (written by the notebooks),
 and a summary table (status and minutes per notebook) is printed at the end, followed by
-reports/<profile>/summary.md (paper numbers beside ours). Unknown profiles, notebooks or parameters
-fail before anything runs. ``--dry-run`` builds every model and data spec of the profile without
+reports/<profile>/SUMMARY.md (claims with verdicts, paper numbers beside ours). Unknown profiles,
+notebooks or parameters fail before anything runs. ``--dry-run`` builds every model and data spec of the profile without
 training or loading data.
 
 While a notebook runs, the terminal shows one line per training epoch (run, epoch k/n, loss, validation

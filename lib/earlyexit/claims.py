@@ -1,0 +1,129 @@
+"""A paper's claim checked against our run: one row of every notebook's verdict table and of the
+generated SUMMARY.md.
+
+A claim states what the paper says, the number the paper gives (read from data/paper_numbers with
+``paper_number``, never typed into a notebook), our estimate with its 95% interval, the setting that
+produced it, and a verdict decided by one rule:
+
+- "supported": the interval lies entirely on the side the paper claims (beyond ``than``);
+- "not supported": the interval lies entirely on the other side (it excludes the paper's direction);
+- "inconclusive at this budget": the interval straddles ``than``.
+
+A claim checked without an interval (a deterministic property, or a single run) states so in its
+evidence and is decided by the point estimate alone.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+import pandas as pd
+
+from .paths import project_root
+
+__all__ = ["VERDICTS", "Claim", "claim", "claims_table", "paper_numbers", "paper_number", "PaperNumber"]
+
+VERDICTS = ("supported", "not supported", "inconclusive at this budget")
+
+
+@dataclass(frozen=True)
+class Claim:
+    statement: str                      # the paper's claim, in one sentence
+    comparison: str                     # what our estimate measures, e.g. "BC - CR test accuracy at equal MACs"
+    ours: float | None                  # our estimate (None: could not be measured)
+    unit: str
+    interval: tuple[float, float] | None
+    claimed: str                        # "greater" or "less": the paper's direction
+    than: float                         # ... relative to this value
+    verdict: str
+    evidence: str                       # how the interval was obtained (seeds, bootstrap), or why there is none
+    setting: str                        # network, data, profile, seeds
+    paper: float | str | None = None    # the paper's number, where it gives one
+    paper_source: str = ""
+
+    def row(self) -> dict:
+        return asdict(self)
+
+
+def _verdict(ours: float | None, interval: tuple[float, float] | None, claimed: str, than: float) -> str:
+    if ours is None:
+        return VERDICTS[2]
+    lo, hi = interval if interval is not None else (ours, ours)
+    if claimed == "greater":
+        return VERDICTS[0] if lo > than else VERDICTS[1] if hi <= than else VERDICTS[2]
+    return VERDICTS[0] if hi < than else VERDICTS[1] if lo >= than else VERDICTS[2]
+
+
+def claim(statement: str, comparison: str, ours: float | None, *, claimed: str = "greater", than: float = 0.0,
+          interval: tuple[float, float] | None = None, unit: str = "", evidence: str = "", setting: str = "",
+          paper: float | str | None = None, paper_source: str = "") -> Claim:
+    """Decide a claim. Without an interval the evidence must say why none is needed or possible."""
+    if claimed not in ("greater", "less"):
+        raise ValueError(f"claimed must be 'greater' or 'less', got {claimed!r}")
+    if interval is None and not evidence:
+        raise ValueError("a claim without an interval must say why in its evidence")
+    if interval is not None:
+        interval = (float(interval[0]), float(interval[1]))
+        if interval[0] > interval[1]:
+            raise ValueError(f"interval {interval} is not ordered")
+    ours = None if ours is None else float(ours)
+    return Claim(statement, comparison, ours, unit, interval, claimed, float(than),
+                 _verdict(ours, interval, claimed, than), evidence, setting, paper, paper_source)
+
+
+def claims_table(claims: list[Claim]) -> pd.DataFrame:
+    """The claims as a table for a notebook (numbers rounded for reading; the metrics keep them whole)."""
+    def fmt(c: Claim) -> str:
+        if c.ours is None:
+            return "n/a"
+        inside = f" [{c.interval[0]:.3g}, {c.interval[1]:.3g}]" if c.interval else ""
+        return f"{c.ours:.3g}{inside} {c.unit}".strip()
+
+    return pd.DataFrame([{"claim": c.statement, "measured": c.comparison, "ours (95% interval)": fmt(c),
+                          "paper's side": f"{'>' if c.claimed == 'greater' else '<'} {c.than:g}",
+                          "paper": "n/a" if c.paper is None else c.paper, "verdict": c.verdict,
+                          "evidence": c.evidence} for c in claims])
+
+
+# ---------------------------------------------------------------- numbers reported by the papers
+@dataclass(frozen=True)
+class PaperNumber:
+    value: float | str
+    unit: str
+    source: str
+
+
+@lru_cache(maxsize=None)
+def paper_numbers(paper: str) -> pd.DataFrame:
+    """Every number recorded for a paper (data/paper_numbers/<paper>.csv), one row each with its source."""
+    path = project_root() / "data" / "paper_numbers" / f"{paper}.csv"
+    if not path.exists():
+        known = sorted(p.stem for p in path.parent.glob("*.csv"))
+        raise ValueError(f"no paper numbers for {paper!r}; known: {', '.join(known)}")
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def paper_number(paper: str, **where: str | float | int) -> PaperNumber:
+    """The one row of ``paper``'s numbers matching every column=value in ``where``."""
+    table = paper_numbers(paper)
+    rows = table
+    for column, value in where.items():
+        if column not in table.columns:
+            raise ValueError(f"{paper} numbers have no column {column!r}; columns: {', '.join(table.columns)}")
+        wanted = str(value)
+        rows = rows[rows[column].map(lambda v: v == wanted or _same_number(v, wanted))]
+    if len(rows) != 1:
+        raise ValueError(f"{len(rows)} rows of {paper} numbers match {where}")
+    row = rows.iloc[0]
+    try:
+        value: float | str = float(row["value"])
+    except ValueError:
+        value = row["value"]
+    return PaperNumber(value, row.get("unit", ""), row["source"])
+
+
+def _same_number(a: str, b: str) -> bool:
+    try:
+        return float(a) == float(b)
+    except ValueError:
+        return False

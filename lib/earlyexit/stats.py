@@ -1,0 +1,57 @@
+"""Uncertainty for the verdicts: a paired bootstrap over test images (two rules on the same network)
+and a t interval over training seeds (separately trained networks).
+
+A single 10,000-image test accuracy has a standard error near 0.4 points, so a difference of a tenth
+of a point between two rules or two trainings decides nothing without one of these intervals.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+__all__ = ["paired_bootstrap", "bootstrap_mean", "seed_interval", "T_975"]
+
+# two-sided 95% quantiles of Student's t for 1..30 degrees of freedom
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)
+
+
+def _resample_index(n: int, draws: int, seed: int) -> torch.Tensor:
+    return torch.randint(0, n, (draws, n), generator=torch.Generator().manual_seed(seed))
+
+
+def paired_bootstrap(a: torch.Tensor, b: torch.Tensor, draws: int = 2000, seed: int = 0,
+                     level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of ``a - b`` over images and its percentile interval, resampling images (the same
+    resample for both, so what the two rules share cancels). ``a``, ``b``: per-image values [N]
+    (correctness 0/1, or per-image cost)."""
+    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired values must be two vectors of one length, got {tuple(a.shape)} and {tuple(b.shape)}")
+    return bootstrap_mean(a - b, draws, seed, level)
+
+
+def bootstrap_mean(values: torch.Tensor, draws: int = 2000, seed: int = 0,
+                   level: float = 0.95) -> tuple[float, float, float]:
+    """Mean of per-image ``values`` and its percentile bootstrap interval."""
+    values = torch.as_tensor(values, dtype=torch.float64)
+    means = torch.cat([values[idx].mean(1) for idx in _resample_index(len(values), draws, seed).split(250)])
+    tail = (1 - level) / 2
+    lo, hi = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
+    return values.mean().item(), lo, hi
+
+
+def seed_interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean over training seeds and its 95% t interval (needs at least 2 seeds)."""
+    n = len(values)
+    if n < 2:
+        raise ValueError("an interval over seeds needs at least 2 seeds")
+    if n - 1 > len(T_975):
+        raise ValueError(f"at most {len(T_975) + 1} seeds supported")
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = T_975[n - 2] * sd / math.sqrt(n)
+    return mean, mean - half, mean + half

@@ -1,0 +1,51 @@
+"""Verdicts follow the interval rule; paper numbers come from the CSVs; bootstrap and seed intervals."""
+import pytest
+import torch
+
+from earlyexit.claims import VERDICTS, claim, claims_table, paper_number
+from earlyexit.stats import bootstrap_mean, paired_bootstrap, seed_interval
+
+
+@pytest.mark.parametrize("interval, claimed, verdict", [
+    ((0.5, 1.5), "greater", VERDICTS[0]), ((-1.0, -0.2), "greater", VERDICTS[1]), ((-0.5, 0.5), "greater", VERDICTS[2]),
+    ((-1.0, -0.2), "less", VERDICTS[0]), ((0.2, 1.0), "less", VERDICTS[1]), ((-0.5, 0.5), "less", VERDICTS[2])])
+def test_verdict_follows_the_interval(interval, claimed, verdict):
+    c = claim("x beats y", "x - y", sum(interval) / 2, claimed=claimed, interval=interval, evidence="bootstrap")
+    assert c.verdict == verdict
+    assert claims_table([c])["verdict"].tolist() == [verdict]
+
+
+def test_claim_without_interval_must_say_why_and_margins_count():
+    with pytest.raises(ValueError, match="evidence"):
+        claim("x", "y", 1.0)
+    c = claim("cost within 10% of budget", "largest relative error", 0.04, claimed="less", than=0.10,
+              evidence="deterministic: every budget checked")
+    assert c.verdict == VERDICTS[0]
+    assert claim("x", "y", None, evidence="not measurable").verdict == VERDICTS[2]
+
+
+def test_paper_numbers_are_read_with_their_source():
+    n = paper_number("differentiable_branching", table=1, dataset="cifar10", backbone="vgg13", method="proposed")
+    assert n.value == pytest.approx(87.11) and n.unit == "%" and "Table 1" in n.source
+    with pytest.raises(ValueError, match="rows"):
+        paper_number("differentiable_branching", table=1, dataset="cifar10")
+    with pytest.raises(ValueError, match="known"):
+        paper_number("no_such_paper")
+
+
+def test_paired_bootstrap_cancels_shared_noise_and_covers_the_difference():
+    g = torch.Generator().manual_seed(0)
+    a = (torch.rand(10000, generator=g) < 0.80).double()
+    b = a.clone()
+    b[:100] = 1 - b[:100]                        # b differs from a on 1% of images
+    diff, lo, hi = paired_bootstrap(a, b)
+    assert lo <= diff <= hi and hi - lo < 0.01   # far narrower than two independent 0.4-point errors
+    mean, lo, hi = bootstrap_mean(a)
+    assert lo < 0.80 < hi
+
+
+def test_seed_interval_is_a_t_interval():
+    mean, lo, hi = seed_interval([0.80, 0.82, 0.81])
+    assert mean == pytest.approx(0.81) and hi - mean == pytest.approx(4.303 * 0.01 / 3 ** 0.5)
+    with pytest.raises(ValueError):
+        seed_interval([0.8])
