@@ -20,6 +20,7 @@ import argparse
 import html
 import importlib
 import inspect
+import logging
 import os
 import re
 import shutil
@@ -402,6 +403,16 @@ class Progress:
                              f"{self.quiet_after:.0f} s: {self.cell_title}")
 
 
+class _LogHandler(logging.Handler):
+    def __init__(self, progress: Progress):
+        super().__init__(logging.INFO)
+        self.progress = progress
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with self.progress._lock:
+            self.progress._log(f"[papermill {record.levelname.lower()}] {record.getMessage()}\n")
+
+
 def _progress_engine():
     """A papermill engine whose notebook client reports to a ``Progress`` (passed as ``progress=``)."""
     from papermill.clientwrap import PapermillNotebookClient
@@ -495,6 +506,10 @@ def run(profile: str, chosen: dict[str, Path], out: TextIO | None = None, tty: b
         executed, log_path = out_dir / path.name, out_dir / "logs" / f"{path.stem}.log"
         print(f"[{i}/{len(jobs)}] {path.stem} (profile {profile}); log: {_relative(log_path)}", file=out, flush=True)
         progress = Progress(path.stem, log_path, out=out, tty=tty)
+        # papermill's own messages (e.g. parameters it could not parse) go to the log, not the terminal
+        handler = _LogHandler(progress)
+        pm_logger = logging.getLogger("papermill")
+        pm_logger.addHandler(handler)
         t0 = time.perf_counter()
         status, failure = "ok", None
         try:
@@ -507,6 +522,7 @@ def run(profile: str, chosen: dict[str, Path], out: TextIO | None = None, tty: b
             status = f"FAILED: {ename}: {portable(evalue)[:120]}"
             failure = exc
         finally:
+            pm_logger.removeHandler(handler)
             progress.close()
             if executed.exists():
                 make_portable_notebook(executed, path)
