@@ -85,3 +85,23 @@ def test_unknown_loss_and_mismatched_data(data):
 def test_hash_changes_with_any_setting():
     assert SPEC.key != SPEC.with_train(epochs=SPEC.train.epochs + 1).key
     assert SPEC.key == RunSpec(**{f: getattr(SPEC, f) for f in ("name", "model", "data", "loss", "train")}).key
+
+
+def test_device_choice_and_checkpoints_load_anywhere(data, fresh_artifacts):
+    from earlyexit.device import describe_device, resolve_device
+    assert resolve_device("auto").type in ("cuda", "mps", "cpu")
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") == torch.device("cpu")
+        with pytest.raises(ValueError, match="CUDA"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("tpu9")
+    spec = SPEC.with_train(epochs=1)
+    run = T.train_cached(spec, data, progress=False, device="cpu")
+    assert run.device == torch.device("cpu") and run.history[-1]["device"] == "cpu"
+    assert {"device_name", "dtype", "threads", "torch"} <= set(run.history[-1])
+    state = torch.load(run.directory / "checkpoint.pt", map_location="cpu", weights_only=False)
+    assert all(v.device.type == "cpu" for v in state["model"].values())
+    again = T.train_cached(spec, data, progress=False, device="auto")   # the cache does not depend on the device
+    assert torch.equal(_weights(run), _weights(again))
+    assert describe_device(torch.device("cpu"))["device"] == "cpu"

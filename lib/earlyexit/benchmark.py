@@ -26,7 +26,8 @@ import torch
 from .losses import build_loss
 from .plans import primer
 from .reproduce import _table, default_parameters, notebooks
-from .train import build_model, bf16_supported, train_cached
+from .device import bf16_supported
+from .train import build_model, train_cached
 
 __all__ = ["primer_spec", "throughput", "flip_tta_accuracy", "speed_networks", "speed_rows", "speed_table",
            "copy_cost_in_macs", "main"]

@@ -373,17 +373,20 @@ def load_dataset(spec: DataSpec | str = "cifar10", root: str | Path | None = Non
 
 # ---------------------------------------------------------------- batches
 def random_crop_flip(x: torch.Tensor, pad: int, flip: bool, g: torch.Generator) -> torch.Tensor:
-    """Per-image random translation by up to ``pad`` pixels (zero padding) and horizontal flip."""
+    """Per-image random translation by up to ``pad`` pixels (zero padding) and horizontal flip. The
+    random numbers come from the CPU generator ``g`` whatever device ``x`` is on."""
     n, _, h, w = x.shape
+    dev = x.device
     if pad:
         padded = F.pad(x, (pad, pad, pad, pad))
-        dy = torch.randint(0, 2 * pad + 1, (n,), generator=g)
-        dx = torch.randint(0, 2 * pad + 1, (n,), generator=g)
-        rows = (dy[:, None] + torch.arange(h))[:, None, :, None]
-        cols = (dx[:, None] + torch.arange(w))[:, None, None, :]
-        x = padded[torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None], rows, cols]
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=g).to(dev)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=g).to(dev)
+        rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]
+        x = padded[torch.arange(n, device=dev)[:, None, None, None],
+                   torch.arange(x.shape[1], device=dev)[None, :, None, None], rows, cols]
     if flip:
-        mask = torch.rand(n, generator=g) < 0.5
+        mask = (torch.rand(n, generator=g) < 0.5).to(dev)
         x = torch.where(mask[:, None, None, None], x.flip(3), x)
     return x
 
@@ -394,18 +397,25 @@ def tensor_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> list[tu
 
 
 class TensorLoader:
-    """Batches of normalised float images from a uint8 split; seeded shuffle and augmentation."""
+    """Batches of normalised float images from a uint8 split; seeded shuffle and augmentation.
+
+    On an accelerator the uint8 images are copied to ``device`` once and every batch is cut, cropped,
+    flipped and normalised there (no per-batch host work); labels come out on the same device."""
 
     def __init__(self, split: Split, mean, std, batch_size: int = 256, shuffle: bool = False,
                  crop_pad: int = 0, flip: bool = False, drop_last: bool = False, seed: int = 0,
-                 image_size: int | None = None, channels_last: bool = False):
+                 image_size: int | None = None, channels_last: bool = False,
+                 device: torch.device | str = "cpu"):
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.split, self.batch_size, self.shuffle = split, batch_size, shuffle
         self.crop_pad, self.flip, self.drop_last = crop_pad, flip, drop_last
         self.seed, self.epoch, self.image_size, self.channels_last = seed, 0, image_size, channels_last
-        self.mean = torch.tensor(mean).view(1, -1, 1, 1) * 255
-        self.std = torch.tensor(std).view(1, -1, 1, 1) * 255
+        self.device = torch.device(device)
+        self.images = split.images.to(self.device)
+        self.labels = split.labels.to(self.device)
+        self.mean = (torch.tensor(mean).view(1, -1, 1, 1) * 255).to(self.device)
+        self.std = (torch.tensor(std).view(1, -1, 1, 1) * 255).to(self.device)
 
     def __len__(self) -> int:
         n = len(self.split)
@@ -425,9 +435,10 @@ class TensorLoader:
         g = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
         n = len(self.split)
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        order = order.to(self.device)
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            x = self.split.images[idx]
+            x = self.images[idx]
             if self.crop_pad or self.flip:
                 x = random_crop_flip(x, self.crop_pad, self.flip, g)
-            yield self.normalise(x), self.split.labels[idx]
+            yield self.normalise(x), self.labels[idx]

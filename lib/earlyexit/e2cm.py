@@ -62,25 +62,27 @@ def fit_class_means(net: MultiExitNet, loader: Iterable, num_classes: int, featu
     t0 = time.perf_counter()
     was_training = net.training
     net.eval()
-    sums, counts = None, torch.zeros(num_classes, dtype=torch.float64)
+    sums, counts = None, None
     for x, y in loader:
         fs = [exit_feature(h, feature) for h in net.exit_features(x)[:-1]]
-        if sums is None:
-            sums = [torch.zeros(num_classes, f.shape[1], dtype=torch.float64) for f in fs]
+        if sums is None:  # on the device the features are on
+            sums = [torch.zeros(num_classes, f.shape[1], dtype=torch.float64, device=f.device) for f in fs]
+            counts = torch.zeros(num_classes, dtype=torch.float64, device=y.device)
         for s, f in zip(sums, fs):
             s.index_add_(0, y, f.double())
         counts += torch.bincount(y, minlength=num_classes).double()
     if (counts == 0).any():
         raise ValueError(f"classes {torch.nonzero(counts == 0).flatten().tolist()} have no training samples")
-    means = [(s / counts[:, None]).float() for s in sums]
-    total = [torch.zeros(num_classes, dtype=torch.float64) for _ in means]
+    means = [(s / counts[:, None].to(s.device)).float() for s in sums]
+    total = [torch.zeros(num_classes, dtype=torch.float64, device=m.device) for m in means]
     n = 0
     for x, _ in loader:
         for t, h, m in zip(total, net.exit_features(x)[:-1], means):
             t += torch.cdist(exit_feature(h, feature), m, compute_mode="donot_use_mm_for_euclid_dist").double().sum(0)
         n += len(x)
     net.train(was_training)
-    return ClassMeans(means, [(t / n).float() for t in total], feature, time.perf_counter() - t0)
+    return ClassMeans([m.cpu() for m in means], [(t / n).float().cpu() for t in total], feature,
+                      time.perf_counter() - t0)
 
 
 def load_class_means(net: MultiExitNet, cm: ClassMeans) -> None:
@@ -97,11 +99,11 @@ def load_class_means(net: MultiExitNet, cm: ClassMeans) -> None:
 
 @FITS.register("class_means")
 def _class_means_step(net: MultiExitNet, data: Dataset, augment: bool = True, seed: int = 0,
-                      batch_size: int = 500) -> None:
+                      batch_size: int = 500, device: torch.device | str = "cpu") -> None:
     """The fitting step of an E2CM run: class means of the training set (augmented as in the
     authors' code when ``augment``), written into the net's class-means heads."""
     loader = TensorLoader(data.train, data.mean, data.std, batch_size, crop_pad=2 if augment else 0, flip=augment,
-                          seed=seed)
+                          seed=seed, device=device)
     feature = net.heads[0].feature if len(net.heads) else "gap"
     load_class_means(net, fit_class_means(net, loader, data.num_classes, feature))
 

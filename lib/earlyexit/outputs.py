@@ -40,16 +40,18 @@ class CachedOutputs:
 
 @torch.no_grad()
 def collect_outputs(net: MultiExitNet, loader: TensorLoader) -> CachedOutputs:
+    """Every exit's logits (and gate logits) over ``loader``, computed on the net's device and
+    returned on the CPU, where every offline evaluation runs."""
     net.eval()
     logits, gates, labels = [], [], []
     for x, y in loader:
         out = net(x)
         logits.append(torch.stack([z.float() for z in out.logits]))
         if out.has_gates:
-            gates.append(torch.stack([g.float() if g is not None else torch.full((len(y),), float("inf"))
+            gates.append(torch.stack([g.float() if g is not None else torch.full((len(y),), float("inf"), device=y.device)
                                       for g in out.gates]))
         labels.append(y)
-    return CachedOutputs(torch.cat(logits, 1), torch.cat(labels), torch.cat(gates, 1) if gates else None)
+    return CachedOutputs(torch.cat(logits, 1).cpu(), torch.cat(labels).cpu(), torch.cat(gates, 1).cpu() if gates else None)
 
 
 def cached_outputs(run, split: str) -> CachedOutputs:

@@ -41,7 +41,7 @@ PROFILES: dict[str, dict[str, dict]] = {
                   "setups": [{"name": "vggsmall_c10", "backbone": "vgg_small", "dataset": "cifar10", "width": 0.125,
                               "pool": 1, "bc_tolerance": 0.001, "cr_tolerance": 0.01}]},
         "cpu": {},
-        # The authors' set-ups and schedules (spec A.4); MultiStep is not in the training loop, so
+        # The authors' set-ups and schedules (their code's configs); MultiStep is not in the training loop, so
         # cosine without warm-up stands in; AlexNet starts from scratch (no ImageNet weights here).
         "paper": {"val_size": 10000, "epochs": 200, "batch_size": 100, "lr": 0.1, "bc_lr": 0.02, "warmup": 0.0,
                   "schedule": "cosine", "bf16": False, "channels_last": False,

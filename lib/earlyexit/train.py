@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from .backbones import build_backbone
 from .data import Dataset, DataSpec, TensorLoader, load_dataset
+from .device import autocast, bf16_supported, describe_device, maybe_compile, resolve_device
 from .losses import build_loss, loss_target
 from .macs import MacTable, mac_table
 from .multiexit import MultiExitNet
@@ -34,7 +35,7 @@ from .paths import artifacts_root, atomic_save, config_hash, load_cached, move_a
 from .registry import Registry
 
 __all__ = ["CACHE_FORMAT", "ModelSpec", "LossSpec", "TrainConfig", "FitSpec", "RunSpec", "TrainedRun", "FITS",
-           "train_cached", "build_model", "bf16_supported", "set_seed"]
+           "train_cached", "build_model", "set_seed"]
 
 # Bump when a change to the code makes cached checkpoints or outputs invalid (part of every run hash).
 CACHE_FORMAT = 2
@@ -139,13 +140,6 @@ def build_model(model: ModelSpec, num_classes: int, in_channels: int, image_size
     return MultiExitNet(backbone, model.exit_after, model.head, **model.head_options)
 
 
-def bf16_supported() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def set_seed(seed: int) -> None:
     import random
     import numpy as np
@@ -196,6 +190,7 @@ class TrainedRun:
     directory: Path
     macs: MacTable
     epoch: int | None = None   # a snapshot of an earlier epoch (None: the finished run)
+    device: torch.device = torch.device("cpu")   # where ``net`` lives and ``loader`` batches are made
 
     @property
     def train_seconds(self) -> float:
@@ -209,7 +204,7 @@ class TrainedRun:
 
     def loader(self, split: str, batch_size: int = 500) -> TensorLoader:
         return TensorLoader(self.data.split(split), self.data.mean, self.data.std, batch_size=batch_size,
-                            image_size=self.spec.model.image_size)
+                            image_size=self.spec.model.image_size, device=self.device)
 
     def outputs(self, split: str):
         """Per-exit logits (and gate logits) on a split, cached on disk."""
@@ -225,29 +220,33 @@ class TrainedRun:
                                     "(train with keep_epoch_checkpoints=True)")
         net = build_model(self.spec.model, self.data.num_classes, *self._input_shape())
         net.load_state_dict(state["model"])
-        return replace(self, net=net.eval(), history=self.history[:epoch], epoch=epoch)
+        return replace(self, net=net.to(self.device).eval(), history=self.history[:epoch], epoch=epoch)
 
     def _input_shape(self) -> tuple[int, int]:
         c, h, _ = self.data.train.images.shape[1:]
         return c, h
 
 
-def _initialise(net: MultiExitNet, spec: RunSpec, data: Dataset, progress: bool) -> None:
+def _initialise(net: MultiExitNet, spec: RunSpec, data: Dataset, progress: bool, device: torch.device) -> None:
     """Weights from ``spec.init_from`` (trained first if needed), then the fitting step."""
     if spec.init_from is not None:
-        parent = train_cached(spec.init_from, data, progress)
+        parent = train_cached(spec.init_from, data, progress, device)
         own = net.state_dict()
-        taken = {k: v for k, v in parent.net.state_dict().items()
+        taken = {k: v.to(own[k].device) if k in own else v for k, v in parent.net.state_dict().items()
                  if k in own and own[k].shape == v.shape and (spec.init_heads or not k.startswith("heads."))}
         if not any(k.startswith("backbone.") for k in taken):
             raise ValueError(f"run {spec.name!r}: nothing of {spec.init_from.name!r}'s backbone fits this model")
         net.load_state_dict(taken, strict=False)
     if spec.fit is not None:
-        FITS.get(spec.fit.name)(net, data, **spec.fit.options)
+        FITS.get(spec.fit.name)(net, data, device=device, **spec.fit.options)
 
 
-def train_cached(spec: RunSpec, data: Dataset | None = None, progress: bool = True) -> TrainedRun:
-    """Train ``spec`` or load it from artifacts/; resume an interrupted run."""
+def train_cached(spec: RunSpec, data: Dataset | None = None, progress: bool = True, device: str | torch.device = "auto",
+                 compile: bool = False) -> TrainedRun:
+    """Train ``spec`` or load it from artifacts/; resume an interrupted run. ``device`` is where it
+    trains and where the returned net lives; it is not part of the cache key, so a run trained on a
+    GPU is found by a notebook on a CPU. ``compile``: torch.compile the training forward (opt-in)."""
+    device = resolve_device(device)
     data = data or load_dataset(spec.data)
     if data.spec != spec.data:
         raise ValueError(f"data {data.spec} does not match the run's data spec {spec.data}")
@@ -259,7 +258,7 @@ def train_cached(spec: RunSpec, data: Dataset | None = None, progress: bool = Tr
 
     def fresh() -> tuple[MultiExitNet, torch.optim.Optimizer]:
         set_seed(cfg.seed)
-        net = build_model(spec.model, data.num_classes, c, h)
+        net = build_model(spec.model, data.num_classes, c, h).to(device)
         if cfg.freeze_backbone:
             net.backbone.requires_grad_(False)
         return net, _optimizer(net, cfg)
@@ -280,7 +279,7 @@ def train_cached(spec: RunSpec, data: Dataset | None = None, progress: bool = Tr
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "spec.json").write_text(json.dumps(spec.to_dict(), indent=1, default=str))
         t0 = time.perf_counter()
-        _initialise(net, spec, data, progress)
+        _initialise(net, spec, data, progress, device)
         if spec.init_from is not None or spec.fit is not None:
             history.append({"epoch": 0, "seconds": time.perf_counter() - t0 if spec.fit else 0.0,
                             "step": "fit" if spec.fit else "init"})
@@ -290,24 +289,28 @@ def train_cached(spec: RunSpec, data: Dataset | None = None, progress: bool = Tr
             atomic_save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": 0, "done": done,
                          "history": history, "spec": spec.to_dict()}, ckpt_path)
     if not done:
-        history, done = _train_epochs(spec, net, opt, data, history, start, ckpt_path, progress)
+        history, done = _train_epochs(spec, net, opt, data, history, start, ckpt_path, progress, device, compile)
     net = net.to(memory_format=torch.contiguous_format).eval()
-    return TrainedRun(spec, net, data, history, directory, mac_table(net))
+    return TrainedRun(spec, net, data, history, directory, mac_table(net), device=device)
 
 
 def _train_epochs(spec: RunSpec, net: MultiExitNet, opt: torch.optim.Optimizer, data: Dataset, history: list[dict],
-                  start: int, ckpt_path: Path, progress: bool) -> tuple[list[dict], bool]:
+                  start: int, ckpt_path: Path, progress: bool, device: torch.device,
+                  compile: bool) -> tuple[list[dict], bool]:
     cfg = spec.train
     loss_fn = build_loss(spec.loss.name, net.num_exits, **spec.loss.options)
     classify = loss_target(loss_fn) == "labels"
-    use_bf16 = cfg.bf16 and bf16_supported()
+    use_bf16 = cfg.bf16 and bf16_supported(device)
+    where = describe_device(device, use_bf16)
     if cfg.channels_last:
         net.to(memory_format=torch.channels_last)
+    forward = maybe_compile(net, compile)
     train_loader = TensorLoader(data.train, data.mean, data.std, cfg.batch_size, shuffle=True,
                                 crop_pad=cfg.crop_pad, flip=cfg.flip, drop_last=len(data.train) > cfg.batch_size,
-                                seed=cfg.seed, image_size=spec.model.image_size, channels_last=cfg.channels_last)
+                                seed=cfg.seed, image_size=spec.model.image_size, channels_last=cfg.channels_last,
+                                device=device)
     val_loader = TensorLoader(data.val, data.mean, data.std, 500, image_size=spec.model.image_size,
-                              channels_last=cfg.channels_last)
+                              channels_last=cfg.channels_last, device=device)
     total_steps = cfg.epochs * len(train_loader)
     spent = sum(h["seconds"] for h in history if h.get("epoch", 0) > 0)
     done = False
@@ -317,33 +320,37 @@ def _train_epochs(spec: RunSpec, net: MultiExitNet, opt: torch.optim.Optimizer, 
         net.train()
         if cfg.freeze_backbone:
             net.backbone.eval()
-        t0, loss_sum, seen, correct, steps = time.perf_counter(), 0.0, 0, 0, 0
+        # summed on the device (float64, the same arithmetic as Python floats): no host sync per step
+        t0, seen, steps = time.perf_counter(), 0, 0
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
         bar = tqdm(train_loader, desc=f"{spec.name} epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
                    leave=False)
         for i, (x, y) in enumerate(bar):
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * _lr_factor(cfg, epoch * len(train_loader) + i, total_steps)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-                out = net(x)
+            with autocast(device, use_bf16):
+                out = forward(x)
                 loss = loss_fn(out, y if classify else x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             steps += 1
-            loss_sum += loss.item() * len(y)
+            loss_sum += loss.detach().double() * len(y)
             seen += len(y)
             if classify:
-                correct += (out.logits[-1].argmax(1) == y).sum().item()
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
+                correct += (out.logits[-1].argmax(1) == y).sum()
+            if progress and i % 20 == 0:
+                bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}")
             if cfg.time_budget_s is not None and spent + time.perf_counter() - t0 >= cfg.time_budget_s:
                 done = True
                 break
         seconds = time.perf_counter() - t0
         spent += seconds
         val_acc = exit_accuracies(net, val_loader) if classify else None
-        history.append({"epoch": epoch + 1, "steps": steps, "loss": loss_sum / max(seen, 1),
-                        "train_acc": correct / max(seen, 1) if classify else None, "val_acc": val_acc,
-                        "seconds": seconds, "bf16": use_bf16, "threads": torch.get_num_threads()})
+        history.append({"epoch": epoch + 1, "steps": steps, "loss": loss_sum.item() / max(seen, 1),
+                        "train_acc": correct.item() / max(seen, 1) if classify else None, "val_acc": val_acc,
+                        "seconds": seconds, "bf16": use_bf16, **where})
         done = done or epoch + 1 == cfg.epochs
         if progress:
             shown = f", val acc (final exit) {val_acc[-1]:.4f}" if classify else ""

@@ -1,0 +1,92 @@
+"""Where tensors live: one ``device`` choice ("auto": CUDA, else MPS, else CPU) for training,
+evaluation, cached outputs and the real early exit, and what a run records about it.
+
+The CPU path is the same code as the accelerator path: images stay uint8 on the chosen device and are
+cropped, flipped and normalised there; random numbers come from CPU generators, so CPU results do not
+depend on this module and every device sees the same shuffles and augmentations.
+"""
+from __future__ import annotations
+
+import contextlib
+import platform
+import warnings
+
+import torch
+
+__all__ = ["resolve_device", "bf16_supported", "autocast", "cpu_model", "describe_device", "maybe_compile"]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" -> cuda if available, else mps, else cpu; anything else is checked and returned."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from exc
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but no CUDA device is available here")
+    if chosen.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r} asked for, but MPS is not available here")
+    return chosen
+
+
+def bf16_supported(device: torch.device | str = "cpu") -> bool:
+    """Whether bf16 autocast is fast here: CUDA with bf16 support, or a CPU whose oneDNN has bf16."""
+    device = resolve_device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on ``device`` when ``enabled`` (a no-op context otherwise)."""
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform module says."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def describe_device(device: torch.device, bf16: bool = False) -> dict:
+    """What a metrics file or training history records about where it ran."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    elif device.type == "cpu":
+        name = cpu_model()
+    else:
+        name = device.type
+    return {"device": str(device), "device_name": name, "dtype": "bf16 autocast" if bf16 else "float32",
+            "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+def maybe_compile(module: torch.nn.Module, enabled: bool) -> torch.nn.Module:
+    """torch.compile when asked and available; otherwise the module itself, with a warning."""
+    if not enabled:
+        return module
+    try:
+        return torch.compile(module)
+    except Exception as exc:  # compilers missing on this platform: run eagerly
+        warnings.warn(f"torch.compile unavailable ({exc.__class__.__name__}: {exc}); running eagerly")
+        return module
