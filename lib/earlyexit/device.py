@@ -13,7 +13,10 @@ import warnings
 
 import torch
 
-__all__ = ["resolve_device", "bf16_supported", "autocast", "cpu_model", "describe_device", "maybe_compile"]
+__all__ = ["resolve_device", "set_default_device", "default_device", "bf16_supported", "autocast", "cpu_model",
+           "describe_device", "maybe_compile"]
+
+_default = "auto"   # the notebooks' ``device`` parameter, set by notebook.start
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -35,6 +38,18 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if chosen.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError(f"device {device!r} asked for, but MPS is not available here")
     return chosen
+
+
+def set_default_device(device: str | torch.device) -> torch.device:
+    """Where trainings and evaluations run unless told otherwise (checked at once)."""
+    global _default
+    chosen = resolve_device(device)
+    _default = device
+    return chosen
+
+
+def default_device() -> torch.device:
+    return resolve_device(_default)
 
 
 def bf16_supported(device: torch.device | str = "cpu") -> bool:

@@ -2,13 +2,15 @@
 
 ``start`` applies the chosen profile's overrides, so that a reader who changes ``profile = "cpu"`` to
 ``"smoke"`` in JupyterLab gets what ``python -m earlyexit.reproduce --profile smoke`` runs (there,
-papermill has already injected the same values), then sets threads, figure style and table format.
+papermill has already injected the same values), then sets threads, the device every training and
+evaluation uses (the ``device`` parameter: "auto" = CUDA, else MPS, else CPU), figure style and table format.
 """
 from __future__ import annotations
 
 import pandas as pd
 import torch
 
+from .device import set_default_device
 from .plots import use_style
 from .reproduce import default_parameters, notebooks, resolve_parameters
 
@@ -26,6 +28,8 @@ def start(notebook: str, namespace: dict) -> dict:
     if changed:
         print(f"profile {params['profile']!r} sets {', '.join(changed)}")
     torch.set_num_threads(params.get("threads", 1))
+    if "device" in params:
+        print(f"device: {set_default_device(params['device'])}")
     use_style()
     pd.options.display.float_format = "{:.4f}".format
     return params

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .backbones import build_backbone
 from .data import Dataset, DataSpec, TensorLoader, load_dataset
-from .device import autocast, bf16_supported, describe_device, maybe_compile, resolve_device
+from .device import autocast, bf16_supported, default_device, describe_device, maybe_compile, resolve_device
 from .losses import build_loss, loss_target
 from .macs import MacTable, mac_table
 from .multiexit import MultiExitNet
@@ -241,12 +241,13 @@ def _initialise(net: MultiExitNet, spec: RunSpec, data: Dataset, progress: bool,
         FITS.get(spec.fit.name)(net, data, device=device, **spec.fit.options)
 
 
-def train_cached(spec: RunSpec, data: Dataset | None = None, progress: bool = True, device: str | torch.device = "auto",
-                 compile: bool = False) -> TrainedRun:
-    """Train ``spec`` or load it from artifacts/; resume an interrupted run. ``device`` is where it
-    trains and where the returned net lives; it is not part of the cache key, so a run trained on a
-    GPU is found by a notebook on a CPU. ``compile``: torch.compile the training forward (opt-in)."""
-    device = resolve_device(device)
+def train_cached(spec: RunSpec, data: Dataset | None = None, progress: bool = True,
+                 device: str | torch.device | None = None, compile: bool = False) -> TrainedRun:
+    """Train ``spec`` or load it from artifacts/; resume an interrupted run. ``device`` (default: the
+    notebook's ``device`` parameter, "auto") is where it trains and where the returned net lives; it
+    is not part of the cache key, so a run trained on a GPU is found by a notebook on a CPU.
+    ``compile``: torch.compile the training forward (opt-in)."""
+    device = default_device() if device is None else resolve_device(device)
     data = data or load_dataset(spec.data)
     if data.spec != spec.data:
         raise ValueError(f"data {data.spec} does not match the run's data spec {spec.data}")
