@@ -32,10 +32,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import rehearsal
 from .paths import data_root, atomic_save
 
 __all__ = ["DataSpec", "Split", "Dataset", "load_dataset", "TensorLoader", "DataNotFound",
-           "list_datasets", "CIFAR10_CLASSES", "DATASET_SHAPES", "tensor_batches"]
+           "list_datasets", "CIFAR10_CLASSES", "DATASET_SHAPES", "tensor_batches", "available_offline", "STAND_INS"]
+
+STAND_INS: set[str] = set()   # data sets replaced by synthetic stand-ins in this process (rehearsals only)
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -272,20 +275,22 @@ def _digits(root: Path) -> Raw:
     return x[tr], y[tr], x[te], y[te], [str(i) for i in range(10)], "sklearn load_digits"
 
 
-def _synthetic(num_classes: int, n_train: int, n_test: int) -> Callable[[Path], Raw]:
+def _synthetic(num_classes: int, n_train: int, n_test: int, channels: int = 3, size: int = 32,
+               label: str = "") -> Callable[[Path], Raw]:
     """Class prototypes (smooth random images) plus per-image noise: learnable in seconds."""
     def make(root: Path) -> Raw:
         g = torch.Generator().manual_seed(1234 + num_classes)
-        protos = F.interpolate(torch.rand(num_classes, 3, 4, 4, generator=g), size=32, mode="bilinear",
+        protos = F.interpolate(torch.rand(num_classes, channels, 4, 4, generator=g), size=size, mode="bilinear",
                                align_corners=False)
 
         def draw(n):
             y = torch.arange(n) % num_classes
-            x = protos[y] + 0.35 * torch.randn(n, 3, 32, 32, generator=g)
+            x = protos[y] + 0.35 * torch.randn(n, channels, size, size, generator=g)
             return (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy(), y.numpy()
         xtr, ytr = draw(n_train)
         xte, yte = draw(n_test)
-        return xtr, ytr, xte, yte, [f"class{i}" for i in range(num_classes)], f"synthetic ({num_classes} classes)"
+        return (xtr, ytr, xte, yte, [f"class{i}" for i in range(num_classes)],
+                label or f"synthetic ({num_classes} classes)")
     return make
 
 
@@ -315,6 +320,35 @@ def list_datasets() -> list[str]:
 
 
 # ---------------------------------------------------------------- cache and splits
+def _stand_in(name: str, val_size: int) -> dict:
+    """A rehearsal's synthetic replacement for a data set that is not available offline: same class
+    count, channels and image size, a pool just large enough for the split; never cached."""
+    classes, channels, size = DATASET_SHAPES[name]
+    n_train = val_size + rehearsal.TRAIN_IMAGES + classes
+    xtr, ytr, xte, yte, names, _ = _synthetic(classes, n_train, 2 * rehearsal.EVAL_IMAGES, channels, size)(Path("."))
+    STAND_INS.add(name)
+    return {"train_x": torch.from_numpy(xtr), "train_y": torch.from_numpy(ytr), "test_x": torch.from_numpy(xte),
+            "test_y": torch.from_numpy(yte), "classes": names,
+            "source": f"synthetic stand-in for {_TITLES.get(name, name)} ({classes} classes, rehearsal)"}
+
+
+def available_offline(name: str, root: Path | None = None) -> bool:
+    """Whether a data set can be loaded without a download: cached, a local copy, or generated."""
+    root = Path(root) if root else data_root()
+    if (root / "cache" / f"{name}.pt").exists() or name in ("digits", "synthetic10", "synthetic100"):
+        return True
+    if name == "cifar10":
+        explicit = os.environ.get("EARLYEXIT_CIFAR10")
+        local = _local("cifar10-jpeg.tar.gz")
+        return bool(explicit and Path(explicit).exists()) or (local is not None and local.exists())
+    if name in ("mnist", "fashion_mnist"):
+        folder = _local(name.replace("_", "-"))
+        return folder is not None and (folder / "train-images-idx3-ubyte.gz").exists()
+    if name == "cinic10":
+        return Path(os.environ.get("EARLYEXIT_CINIC10", root / "cinic10")).exists()
+    return False
+
+
 def _load_raw(name: str, root: Path) -> dict:
     path = root / "cache" / f"{name}.pt"
     if path.exists():
@@ -332,12 +366,13 @@ def _load_raw(name: str, root: Path) -> dict:
     return raw
 
 
-def _split_indices(spec: DataSpec, n_train_pool: int, n_test: int, root: Path) -> dict[str, list[int]]:
-    """Seeded permutation of the training pool (val first) and of the test set; saved as JSON."""
+def _split_indices(spec: DataSpec, n_train_pool: int, n_test: int, root: Path | None) -> dict[str, list[int]]:
+    """Seeded permutation of the training pool (val first) and of the test set; saved as JSON under
+    ``root`` (not saved when root is None: a rehearsal's stand-in data)."""
     if spec.val_size >= n_train_pool:
         raise ValueError(f"val_size {spec.val_size} leaves no training images (pool of {n_train_pool})")
-    path = root / "splits" / f"{spec.name}_val{spec.val_size}_seed{spec.seed}.json"
-    if path.exists():
+    path = None if root is None else root / "splits" / f"{spec.name}_val{spec.val_size}_seed{spec.seed}.json"
+    if path is not None and path.exists():
         saved = json.loads(path.read_text())
         if saved.get("pool") == n_train_pool and saved.get("n_test") == n_test:
             return saved
@@ -345,10 +380,11 @@ def _split_indices(spec: DataSpec, n_train_pool: int, n_test: int, root: Path) -
     perm = torch.randperm(n_train_pool, generator=g).tolist()
     saved = {"pool": n_train_pool, "n_test": n_test, "val": perm[:spec.val_size], "train": perm[spec.val_size:],
              "test": torch.randperm(n_test, generator=g).tolist()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(saved))
-    os.replace(tmp, path)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(saved))
+        os.replace(tmp, path)
     return saved
 
 
@@ -357,12 +393,18 @@ def load_dataset(spec: DataSpec | str = "cifar10", root: str | Path | None = Non
     if isinstance(spec, str):
         spec = DataSpec(name=spec, **overrides)
     root = Path(root) if root else data_root()
-    raw = _load_raw(spec.name, root)
-    idx = _split_indices(spec, len(raw["train_y"]), len(raw["test_y"]), root)
+    if rehearsal.active() and not available_offline(spec.name, root):
+        raw = _stand_in(spec.name, spec.val_size)
+        idx = _split_indices(spec, len(raw["train_y"]), len(raw["test_y"]), None)
+    else:
+        raw = _load_raw(spec.name, root)
+        idx = _split_indices(spec, len(raw["train_y"]), len(raw["test_y"]), root)
     take = lambda ids, n: torch.tensor(ids[:n] if n else ids)  # noqa: E731
-    tr, va = take(idx["train"], spec.train_size), take(idx["val"], None)
+    tr = take(idx["train"], rehearsal.cap(spec.train_size, rehearsal.TRAIN_IMAGES))
+    va = take(idx["val"], rehearsal.cap(None, rehearsal.EVAL_IMAGES))
     # the test subset keeps file order when all of it is used, a seeded sample otherwise
-    te = take(idx["test"], spec.test_size) if spec.test_size else torch.arange(len(raw["test_y"]))
+    test_size = rehearsal.cap(spec.test_size, rehearsal.EVAL_IMAGES)
+    te = take(idx["test"], test_size) if test_size else torch.arange(len(raw["test_y"]))
     train = Split(raw["train_x"][tr], raw["train_y"][tr])
     x = train.images.float() / 255
     mean = tuple(x.mean((0, 2, 3)).tolist())

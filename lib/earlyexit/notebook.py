@@ -10,9 +10,11 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
+from . import rehearsal
+from .data import available_offline
 from .device import set_default_device
 from .plots import use_style
-from .reproduce import default_parameters, notebooks, resolve_parameters
+from .reproduce import call_plan, default_parameters, notebooks, plan_module, resolve_parameters
 
 __all__ = ["start"]
 
@@ -25,6 +27,9 @@ def start(notebook: str, namespace: dict) -> dict:
     changed = sorted(k for k, v in overrides.items() if params[k] != v)
     params.update(overrides)
     namespace.update(overrides)
+    if rehearsal.active():
+        used = sorted({spec.data.name for spec in call_plan(plan_module(path).plan, params)})
+        print(rehearsal.banner(params["profile"], [n for n in used if not available_offline(n)]))
     if changed:
         print(f"profile {params['profile']!r} sets {', '.join(changed)}")
     torch.set_num_threads(params.get("threads", 1))

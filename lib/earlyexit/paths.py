@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from . import rehearsal
+
 __all__ = ["project_root", "data_root", "artifacts_root", "atomic_save", "load_cached", "move_aside", "config_hash"]
 
 
@@ -24,7 +26,9 @@ def data_root() -> Path:
 
 
 def artifacts_root() -> Path:
-    return Path(os.environ.get("EARLYEXIT_ARTIFACTS", project_root() / "artifacts"))
+    """Trainings and cached outputs; a rehearsal (see rehearsal.py) uses a sibling folder of its own."""
+    root = Path(os.environ.get("EARLYEXIT_ARTIFACTS", project_root() / "artifacts"))
+    return root.with_name(root.name + "-rehearsal") if rehearsal.active() else root
 
 
 def atomic_save(obj, path: str | Path) -> None:

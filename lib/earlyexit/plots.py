@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 from matplotlib.text import Text
 
+from . import rehearsal
 from .paths import project_root
 
 __all__ = ["use_style", "save_figure", "figure_dir", "accuracy_vs_cost", "exit_histogram",
@@ -37,7 +38,7 @@ def use_style() -> None:
 
 
 def figure_dir(profile: str) -> Path:
-    return project_root() / "figures" / profile
+    return project_root() / "figures" / rehearsal.output_profile(profile)
 
 
 def _text_roles(fig: plt.Figure) -> dict[Text, str]:

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import torch
 
+from . import rehearsal
 from .paths import project_root
 
 __all__ = ["reports_dir", "save_metrics", "comparison", "write_summary", "environment"]
 
 
 def reports_dir(profile: str) -> Path:
-    return project_root() / "reports" / profile
+    return project_root() / "reports" / rehearsal.output_profile(profile)
 
 
 def environment() -> dict:

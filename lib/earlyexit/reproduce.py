@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from . import rehearsal
 from .paths import project_root
 from .profiles import PROFILE_NAMES, PROFILES
 
@@ -497,7 +498,7 @@ def run(profile: str, chosen: dict[str, Path], out: TextIO | None = None, tty: b
     import papermill
     from .report import write_summary
     out = out or sys.stdout
-    out_dir = project_root() / "reports" / profile
+    out_dir = project_root() / "reports" / rehearsal.output_profile(profile)
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(path, resolve_parameters(path, profile)) for path in chosen.values()]  # validate all first
     _register_engine()
@@ -554,7 +555,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILE_NAMES)} (default cpu)")
     parser.add_argument("--only", help="comma-separated notebook ids, e.g. 00,03")
     parser.add_argument("--dry-run", action="store_true", help="build every model and data spec, train nothing")
+    parser.add_argument("--rehearse", action="store_true",
+                        help=f"run every notebook end to end at a tiny cost: trainings stop after {rehearsal.MAX_STEPS} "
+                             f"steps, splits shrink to a few hundred images, missing data become synthetic stand-ins")
     args = parser.parse_args(argv)
+    if args.rehearse:
+        os.environ[rehearsal.ENV] = "1"   # read by the library in this process and in the notebooks' kernels
     try:
         if args.profile not in PROFILE_NAMES:
             raise ConfigError(f"unknown profile {args.profile!r}; choose one of {', '.join(PROFILE_NAMES)}")

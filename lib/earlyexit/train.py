@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from . import rehearsal
 from .backbones import build_backbone
 from .data import Dataset, DataSpec, TensorLoader, load_dataset
 from .device import autocast, bf16_supported, default_device, describe_device, maybe_compile, resolve_device
@@ -344,6 +345,9 @@ def _train_epochs(spec: RunSpec, net: MultiExitNet, opt: torch.optim.Optimizer, 
             if progress and i % 20 == 0:
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}")
             if cfg.time_budget_s is not None and spent + time.perf_counter() - t0 >= cfg.time_budget_s:
+                done = True
+                break
+            if rehearsal.active() and sum(h.get("steps", 0) for h in history) + steps >= rehearsal.MAX_STEPS:
                 done = True
                 break
         seconds = time.perf_counter() - t0

@@ -1,0 +1,46 @@
+"""A rehearsal of a profile: every notebook end to end with that profile's parameters, at a tiny cost.
+
+``python -m earlyexit.reproduce --profile paper --rehearse`` sets ``EARLYEXIT_REHEARSAL=1`` for the
+notebooks it runs. Then every training stops after ``MAX_STEPS`` optimiser steps, every split is cut
+to at most ``TRAIN_IMAGES`` / ``EVAL_IMAGES`` images, a data set that is not available offline is
+replaced by a synthetic stand-in of the same shape and class count (never written to the data
+cache), trainings go to their own artifacts root (``<artifacts>-rehearsal``, so nothing from a
+rehearsal can enter a real run's cache) and reports and figures to ``<profile>-rehearsal``. Each
+notebook says so at its top. A GPU user can thus find a crash of the paper profile in minutes on a
+CPU, not hours into the real run.
+"""
+from __future__ import annotations
+
+import os
+
+__all__ = ["ENV", "MAX_STEPS", "TRAIN_IMAGES", "EVAL_IMAGES", "active", "output_profile", "cap", "banner"]
+
+ENV = "EARLYEXIT_REHEARSAL"
+MAX_STEPS = 2          # optimiser steps per training (scheduler fits included)
+TRAIN_IMAGES = 512     # training images per data set
+EVAL_IMAGES = 256      # validation and test images per data set, and images timed one by one
+
+
+def active() -> bool:
+    return os.environ.get(ENV) == "1"
+
+
+def output_profile(profile: str) -> str:
+    """Where a profile's reports and figures go: ``<profile>-rehearsal`` during a rehearsal."""
+    return f"{profile}-rehearsal" if active() and not profile.endswith("-rehearsal") else profile
+
+
+def cap(n: int | None, limit: int) -> int | None:
+    """``n`` items at most ``limit`` during a rehearsal (None: all, so the limit itself)."""
+    if not active():
+        return n
+    return limit if n is None else min(n, limit)
+
+
+def banner(profile: str, stand_ins: list[str]) -> str:
+    """The notice each rehearsed notebook prints at its top."""
+    subs = ", ".join(stand_ins) if stand_ins else "none (every data set was available offline)"
+    return (f"REHEARSAL of profile {profile!r}: every training stops after {MAX_STEPS} optimiser steps, splits are cut to "
+            f"{TRAIN_IMAGES} training and {EVAL_IMAGES} validation/test images; numbers mean nothing. "
+            f"Synthetic stand-ins for data not available offline: {subs}. Outputs go to reports/"
+            f"{output_profile(profile)}/ and figures/{output_profile(profile)}/.")
