@@ -1,5 +1,6 @@
 """Class exclusion (Wang, Li, Zhang): loss, cumulative exit rule, CR baseline, greedy search, the
-100-class path with 2x2-pooling heads, and agreement of the real early-exit forward with the offline one."""
+100-class path with 2x2-pooling heads, agreement of the real early-exit forward with the offline one, and
+the evaluation and claim checks of notebook 01."""
 import math
 
 import pytest
@@ -7,9 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from earlyexit.backbones import build_backbone
-from earlyexit.class_exclusion import (ClassExclusion, ClassExclusionLoss, ConfidenceLoss, SingleConfident,
-                                       early_exit_class_shares, exclusion_weights, fit_operating_point,
-                                       mean_remaining_classes, search_betas, search_taus)
+from earlyexit.claims import VERDICTS, claims_table
+from earlyexit.class_exclusion import (ClassExclusion, ClassExclusionLoss, ConfidenceLoss, SetupEvaluation,
+                                       SingleConfident, _largest_growth, _uneven_shares, authors_thresholds,
+                                       conclusions, early_exit_class_shares, evaluate_setup, exclusion_weights,
+                                       fit_operating_point, matched_cost_gap, mean_remaining_classes,
+                                       paper_setup_keys, resampled, search_betas, search_taus)
 from earlyexit.data import tensor_batches
 from earlyexit.evaluate import evaluate_policy
 from earlyexit.losses import build_loss
@@ -17,6 +21,7 @@ from earlyexit.macs import mac_table
 from earlyexit.multiexit import ExitOutputs, MultiExitNet
 from earlyexit.outputs import CachedOutputs, collect_outputs
 from earlyexit.plans.class_exclusion import setup_runs
+from earlyexit.stats import bootstrap_mean
 from earlyexit.train import train_cached
 
 NEG, POS = -6.0, 6.0
@@ -241,3 +246,78 @@ def test_100_class_path_with_2x2_pooling_heads(fresh_artifacts, tmp_path, monkey
     with pytest.raises(ValueError, match="unknown key"):
         setup_runs([{"name": "x", "backbone": "vgg_small", "dataset": "cifar10", "widht": 1}], None, 10, None, 1, 8,
                    0.1, 0.02, 0.0, "cosine", 0.0, 0, False, "uniform_scale", None, False, False, 0)
+
+
+# ---------------------------------------------------------------- notebook 01: one set-up evaluated, claims
+class _Run:
+    """What evaluate_setup reads of a TrainedRun: cached outputs per split and the MAC table."""
+
+    def __init__(self, val: CachedOutputs, test: CachedOutputs, macs):
+        self._outputs, self.macs = {"val": val, "test": test}, macs
+
+    def outputs(self, split):
+        return self._outputs[split]
+
+
+def _noisy(data: CachedOutputs, seed: int, scale: float = 1.5) -> CachedOutputs:
+    """Another network's outputs on the same images: same labels, other logits."""
+    g = torch.Generator().manual_seed(seed)
+    return CachedOutputs(data.logits + scale * torch.randn(data.logits.shape, generator=g), data.labels)
+
+
+def _toy_setup():
+    val, test, macs = _learned_like(seed=1), _learned_like(seed=2), _dummy_macs(4)
+    runs = {"plain": _Run(val, test, macs), "BC": _Run(val, test, macs),
+            "CR": _Run(_noisy(val, 3), _noisy(test, 4), macs)}
+    setup = {"name": "toy", "backbone": "vgg_small", "dataset": "cifar10", "bc_tolerance": 0.01, "cr_tolerance": 0.02}
+    return evaluate_setup(setup, runs, [0.005, 0.02, 0.08])
+
+
+def test_resampled_mean_is_the_bootstrap_mean():
+    values = torch.rand(300, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ours = resampled(lambda w: w @ values / len(values), len(values), draws=500, seed=3)
+    assert ours == pytest.approx(bootstrap_mean(values, draws=500, seed=3), abs=1e-12)
+
+
+def test_matched_cost_gap_is_the_matched_table_on_the_full_set():
+    ev = _toy_setup()
+    rows = [r for r in ev.matched_rows() if r["method"] == "BC"]
+    final = 100 * ev.no_exit("CR")[0]
+    expected = sum(r["remaining MACs %"] - (final if r["other method's MACs % at >= this accuracy"] is None
+                                            else r["other method's MACs % at >= this accuracy"]) for r in rows) / len(rows)
+    gap, lo, hi = resampled(matched_cost_gap(ev), len(ev.tests["BC"]), draws=300)
+    assert gap == pytest.approx(expected) and lo <= gap <= hi
+    other = dict(ev.tests)
+    other["CR"] = CachedOutputs(ev.tests["CR"].logits, ev.tests["CR"].labels.roll(1))
+    with pytest.raises(ValueError, match="same test images"):
+        matched_cost_gap(SetupEvaluation(ev.setup, other, ev.macs, ev.authors, ev.curves, ev.tolerances))
+
+
+def test_setup_claims_give_one_row_per_claim_with_an_interval_or_a_reason():
+    ev = _toy_setup()
+    claims = ev.claims("toy, synthetic", draws=300)
+    assert len(claims) == 8   # claims 1 and 6 in two parts; claim 4 for 10 classes
+    assert all(c.verdict in VERDICTS and (c.interval is not None or c.evidence) for c in claims)
+    assert all(c.interval[0] <= c.ours <= c.interval[1] for c in claims if c.interval)
+    macs, beta0 = claims[0], claims[6]
+    assert macs.ours == pytest.approx(100 * ev.authors["BC"].test.mean_fraction)
+    assert beta0.ours == 0 and beta0.interval is None and beta0.verdict == "supported"
+    assert claims[1].paper == pytest.approx(0.1) and "search" in claims[1].paper_source   # authors' VGG C10 tolerance
+    assert len(claims_table(claims)) == 8 and "toy" in conclusions({"toy": ev}, claims)
+    assert ev.table_i_row()["beta"] == ev.authors["BC"].search.thresholds
+
+
+def test_uneven_shares_and_largest_growth_statistics():
+    uneven = _uneven_shares(torch.tensor([0, 0, 0, 1, 2]), torch.tensor([True, True, True, True, False]), 10)
+    assert uneven(torch.ones(1, 5, dtype=torch.float64)).item() == 3.0   # classes with none count as one image
+    sizes = torch.tensor([[3.0, 3.0], [2.0, 1.0], [2.0, 1.0], [5.0, 5.0]])
+    reached = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
+    assert _largest_growth(sizes, reached)(torch.ones(1, 2, dtype=torch.float64)).item() == 0.0   # exit 4: nobody
+
+
+def test_authors_thresholds_by_setup():
+    vgg = authors_thresholds({"backbone": "vgg_small", "dataset": "cifar10"})
+    assert vgg["beta"][2] == pytest.approx(0.12) and len(vgg["tau"]) == 6
+    assert paper_setup_keys({"backbone": "vgg_small", "dataset": "cifar100", "pool": 2})["backbone"] == "vgg_small_x2"
+    assert len(authors_thresholds({"backbone": "resnet50_cifar", "dataset": "cifar100"})["beta"]) == 4
+    assert authors_thresholds({"backbone": "vgg_small", "dataset": "mnist"}) is None

@@ -5,7 +5,8 @@ per-class logistic "exclusion networks" (GAP/2x2 pooling + one Linear + sigmoid)
 *out*. Exclusions accumulate over the exits; when one class remains the image leaves with it, and an
 image that reaches the end is classified by the final layer among its remaining classes.
 
-What is here (facts from the spec, part A; choices marked there as assumptions are named options):
+What is here (the method as the authors' code TUDa-HWAI/eece implements it, since the paper's full text
+was not readable; where code and paper may differ, both readings are named options):
 
 - ``ClassExclusionLoss`` ("class_exclusion"): CE on the final classifier plus depth-weighted BCE
   (one-vs-all, one-hot targets) on every exit head, w_k = 1/(K-k+2) for exit k = 1..K.
@@ -17,8 +18,12 @@ What is here (facts from the spec, part A; choices marked there as assumptions a
   exit when |R_k| = 1; final prediction restricted to R_K (or not, ``restrict_final=False``).
 - ``SingleConfident``: CR's rule, exit when exactly one softmax probability exceeds tau_k.
 - ``greedy_search``: the authors' per-exit greedy threshold search on validation under an accuracy
-  tolerance, with test-time (per-sample, cumulative) semantics (the authors' batched search
-  re-admitted other images' argmax classes); ``fit_operating_point`` searches and evaluates on test.
+  tolerance, with test-time (per-sample, cumulative) semantics (the authors' batched search in
+  searcher/threshhold_searcher.py re-admits other images' argmax classes); ``fit_operating_point``
+  searches and evaluates on test.
+- ``evaluate_setup`` -> ``SetupEvaluation``: everything notebook 01 reports for one set-up (Table I,
+  the common-tolerance curves, matched-accuracy comparison, Fig. 4/5 analogues, the limits of beta) and
+  ``SetupEvaluation.claims``, the paper's six claims checked with bootstrap intervals over test images.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .evaluate import PolicyResult, evaluate_policy
+from .evaluate import PolicyResult, evaluate_policy, select
 from .losses import register_loss
 from .macs import MacTable
 from .multiexit import ExitOutputs
@@ -37,7 +42,11 @@ from .policies import ExitPolicy, State
 
 __all__ = ["BCE_MODES", "exclusion_weights", "ClassExclusionLoss", "ConfidenceLoss", "ClassExclusion",
            "SingleConfident", "SearchResult", "greedy_search", "search_betas", "search_taus", "OperatingPoint",
-           "fit_operating_point", "exclusion_trace", "mean_remaining_classes", "early_exit_class_shares"]
+           "fit_operating_point", "exclusion_trace", "mean_remaining_classes", "early_exit_class_shares",
+           "per_exit_accuracy", "paper_setup_keys", "authors_thresholds", "SetupEvaluation", "evaluate_setup",
+           "resampled", "matched_cost_gap", "setup_claims", "plot_accuracy_vs_macs", "operating_points",
+           "plot_exit_points", "exit_count_rows", "plot_class_shares", "plot_remaining_classes",
+           "paper_comparisons", "conclusions"]
 
 BCE_MODES = ("uniform_scale", "pos_weight")
 
@@ -278,3 +287,433 @@ def early_exit_class_shares(prediction: torch.Tensor, labels: torch.Tensor, exit
     total = max(int(early.sum()), 1)
     return {key: 100 * torch.bincount(v[early], minlength=num_classes).float() / total
             for key, v in (("predicted", prediction), ("true", labels))}
+
+
+# ---------------------------------------------------------------- notebook 01: one set-up, evaluated
+METHODS = ("BC", "CR")
+PAPER = "class_exclusion"
+EXTRA_DROP = 0.005   # claim 1: test drop allowed beyond the validation tolerance (validation-to-test transfer)
+MANY_EARLY = 0.20    # claim 3: "many images" = at least this share leaves before the final layer
+UNEVEN = 1.5         # claim 4: largest / smallest early-exit share per class
+DRAWS = 2000         # bootstrap resamples of the test images
+
+
+def per_exit_accuracy(tests: dict[str, CachedOutputs], macs: MacTable) -> list[dict]:
+    """Accuracy of every BC and CR exit when all test images are forced out there, beside its cost."""
+    bc, cr = tests["BC"].exit_accuracies(), tests["CR"].exit_accuracies()
+    return [{"exit": k + 1, "fraction of backbone": f, "BC accuracy": bc[k], "CR accuracy": cr[k]}
+            for k, f in enumerate(macs.exit_fractions)]
+
+
+def paper_setup_keys(setup: dict) -> dict[str, str]:
+    """The columns naming a set-up in data/paper_numbers/class_exclusion.csv (2x2-pooling heads are "_x2")."""
+    backbone = {"resnet50_cifar": "resnet50"}.get(setup["backbone"], setup["backbone"])
+    return {"dataset": setup["dataset"], "backbone": backbone + ("_x2" if setup.get("pool", 1) == 2 else "")}
+
+
+def authors_thresholds(setup: dict) -> dict[str, list[float]] | None:
+    """The betas and taus of the authors' test configs for this set-up, or None if they have none."""
+    from .claims import paper_number
+    try:
+        values = {q: paper_number(PAPER, method=m, quantity=q, **paper_setup_keys(setup)).value
+                  for m, q in (("BC", "beta"), ("CR", "tau"))}
+        return {q: [float(v) for v in str(v).split(",")] for q, v in values.items()}
+    except ValueError:
+        return None
+
+
+@dataclass
+class SetupEvaluation:
+    """One set-up's trained networks (plain, BC, CR) with thresholds searched on validation and every
+    number notebook 01 reports, computed on test."""
+
+    setup: dict
+    tests: dict[str, CachedOutputs]           # "plain", "BC", "CR"
+    macs: dict[str, MacTable]
+    authors: dict[str, OperatingPoint]        # "BC", "CR" at the authors' tolerances for the set-up
+    curves: dict[str, list[OperatingPoint]]   # "BC", "CR" on the common tolerance grid
+    tolerances: list[float]
+    restrict_final: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.setup["name"]
+
+    @property
+    def num_exits(self) -> int:
+        return self.tests["BC"].num_exits
+
+    def no_exit(self, method: str) -> tuple[float, float]:
+        """(remaining MACs as a fraction of the plain backbone, test accuracy) with early exits disabled."""
+        return self.macs[method].exit_fractions[-1], self.tests[method].exit_accuracies()[-1]
+
+    def table_i_row(self) -> dict:
+        """The paper's Table I for this set-up, at the authors' tolerances."""
+        bc, cr = self.authors["BC"], self.authors["CR"]
+        return {"set-up": self.name, "plain acc": self.tests["plain"].exit_accuracies()[-1],
+                "BC final-exit acc": self.no_exit("BC")[1], "BC acc": bc.test.accuracy,
+                "CR final-exit acc": self.no_exit("CR")[1], "CR acc": cr.test.accuracy,
+                "full MMACs": self.macs["plain"].backbone_macs / 1e6,
+                "BC remaining MACs %": 100 * bc.test.mean_fraction, "CR remaining MACs %": 100 * cr.test.mean_fraction,
+                "BC tolerance %": 100 * bc.search.tolerance, "CR tolerance %": 100 * cr.search.tolerance,
+                "beta": bc.search.thresholds, "tau": cr.search.thresholds}
+
+    def curve_rows(self) -> list[dict]:
+        return [{"set-up": self.name, **{k: v for k, v in p.row().items() if k != "test_exit_shares"}}
+                for m in METHODS for p in self.curves[m]]
+
+    def cheapest_reaching(self, method: str, accuracy: float) -> float | None:
+        """MAC fraction of the cheapest test point of ``method`` (its curve, or no early exit) whose
+        accuracy is at least ``accuracy``; None if none reaches it."""
+        pts = [(p.test.mean_fraction, p.test.accuracy) for p in self.curves[method]] + [self.no_exit(method)]
+        cost, acc = torch.tensor(pts, dtype=torch.float64).T
+        i = select(cost, acc, reference=accuracy, tolerance=0.0)
+        return None if i is None else float(cost[i])
+
+    def matched_rows(self) -> list[dict]:
+        """For every point of each method, the cheapest point of the other reaching its test accuracy."""
+        rows = []
+        for ours, other in (("BC", "CR"), ("CR", "BC")):
+            for t, p in zip(self.tolerances, self.curves[ours]):
+                rival = self.cheapest_reaching(other, p.test.accuracy)
+                rows.append({"set-up": self.name, "method": ours, "tolerance %": 100 * t, "test accuracy": p.test.accuracy,
+                             "remaining MACs %": 100 * p.test.mean_fraction,
+                             "other method's MACs % at >= this accuracy": None if rival is None else 100 * rival,
+                             "cheaper": "n/a" if rival is None else (ours if p.test.mean_fraction < rival else other)})
+        return rows
+
+    def example_traces(self, classes: Sequence[str]) -> list[dict]:
+        """|R_k| after each exit for three test images at the authors' beta: one leaving at exit 1 or 2,
+        one leaving later, one classified by the final layer."""
+        bc, out = self.authors["BC"], self.tests["BC"]
+        trace, exit_idx, k_final = exclusion_trace(out, bc.policy), bc.test.exit_index.tolist(), self.num_exits - 1
+        rows = []
+        for wanted in (lambda e: e <= 1, lambda e: 1 < e < k_final, lambda e: e == k_final):
+            i = next((i for i, e in enumerate(exit_idx) if wanted(e)), None)
+            if i is not None:
+                rows.append({"test image": i, "true class": classes[int(out.labels[i])],
+                             **{f"|R| after exit {k + 1}": int(trace[k, i].sum()) for k in range(len(trace))},
+                             "left at exit": exit_idx[i] + 1, "prediction": classes[int(bc.test.prediction[i])]})
+        return rows
+
+    def class_shares(self, method: str) -> dict[str, torch.Tensor]:
+        """Fig. 5: per-class shares (%) of the early-exited test images at the authors' tolerance."""
+        p, out = self.authors[method].test, self.tests[method]
+        return early_exit_class_shares(p.prediction, out.labels, p.exit_index, out.num_exits, out.logits.shape[2])
+
+    def remaining_classes(self, point: OperatingPoint) -> list[float]:
+        return mean_remaining_classes(self.tests["BC"], point.policy, point.test.exit_index)
+
+    def limit(self, beta: float) -> PolicyResult:
+        """BC with the same beta at every exit."""
+        return evaluate_policy(self.tests["BC"], ClassExclusion([beta] * (self.num_exits - 1), self.restrict_final),
+                               self.macs["BC"])
+
+    def limit_rows(self, betas: Sequence[float] = (0.0, 0.99)) -> list[dict]:
+        return [{"set-up": self.name, "betas": b, "test accuracy": r.accuracy, "remaining MACs %": 100 * r.mean_fraction,
+                 "share leaving at exit 1": r.exit_shares[0]} for b in betas for r in [self.limit(b)]]
+
+    def claims(self, setting: str, draws: int = DRAWS, seed: int = 0) -> list:
+        """The paper's claims for this set-up as ``claims.Claim`` rows (see ``setup_claims``)."""
+        return setup_claims(self, setting, draws, seed)
+
+
+def evaluate_setup(setup: dict, runs: dict, tolerances: Sequence[float], restrict_final: bool = True,
+                   order: str | Sequence[int] = "stage_macs") -> SetupEvaluation:
+    """Search BC's betas and CR's taus on validation, at the set-up's own (the authors') tolerances
+    and on the common grid, and evaluate them on test. ``runs``: {"plain" | "BC" | "CR": TrainedRun}."""
+    tests = {m: r.outputs("test") for m, r in runs.items()}
+    vals = {m: runs[m].outputs("val") for m in METHODS}
+    macs = {m: r.macs for m, r in runs.items()}
+
+    def fit(method: str, tolerance: float) -> OperatingPoint:
+        return fit_operating_point(method, vals[method], tests[method], macs[method], tolerance, restrict_final, order)
+
+    authors = {m: fit(m, setup.get(f"{m.lower()}_tolerance", 0.01)) for m in METHODS}
+    curves = {m: [fit(m, t) for t in tolerances] for m in METHODS}
+    return SetupEvaluation(setup, tests, macs, authors, curves, list(tolerances), restrict_final)
+
+
+# ---------------------------------------------------------------- the paper's claims, with intervals
+def resampled(stat: Callable[[torch.Tensor], torch.Tensor], n: int, draws: int = DRAWS, seed: int = 0,
+              level: float = 0.95, chunk: int = 100) -> tuple[float, float, float]:
+    """A statistic of n test images, and its percentile bootstrap interval. ``stat`` maps a [D, n]
+    matrix of multiplicities (how often each image is drawn in each of D resamples; all ones for the
+    full set) to D values, so per-image columns enter as matrix products and anything built from
+    several of them (a matching, a ratio, a maximum) is recomputed in every resample."""
+    g = torch.Generator().manual_seed(seed)
+    values = []
+    for start in range(0, draws, chunk):
+        idx = torch.randint(0, n, (min(chunk, draws - start), n), generator=g)
+        values.append(stat(torch.zeros(len(idx), n, dtype=torch.float64).scatter_add_(
+            1, idx, torch.ones(idx.shape, dtype=torch.float64))))
+    tail = (1 - level) / 2
+    lo, hi = torch.quantile(torch.cat(values), torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
+    return float(stat(torch.ones(1, n, dtype=torch.float64))[0]), lo, hi
+
+
+def _columns(points: Sequence[PolicyResult], labels: torch.Tensor, macs: MacTable) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image correctness and cost (fraction of the plain backbone), [points, images] each."""
+    cost = torch.tensor(macs.exit_fractions, dtype=torch.float64)
+    return (torch.stack([(p.prediction == labels).double() for p in points]),
+            torch.stack([cost[p.exit_index] for p in points]))
+
+
+def matched_cost_gap(ev: SetupEvaluation) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Claim 2's statistic: over the BC points of the common grid, the mean of BC's MACs minus the MACs
+    of the cheapest CR point (its curve or no early exit) reaching BC's accuracy, in points of the
+    plain backbone's MACs. Where no CR point reaches it, CR is charged its cost with exits disabled,
+    a bound that favours CR."""
+    labels = ev.tests["BC"].labels
+    if not torch.equal(labels, ev.tests["CR"].labels):
+        raise ValueError("BC and CR must be evaluated on the same test images")
+    final = ev.no_exit("CR")[0]
+    bc_ok, bc_cost = _columns([p.test for p in ev.curves["BC"]], labels, ev.macs["BC"])
+    cr_ok, cr_cost = _columns([p.test for p in ev.curves["CR"]], labels, ev.macs["CR"])
+    cr_ok = torch.cat([cr_ok, (ev.tests["CR"].logits[-1].argmax(1) == labels).double()[None]])
+    cr_cost = torch.cat([cr_cost, torch.full((1, len(labels)), final, dtype=torch.float64)])
+
+    def stat(w: torch.Tensor) -> torch.Tensor:
+        n = w.sum(1, keepdim=True)
+        acc_b, cost_b, acc_c, cost_c = (w @ x.T / n for x in (bc_ok, bc_cost, cr_ok, cr_cost))   # [D, points]
+        reach = acc_c[:, None, :] >= acc_b[:, :, None] - 1e-12                                  # [D, BC, CR]
+        cheapest = torch.where(reach, cost_c[:, None, :], torch.inf).amin(2)
+        return 100 * (cost_b - torch.where(cheapest.isinf(), torch.full_like(cheapest, final), cheapest)).mean(1)
+    return stat
+
+
+def _uneven_shares(prediction: torch.Tensor, early: torch.Tensor,
+                   num_classes: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Claim 4's statistic: largest / smallest number of early-exited images per predicted class (a
+    class with none counts as one image)."""
+    onehot = F.one_hot(prediction, num_classes).double() * early.double()[:, None]
+
+    def stat(w: torch.Tensor) -> torch.Tensor:
+        counts = w @ onehot
+        return counts.amax(1) / counts.amin(1).clamp_min(1.0)
+    return stat
+
+
+def _largest_growth(sizes: torch.Tensor, reached: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Claim 5's statistic: the largest rise of mean |R_k| from one exit to the next, over the images
+    that reached each exit (exits no image reached are left out)."""
+    sizes, reached = sizes.double(), reached.double()
+
+    def stat(w: torch.Tensor) -> torch.Tensor:
+        mean = (w @ (sizes * reached).T) / (w @ reached.T)   # [D, exits]; nan where none reached
+        rise = mean[:, 1:] - mean[:, :-1]
+        return torch.where(rise.isnan(), -torch.inf, rise).amax(1)
+    return stat
+
+
+def setup_claims(ev: SetupEvaluation, setting: str, draws: int = DRAWS, seed: int = 0) -> list:
+    """Claims 1-6 of the paper (its abstract, introduction and Figs. 4 and 5; the paper gives no
+    retrievable numbers) for one set-up. Rules on one network (BC with and without exits, two betas)
+    get a paired bootstrap over test images; BC against CR compares two separately trained networks,
+    one seed each, on the same test images, so its interval covers the test sample, not training."""
+    from .claims import claim, paper_number
+    from .stats import bootstrap_mean, paired_bootstrap
+    bc, out, macs = ev.authors["BC"].test, ev.tests["BC"], ev.macs["BC"]
+    n, k_final = len(out), ev.num_exits - 1
+    none = paper_number(PAPER, quantity="paper_accuracy_and_mac_values")
+    common = {"setting": setting, "paper_source": none.source}
+    one_seed = "one seed: no interval across trainings"
+    boot = f"bootstrap over the {n} test images ({draws} resamples); {one_seed}"
+    (ok, cost), final_ok = _columns([bc], out.labels, macs), (out.logits[-1].argmax(1) == out.labels).double()
+    claims = [claim("Class exclusion cuts the MACs of the full network", "BC mean MACs at the authors' tolerance",
+                    100 * bc.mean_fraction, claimed="less", than=100.0,
+                    interval=[100 * v for v in bootstrap_mean(cost[0], draws, seed)[1:]],
+                    unit="% of plain-backbone MACs", evidence=boot, **common)]
+    tol = ev.authors["BC"].search.tolerance
+    try:
+        authors_tol = paper_number(PAPER, method="BC", quantity="search_tolerance", **paper_setup_keys(ev.setup))
+        paper, source = authors_tol.value, authors_tol.source
+    except ValueError:
+        paper, source = None, none.source
+    drop = [100 * v for v in paired_bootstrap(final_ok, ok[0], draws, seed)]
+    claims.append(claim("Class exclusion keeps test accuracy within the search tolerance", "test accuracy drop of BC against the "
+                        f"same network with exits disabled (allowed: the {100 * tol:g} % validation tolerance plus "
+                        f"{100 * EXTRA_DROP:g} points for validation-to-test transfer)", drop[0], claimed="less",
+                        than=100 * (tol + EXTRA_DROP), interval=drop[1:], unit="points",
+                        evidence=f"paired {boot}", setting=setting, paper=paper, paper_source=source))
+    wins = sum(r["cheaper"] == "BC" for r in ev.matched_rows() if r["method"] == "BC")
+    gap = resampled(matched_cost_gap(ev), n, draws, seed)
+    claims.append(claim("BC needs fewer MACs than CR at matched accuracy", "mean over the common tolerance grid of BC's "
+                        "MACs minus those of the cheapest CR point reaching BC's test accuracy", gap[0], claimed="less",
+                        interval=gap[1:], unit="points of plain-backbone MACs",
+                        evidence=f"paired bootstrap over the {n} test images ({draws} resamples; accuracies, matching "
+                                 f"and costs recomputed in each); BC and CR are separately trained networks, one seed "
+                                 f"each: no interval across trainings; BC cheaper at {wins} of {len(ev.tolerances)} "
+                                 "tolerances", **common))
+    early = (bc.exit_index < k_final).double()
+    used = sum(s >= 0.05 for s in bc.exit_shares[:-1])
+    claims.append(claim("Many images leave at intermediate exits (Fig. 4)", "share of test images leaving BC before the "
+                        "final layer at the authors' tolerance", 100 * early.mean().item(), than=100 * MANY_EARLY,
+                        interval=[100 * v for v in bootstrap_mean(early, draws, seed)[1:]], unit="% of test images",
+                        evidence=f"{boot}; {used} of {k_final} early exits take >= 5 %", **common))
+    if out.logits.shape[2] == 10:
+        uneven = resampled(_uneven_shares(bc.prediction, bc.exit_index < k_final, 10), n, draws, seed)
+        claims.append(claim("The early-exit share is uneven across classes (Fig. 5)", "largest / smallest number of "
+                            "early-exited test images per predicted class (uniform: 1)", uneven[0], than=UNEVEN,
+                            interval=uneven[1:], unit="ratio", evidence=boot, **common))
+    trace = exclusion_trace(out, ev.authors["BC"].policy).sum(2).double()
+    reached = torch.stack([(bc.exit_index >= k).double() for k in range(k_final)])
+    measured = k_final > 1 and reached[1].sum() > 0
+    growth = resampled(_largest_growth(trace, reached), n, draws, seed) if measured else (None, None, None)
+    claims.append(claim("Exclusion grows with depth: fewer classes remain at deeper exits", "largest rise of the mean "
+                        "number of remaining classes from one exit to the next (each over the images that reached it)",
+                        growth[0], claimed="less", interval=growth[1:] if measured else None, unit="classes",
+                        evidence=boot if measured else "fewer than two exits reached", **common))
+    zero, high = ev.limit(0.0), ev.limit(0.99)
+    claims.append(claim("Limits: beta = 0 reproduces the final classifier", "test images whose prediction differs "
+                        "from the final classifier's", int((zero.prediction != out.logits[-1].argmax(1)).sum()),
+                        claimed="less", than=1.0, unit="images", evidence="deterministic property of the rule, "
+                        f"checked on every test image: no interval; it costs {100 * zero.mean_fraction:.1f} % MACs",
+                        **common))
+    loss = [100 * v for v in paired_bootstrap(_columns([high], out.labels, macs)[0][0], final_ok, draws, seed)]
+    claims.append(claim("Limits: a large beta sends almost every image out at exit 1 and accuracy drops",
+                        "test accuracy at beta = 0.99 minus the final classifier's", loss[0], claimed="less",
+                        interval=loss[1:], unit="points", evidence=f"paired {boot}; "
+                        f"{100 * high.exit_shares[0]:.1f} % leave at exit 1", **common))
+    return claims
+
+
+# ---------------------------------------------------------------- notebook 01: figures, comparisons, conclusions
+def _grid(panels: int, rows: int, width: float, height: float):
+    import matplotlib.pyplot as plt
+    return plt.subplots(rows, panels, figsize=(width * panels, height), squeeze=False)
+
+
+def plot_accuracy_vs_macs(evals: dict[str, SetupEvaluation]):
+    """Test accuracy against remaining MACs on the common tolerance grid, one panel per set-up; stars:
+    each network with early exits disabled; dotted: the plain backbone."""
+    from .plots import accuracy_vs_cost
+    fig, axes = _grid(len(evals), 1, 6.2, 4.4)
+    for ax, ev in zip(axes[0], evals.values()):
+        grid = ", ".join(f"{100 * t:g}" for t in ev.tolerances)
+        accuracy_vs_cost(ax, {f"{m} (tolerance {grid} %)": ([100 * p.test.mean_fraction for p in ev.curves[m]],
+                                                            [p.test.accuracy for p in ev.curves[m]]) for m in METHODS},
+                         reference={f"{m}, no early exit": (100 * ev.no_exit(m)[0], ev.no_exit(m)[1]) for m in METHODS},
+                         xlabel="remaining MACs (% of the plain backbone)")
+        ax.axhline(100 * ev.tests["plain"].exit_accuracies()[-1], color="gray", ls=":", lw=1, label="plain backbone")
+        ax.legend(frameon=True, fontsize=8)
+        ax.set_title(f"{ev.name} (test)")
+    return fig
+
+
+Points = dict[str, dict[str, dict[str, OperatingPoint]]]   # {label: {set-up: {method: point}}}
+
+
+def operating_points(evals: dict[str, SetupEvaluation], common: float) -> Points:
+    """{label: {set-up: {method: point}}} at the authors' tolerances and at one common tolerance."""
+    return {"authors' tolerances": {n: ev.authors for n, ev in evals.items()},
+            f"common {100 * common:g} % tolerance": {n: {m: ev.curves[m][ev.tolerances.index(common)] for m in METHODS}
+                                                  for n, ev in evals.items()}}
+
+
+def plot_exit_points(evals: dict[str, SetupEvaluation], points: Points):
+    """Fig. 4: share of test images leaving at each exit, BC beside CR; one row per operating point."""
+    from .plots import exit_histogram
+    fig, axes = _grid(len(evals), len(points), 6.5, 3.5 * len(points))
+    for r, (label, pts) in enumerate(points.items()):
+        for ax, (name, ev) in zip(axes[r], evals.items()):
+            exit_histogram(ax, {m: p.test.exit_shares for m, p in pts[name].items()},
+                           [f"{i + 1}" for i in range(ev.num_exits - 1)] + ["final"])
+            ax.set_ylabel(f"share of the {len(ev.tests['BC'])} test images (%)")
+            ax.set_xlabel("exit point")
+            ax.set_title(f"{name}: {label}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def exit_count_rows(points: Points) -> list[dict]:
+    return [{"set-up": n, "operating point": label, "method": m,
+             **{f"exit {i + 1}": c for i, c in enumerate(p.test.exit_counts)}}
+            for label, pts in points.items() for n, by_m in pts.items() for m, p in by_m.items()]
+
+
+def plot_class_shares(evals: dict[str, SetupEvaluation], classes: dict[str, Sequence[str]]):
+    """Fig. 5 for the 10-class set-ups: share of each class among the early-exited test images, keyed on
+    the predicted class (as the authors count) and on the true class. Returns the figure and the
+    shares {(set-up, method, "predicted" | "true"): tensor}."""
+    ten = [ev for ev in evals.values() if ev.tests["BC"].logits.shape[2] == 10]
+    fig, axes = _grid(2, max(len(ten), 1), 6.5, 3.8 * max(len(ten), 1))
+    shares, width = {}, 0.4
+    for r, ev in enumerate(ten):
+        by_m = {m: ev.class_shares(m) for m in METHODS}
+        for ax, key in zip(axes[r], ("predicted", "true")):
+            for j, m in enumerate(METHODS):
+                shares[(ev.name, m, key)] = by_m[m][key]
+                ax.bar([i + (j - 0.5) * width for i in range(10)], by_m[m][key].tolist(), width=width, label=m)
+            ax.axhline(10, color="gray", ls=":", lw=1)
+            ax.set_xticks(range(10), classes[ev.name], rotation=40, ha="right")
+            ax.set(ylabel="% of early-exited images", title=f"{ev.name}: by {key} class")
+            ax.legend(frameon=True)
+    fig.tight_layout()
+    return fig, shares
+
+
+def plot_remaining_classes(evals: dict[str, SetupEvaluation]):
+    """Mean |R_k| per exit at each tolerance of the grid and at the authors' tolerance. Returns the
+    figure and {set-up: {label: [mean |R_k| per exit]}}."""
+    fig, axes = _grid(len(evals), 1, 6, 4)
+    remaining = {}
+    for ax, (name, ev) in zip(axes[0], evals.items()):
+        remaining[name] = {**{f"tolerance {100 * t:g} %": ev.remaining_classes(p) for t, p in zip(ev.tolerances, ev.curves["BC"])},
+                           "authors' tolerance": ev.remaining_classes(ev.authors["BC"])}
+        for label, values in remaining[name].items():
+            style = {"ls": "--", "color": "k", "marker": "s"} if label == "authors' tolerance" else {"marker": "o"}
+            ax.plot(range(1, len(values) + 1), values, label=label, **style)
+        ax.set(xlabel="exit point", ylabel="mean remaining classes |R_k|", title=f"{name}: BC (test)")
+        ax.legend(frameon=True, fontsize=8)
+    return fig, remaining
+
+
+def paper_comparisons(ev: SetupEvaluation, note: str) -> list[dict]:
+    """Rows beside the paper for SUMMARY.md: the paper's accuracy and MAC values were not retrieved, so
+    only the thresholds of the authors' test configs have a paper column."""
+    from .report import comparison
+    row, missing = ev.table_i_row(), note + "; paper value not retrieved"
+    rows = [comparison("BC test accuracy (authors' tolerance)", row["BC acc"], None, "fraction", missing),
+            comparison("BC remaining MACs", row["BC remaining MACs %"], None, "% of plain", missing),
+            comparison("CR remaining MACs", row["CR remaining MACs %"], None, "% of plain", missing),
+            comparison("plain backbone test accuracy", row["plain acc"], None, "fraction", note)]
+    authors = authors_thresholds(ev.setup)
+    for method, key, column in (("BC", "beta", "beta"), ("CR", "tau", "tau")) if authors else ():
+        rows.append(comparison(f"{method} {key}s ({ev.name})", str([round(b, 2) for b in row[column]]), str(authors[key]),
+                               "", note + "; authors' value from their code's test config"))
+    return rows
+
+
+def protocol(tolerances: Sequence[float], search_order: str | Sequence[int], restrict_final: bool) -> dict:
+    """How every compared configuration of notebook 01 was chosen, for the metrics file."""
+    return {"thresholds": "greedy per-exit search on the validation split (BC: beta from 0.01 upwards; CR: tau "
+                          "from 0.99 downwards; step 0.01) keeping validation accuracy within a tolerance of the "
+                          "network with exits disabled; evaluated once on test",
+            "tolerances": {"authors": "per set-up (bc_tolerance, cr_tolerance)", "common grid": list(tolerances)},
+            "search_order": search_order, "restrict_final": restrict_final,
+            "matched accuracy": "on test accuracies of the points searched on validation",
+            "intervals": f"bootstrap over test images ({DRAWS} resamples, seed 0); one training seed per network"}
+
+
+def conclusions(evals: dict[str, SetupEvaluation], claims: Sequence) -> str:
+    """Markdown: what this run shows, per set-up, with its numbers read from the evaluation."""
+    lines = []
+    for name, ev in evals.items():
+        t = ev.table_i_row()
+        verdicts = [c for c in claims if c.setting.startswith(name)]
+        held = sum(c.verdict == "supported" for c in verdicts)
+        lines.append(f"- **{name}**: {held} of {len(verdicts)} claim rows supported. At the authors' tolerances BC "
+                     f"reaches {100 * t['BC acc']:.2f} % ({100 * t['BC final-exit acc']:.2f} % with exits disabled) at "
+                     f"{t['BC remaining MACs %']:.1f} % of the plain backbone's MACs; CR reaches {100 * t['CR acc']:.2f} % "
+                     f"at {t['CR remaining MACs %']:.1f} %.")
+        gap = t["CR final-exit acc"] - t["BC final-exit acc"]
+        if gap > 0:
+            lines.append(f"  BC's final classifier ends {100 * gap:.1f} points below CR's (with exits disabled); a "
+                         "likely reason is that the rho-scaled BCE term dominates BC's loss and its learning rate is a "
+                         "fifth of CR's, which costs more in a short schedule than in the authors' long one.")
+        for c in verdicts:
+            if c.verdict != "supported":
+                value = "not measured" if c.ours is None else f"{c.ours:.3g} {c.unit}"
+                lines.append(f"  *{c.statement}*: {c.verdict} ({c.comparison}: {value}).")
+    return "\n".join(lines)
