@@ -29,6 +29,8 @@ def test_paper_numbers_are_read_with_their_source():
     assert n.value == pytest.approx(87.11) and n.unit == "%" and "Table 1" in n.source
     with pytest.raises(ValueError, match="rows"):
         paper_number("differentiable_branching", table=1, dataset="cifar10")
+    with pytest.raises(ValueError, match="0 rows"):   # no row left before the last column is matched
+        paper_number("differentiable_branching", dataset="mnist", backbone="vgg13", method="proposed")
     with pytest.raises(ValueError, match="known"):
         paper_number("no_such_paper")
 

@@ -111,7 +111,7 @@ def paper_number(paper: str, **where: str | float | int) -> PaperNumber:
         if column not in table.columns:
             raise ValueError(f"{paper} numbers have no column {column!r}; columns: {', '.join(table.columns)}")
         wanted = str(value)
-        rows = rows[rows[column].map(lambda v: v == wanted or _same_number(v, wanted))]
+        rows = rows[rows[column].map(lambda v: v == wanted or _same_number(v, wanted)).astype(bool)]
     if len(rows) != 1:
         raise ValueError(f"{len(rows)} rows of {paper} numbers match {where}")
     row = rows.iloc[0]

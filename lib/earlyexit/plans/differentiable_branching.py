@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..data import DATASET_SHAPES, DataSpec
-from ..diffbranch import normalised_exit_costs
+from ..diffbranch import BackboneRuns, normalised_exit_costs
 from ..macs import mac_table
 from ..train import LossSpec, ModelSpec, RunSpec, TrainConfig, build_model
 
@@ -50,3 +50,11 @@ def plan(datasets: list[str], backbones: list[str], width: float, exit_after: di
                                                                    "lam": float(lam), "mixing": mixing}),
                                      replace(train, keep_epoch_checkpoints=True)))
     return specs
+
+
+def group_runs(runs: dict, datasets: list[str], backbones: list[str],
+               lambdas: list[float]) -> dict[tuple[str, str], BackboneRuns]:
+    """The trained runs (by run name) grouped per (data set, backbone), as every table compares them."""
+    return {(d, bb): BackboneRuns(d, bb, runs[run_name(d, bb, "plain")], runs[run_name(d, bb, "branchynet")],
+                                  {lam: runs[run_name(d, bb, lambda_method(lam))] for lam in lambdas})
+            for d in datasets for bb in backbones}
