@@ -4,9 +4,11 @@ import math
 import pytest
 import torch
 
-from earlyexit.eenet import (EENetConfig, EENetPolicy, UtilityScheduler, _assignment, auroc, budget_grid,
-                             compare_at_budgets, correctness_auroc, exit_features, fit_eenet, fit_geometric,
-                             geometric_shares, quantile_thresholds)
+from earlyexit.claims import VERDICTS, claim
+from earlyexit.eenet import (EENetConfig, EENetPolicy, UtilityScheduler, _assignment, _weighted_auroc, auroc, auroc_gain,
+                             budget_grid, compare_at_budgets, conclusions, correctness_auroc, exit_features,
+                             exit_share_shift, fit_eenet, fit_geometric, geometric_shares, patience_points,
+                             quantile_thresholds, utility_weights, versus_best_baseline)
 from earlyexit.evaluate import evaluate_policy
 from earlyexit.macs import MacTable
 from earlyexit.outputs import CachedOutputs, collect_outputs
@@ -49,7 +51,7 @@ def test_features_are_probabilities_max_and_entropy_confidence():
     assert torch.allclose(f[:, 5], torch.tensor([0.0, 1.0]), atol=1e-5)  # uniform -> 0, certain -> 1 (no log 0)
 
 
-def test_scheduler_input_sizes_follow_the_spec():
+def test_scheduler_input_sizes_follow_the_released_code():
     s = UtilityScheduler(3, 10)
     assert [m.in_features for m in s.score] == [12, 13, 14]
     assert [m[0].out_features for m in s.assign] == [6, 6, 7]  # the shipped CIFAR-10 pickle: 12->6, 13->6, 14->7
@@ -152,3 +154,91 @@ def test_compare_at_budgets_and_auroc_rows():
     assert all(0.5 < r[s] <= 1 for r in table[:2] for s in ("utility score", "max probability", "entropy confidence"))
     assert table[2]["accuracy"] == 1.0 and math.isnan(table[2]["utility score"])  # no wrong predictions: undefined
     assert evaluate_policy(run.outputs("test"), Patience(2), run.macs).exit_counts[0] == 0
+
+
+@pytest.fixture(scope="module")
+def two_budgets():
+    run = FakeRun()
+    rows, fits = compare_at_budgets(run, [0.45, 0.75], FAST, seeds=(0,))
+    return run, rows, fits
+
+
+def test_each_fit_records_the_splits_it_read(two_budgets):
+    _, _, fits = two_budgets
+    assert len(fits) == 6 and all(f.splits_read == ("val",) for f in fits.values())
+
+
+def test_weighted_auroc_is_auroc_of_the_resampled_data():
+    g = torch.Generator().manual_seed(0)
+    score, positive = torch.randint(0, 5, (40,), generator=g).float(), torch.rand(40, generator=g) < 0.5
+    assert _weighted_auroc(score, positive, torch.ones(40, 1)).item() == pytest.approx(auroc(score, positive))
+    counts = torch.randint(0, 3, (40, 5), generator=g)
+    repeated = [auroc(score.repeat_interleave(c), positive.repeat_interleave(c)) for c in counts.T]
+    assert _weighted_auroc(score, positive, counts.float()).tolist() == pytest.approx(repeated)
+
+
+def test_versus_best_baseline_picks_the_better_baseline_and_pairs_the_images(two_budgets):
+    run, rows, fits = two_budgets
+    versus = versus_best_baseline(run, rows, fits, draws=300)
+    assert [r["budget"] for r in versus.table] == [0.45, 0.75]
+    for r in versus.table:
+        acc = {x["method"]: x["test_accuracy"] for x in rows if x["budget"] == r["budget"]}
+        assert r["baseline acc"] == max(acc["max-prob (MSDNet)"], acc["entropy (BranchyNet)"]) == acc[r["best baseline"]]
+        assert r["EENet - baseline (points)"] == pytest.approx(100 * (acc["EENet"] - r["baseline acc"]))
+        assert r["95% interval low"] <= r["EENet - baseline (points)"] <= r["95% interval high"]
+    assert versus.eenet_correct.shape == (2, 1000)
+    mean, lo, hi = versus.gain(draws=300)
+    assert mean == pytest.approx(sum(r["EENet - baseline (points)"] for r in versus.table) / 2)
+    assert lo <= mean <= hi
+    assert versus.gain([0.45], draws=300)[0] == pytest.approx(versus.table[0]["EENet - baseline (points)"])
+    with pytest.raises(ValueError):
+        versus.gain([0.1])
+
+
+def test_auroc_gain_is_the_mean_over_defined_exits(two_budgets):
+    run, _, fits = two_budgets
+    policy, test = fits[("EENet", 0.45)].policy, run.outputs("test")
+    per_exit = [r for r in correctness_auroc(policy, test) if not math.isnan(r["utility score"])]
+    gains = [r["utility score"] - max(r["max probability"], r["entropy confidence"]) for r in per_exit]
+    expected = sum(gains) / len(gains)
+    point, lo, hi = auroc_gain(policy, test, draws=300)
+    assert point == pytest.approx(expected) and lo <= point <= hi
+
+
+def test_exit_share_shift_and_patience_points(two_budgets):
+    run, rows, fits = two_budgets
+    shares = {r["budget"]: r["test_exit_shares"] for r in rows if r["method"] == "EENet"}
+    shift, lo, hi = exit_share_shift(run, fits, draws=300)
+    assert shift == pytest.approx(shares[0.75][-1] - shares[0.45][-1]) and lo <= shift <= hi
+    assert exit_share_shift(run, fits, at_exit=0, draws=300)[0] == pytest.approx(shares[0.75][0] - shares[0.45][0])
+    points = patience_points(run)
+    assert [p["method"] for p in points] == ["patience 1 (PABEE)", "patience 2 (PABEE)"]
+    assert points[0]["exit_shares"] == [1.0, 0.0, 0.0] and points[0]["fraction_of_backbone"] == pytest.approx(0.3)
+
+
+def test_utility_weights_split_the_score_weights():
+    scheduler = UtilityScheduler(3, 10)
+    rows = utility_weights(EENetPolicy(scheduler, (0.5, 0.5)))
+    w = scheduler.score[2].weight[0]
+    assert rows[2]["v max prob"] == w[10].item() and rows[2]["v entropy conf"] == w[11].item()
+    assert [len(r["v earlier scores"]) for r in rows] == [0, 1, 2]
+    assert rows[0]["max |w class|"] == scheduler.score[0].weight[0, :10].abs().max().item()
+
+
+def test_conclusions_quote_the_verdicts_and_the_metrics(two_budgets):
+    run, rows, fits = two_budgets
+    versus = versus_best_baseline(run, rows, fits, draws=100)
+    up = claim("up", "x", 1.0, interval=(0.5, 1.5))
+    down = claim("down", "x", -1.0, interval=(-1.5, -0.5))
+    flat = claim("flat", "x", 0.0, evidence="deterministic property", claimed="less", than=1, unit="of 6 fits")
+    metrics = {"model": "tiny x1", "backbone_MMACs": 1.0, "exit_fractions": run.macs.exit_fractions,
+               "exit_accuracy_test": run.outputs("test").exit_accuracies(), "data": "synthetic", "epochs": 1,
+               "scheduler_seeds": [0], "budgets": [0.45, 0.75], "results": rows, "eenet_vs_best_baseline": versus.table,
+               "eenet_attempts": [a for f in fits.values() for a in f.attempts], "scheduler_config": vars(FAST),
+               "auroc": correctness_auroc(fits[("EENet", 0.45)].policy, run.outputs("test")),
+               "utility_weights": utility_weights(fits[("EENet", 0.45)].policy), "val_images": 800, "test_images": 1000,
+               "patience": patience_points(run)}
+    text = conclusions(metrics, [flat, up, down, up, down, flat])
+    assert f"Budget adherence: {VERDICTS[0]}" in text and f"best rule-based baseline: {VERDICTS[0]}" in text
+    assert f"tighter half ({VERDICTS[1]})" in text and "0 of 6 fits read another split" in text
+    assert "0.934" in text  # the shipped scheduler's weight, read from data/paper_numbers

@@ -17,22 +17,33 @@ fitted rules are ``ExitPolicy`` objects, evaluated on test by ``evaluate.evaluat
 for real by ``MultiExitNet.early_exit``. Costs and budgets are normalised MACs: exit k's cumulative
 MACs over the plain backbone's (``MacTable.exit_fractions``).
 
-Deviations from the released code (spec part B7), each a named option where it changes results:
-  scalar scores (B7-1)        q_k = w.P_k + v.[max, conf, q_<k] is a scalar per sample (shape bug fixed)
-  kl_loss name (B7-2)         the KL term is returned under its own name (the code returned ``ce_loss``)
-  zero_grad (B7-3)            gradients are zeroed every step; ``zero_grad=False`` accumulates as released
-  assignment (B7-4)           "softmax_logits" (default, option a) drops the last sigmoid; the released
-                              "softmax_sigmoid" caps each exit's share (0.576 for K=3); "sequential"
-                              is option b, pi_k = r_k prod_{j<k}(1 - r_j)
-  previous_scores (B7-9)      "clamped" (default) feeds clamp(q_<k) to later exits at fit and test time
-                              alike; "unclamped_at_test" reproduces the released train/test mismatch
-  geometric budget (B7-11)    the baselines' geometric ratio is solved by bisection so the planned cost
-                              equals the budget, instead of the first grid point that overshoots it
-  best snapshot (B7-13)       the kept state is a copy taken at the best epoch, judged by the full
-                              objective on all validation samples (the code kept the last state and
-                              compared losses of different phases)
-  eps in rho (B7-19)          rho = (clamp(q)^beta + 1e-8) / sum(...); the entropy uses log-softmax
-  seeds                       the minibatch permutation is seeded (it was not)
+Deviations from the released code (git-disl/EENet; functions of ``utils/predict_helpers.py`` unless
+another file is named), each a named option where it changes results:
+  scalar scores               q_k = w.P_k + v.[max, conf, q_<k] is a scalar per sample; ``ScoreNormalizer.forward``
+                              adds an [N, 1] to an [N, 1, 1] tensor (an [N, N, 1] broadcast), while the shipped
+                              schedulers (``outputs/*/ea_pkls``) hold weights that give the intended scalar
+  kl_loss name                the KL term is returned under its own name (``ExitAssigner.compute_loss``
+                              returns the undefined ``ce_loss``)
+  zero_grad                   gradients are zeroed every step; ``zero_grad=False`` accumulates them across steps
+                              and phases as ``fit_exit_assigner`` does
+  assignment                  "softmax_logits" (default) drops the last Sigmoid of ``ScoreNormalizer.prob_out``;
+                              the released "softmax_sigmoid" (a softmax of sigmoids) caps each exit's share at
+                              e / (e + K - 1), 0.576 for K=3; "sequential" uses stopping probabilities
+                              pi_k = r_k prod_{j<k}(1 - r_j)
+  previous_scores             "clamped" (default) feeds clamp(q_<k) to later exits at fit and test time alike;
+                              "unclamped_at_test" reproduces the released mismatch (``compute_loss`` clamps,
+                              ``test_exit_assigner`` in ``utils/predict_utils.py`` does not)
+  geometric budget            the baselines' geometric ratio is solved by bisection so the planned cost equals
+                              the budget, instead of the first point of the grid over p that overshoots it
+                              (``dynamic_evaluate`` in ``utils/predict_utils.py``)
+  best snapshot               the kept state is a copy taken at the best epoch, judged by the full objective on
+                              all validation samples (``fit_exit_assigner`` keeps a reference to the last state
+                              and compares losses of different phases)
+  eps in rho                  rho = (clamp(q)^beta + 1e-8) / sum(...) (``compute_loss`` divides 0 by 0 when every
+                              clamped score of a sample is 0); the entropy uses log-softmax (``prepare_input``
+                              computes P log P, so log 0)
+  seeds                       the minibatch permutation is seeded (``fit_exit_assigner`` draws it from NumPy
+                              unseeded)
 """
 from __future__ import annotations
 
@@ -48,11 +59,14 @@ from torch import nn
 from .evaluate import evaluate_policy
 from .macs import MacTable
 from .outputs import CachedOutputs
-from .policies import Entropy, ExitPolicy, MaxProbability, normalised_entropy
+from .claims import Claim, paper_number
+from .policies import Entropy, ExitPolicy, MaxProbability, Patience, normalised_entropy
+from .stats import paired_bootstrap
 
 __all__ = ["EENetConfig", "BudgetedFit", "UtilityScheduler", "EENetPolicy", "exit_features", "quantile_thresholds",
            "geometric_shares", "fit_eenet", "fit_geometric", "budget_grid", "compare_at_budgets", "auroc",
-           "correctness_auroc"]
+           "correctness_auroc", "BASELINES", "patience_points", "utility_weights", "BudgetComparison",
+           "versus_best_baseline", "exit_share_shift", "auroc_gain", "conclusions", "PROTOCOL"]
 
 
 class RunLike(Protocol):
@@ -180,7 +194,8 @@ def quantile_thresholds(scores: torch.Tensor, shares: Sequence[float]) -> tuple[
 
 def geometric_shares(costs: Sequence[float], budget: float) -> list[float]:
     """Exit shares P_k proportional to gamma^k with planned cost sum_k P_k c_k = budget, gamma found by
-    bisection on log gamma (MSDNet's budgeted protocol without its one-step overshoot, B7-11)."""
+    bisection on log gamma (MSDNet's budgeted protocol without the one-step overshoot of the released
+    ``dynamic_evaluate``, ``utils/predict_utils.py``)."""
     c = torch.tensor(costs, dtype=torch.float64)
     if not c[0] <= budget <= c[-1]:
         raise ValueError(f"budget {budget:.4f} outside [{c[0]:.4f}, {c[-1]:.4f}], the first and last exit's cost")
@@ -203,7 +218,7 @@ class EENetConfig:
 
     epochs: int = 200              # released 1000
     batch_size: int = 512
-    lr: float = 1e-2               # released 3e-5, far too slow for the cost term to converge (spec B6)
+    lr: float = 1e-2               # released 3e-5, far too slow for the cost term to converge on CPU
     weight_decay: float = 1e-2
     hidden_rate: float = 0.5       # MLP width = int(input dim * rate); 2 for BERT
     alpha_kl: float = 1e-3         # weight of the KL term (the code's alpha_ce)
@@ -237,6 +252,7 @@ class BudgetedFit:
     val_accuracy: float
     val_cost: float                 # realised on validation
     attempts: list[dict] = field(default_factory=list)  # EENet: one row per fit (seed)
+    splits_read: tuple[str, ...] = ()  # every split the fitting read through the run (set by compare_at_budgets)
 
 
 def _losses(scheduler: UtilityScheduler, features: torch.Tensor, correct: torch.Tensor, costs: torch.Tensor,
@@ -250,7 +266,7 @@ def _losses(scheduler: UtilityScheduler, features: torch.Tensor, correct: torch.
     util = (omega * bce).sum(0).mean()
     rho = qc.detach() ** cfg.beta + 1e-8
     rho = rho / rho.sum(1, keepdim=True)
-    kl = (rho * (rho.log() - log_pi)).mean()  # KLDivLoss(reduction="mean") as released (B7-14)
+    kl = (rho * (rho.log() - log_pi)).mean()  # KLDivLoss(reduction="mean") as in the released ``compute_loss``
     cost = ((pi * costs).sum(1).mean() - budget).abs() / budget
     return {"utility": util, "kl": kl, "cost": cost}
 
@@ -343,6 +359,22 @@ def fit_geometric(run: RunLike, budget: float, score: str = "maxprob") -> Budget
 
 
 # ---------------------------------------------------------------- sweeps and diagnostics
+class _ReadLog:
+    """A run as the fitting functions see it: records every split they read, so that "fitted on
+    validation only" is checked on each fit rather than assumed."""
+
+    def __init__(self, run: RunLike):
+        self.run, self.read = run, []
+
+    @property
+    def macs(self) -> MacTable:
+        return self.run.macs
+
+    def outputs(self, split: str, *args, **kwargs) -> CachedOutputs:
+        self.read.append(split)
+        return self.run.outputs(split, *args, **kwargs)
+
+
 def budget_grid(run: RunLike, count: int = 9) -> list[float]:
     """``count`` budgets evenly inside (c_1, c_K), the first and last exit's normalised cost."""
     c = run.macs.exit_fractions
@@ -356,8 +388,11 @@ def compare_at_budgets(run: RunLike, budgets: Sequence[float], config: EENetConf
     test = run.outputs("test")
     rows, fits = [], {}
     for budget in budgets:
-        for fit in (fit_eenet(run, budget, config, seeds), fit_geometric(run, budget, "maxprob"),
-                    fit_geometric(run, budget, "entropy")):
+        for fitting in (lambda r: fit_eenet(r, budget, config, seeds), lambda r: fit_geometric(r, budget, "maxprob"),
+                        lambda r: fit_geometric(r, budget, "entropy")):
+            log = _ReadLog(run)
+            fit = fitting(log)
+            fit.splits_read = tuple(sorted(set(log.read)))
             r = evaluate_policy(test, fit.policy, run.macs)
             fits[(fit.method, budget)] = fit
             rows.append({"budget": budget, "method": fit.method, "val_expected_cost": fit.expected_cost,
@@ -393,3 +428,217 @@ def correctness_auroc(policy: EENetPolicy, outputs: CachedOutputs) -> list[dict]
                      "max probability": auroc(feats[:, -2], correct), "entropy confidence": auroc(feats[:, -1], correct)})
     return rows
 
+
+
+# ---------------------------------------------------------------- tables and evidence for the verdicts
+BASELINES = ("max-prob (MSDNet)", "entropy (BranchyNet)")
+
+# how every compared configuration of notebook 04 is chosen (saved with its metrics)
+PROTOCOL = {
+    "fitting split": "validation: EENet schedulers, geometric ratios and every quantile threshold",
+    "EENet selection": "per budget, the most accurate fit on validation among the scheduler seeds whose expected "
+                       "cost is within the tolerance of the budget (the last fit if none is)",
+    "baselines": "geometric exit distribution planned to cost the budget exactly; max probability or entropy "
+                 "quantile thresholds on validation; the better of the two picked on test at each budget",
+    "patience": "PABEE patience 1..K-1 on test: no budget knob, fixed points",
+    "reported on": "test; accuracy differences with a paired bootstrap over test images",
+}
+
+
+def patience_points(run: RunLike) -> list[dict]:
+    """PABEE's patience rule for every patience 1..K-1 on test. It has no budget knob, so it gives a
+    few fixed operating points beside the budgeted curves."""
+    test = run.outputs("test")
+    rows = []
+    for p in range(1, len(run.macs.exit_fractions)):
+        s = evaluate_policy(test, Patience(p), run.macs).summary()
+        rows.append({"method": f"patience {p} (PABEE)", "accuracy": s["accuracy"],
+                     "fraction_of_backbone": s["fraction_of_backbone"], "exit_shares": s["exit_shares"]})
+    return rows
+
+
+def utility_weights(policy: EENetPolicy) -> list[dict]:
+    """What each exit's linear utility score relies on: its weights on max probability, on the
+    entropy confidence and on the earlier exits' scores, and the largest class-wise weight."""
+    rows = []
+    for k, layer in enumerate(policy.scheduler.score):
+        w = layer.weight[0].detach()
+        c = w.numel() - 2 - k
+        rows.append({"exit": k + 1, "v max prob": w[c].item(), "v entropy conf": w[c + 1].item(),
+                     "v earlier scores": [round(x, 3) for x in w[c + 2:].tolist()],
+                     "max |w class|": w[:c].abs().max().item()})
+    return rows
+
+
+@dataclass
+class BudgetComparison:
+    """EENet beside the better of the two budgeted baselines at every budget, with the per-image
+    correctness of both on test, so that any mean of the accuracy differences gets a paired
+    bootstrap interval (the rules share the network and the images)."""
+
+    table: list[dict]                # one row per budget
+    eenet_correct: torch.Tensor      # [B, N] 0/1 on test
+    baseline_correct: torch.Tensor   # [B, N] 0/1 on test, the best baseline of that budget
+
+    def gain(self, budgets: Sequence[float] | None = None, draws: int = 2000,
+             seed: int = 0) -> tuple[float, float, float]:
+        """Mean over ``budgets`` (all by default) of EENet's accuracy minus the best baseline's, in
+        points, with a 95% paired bootstrap interval over test images (one resample for every budget)."""
+        keep = [i for i, r in enumerate(self.table) if budgets is None or r["budget"] in budgets]
+        if not keep:
+            raise ValueError("no budget of the table selected")
+        mean, lo, hi = paired_bootstrap(self.eenet_correct[keep].mean(0), self.baseline_correct[keep].mean(0),
+                                        draws, seed)
+        return 100 * mean, 100 * lo, 100 * hi
+
+
+def versus_best_baseline(run: RunLike, rows: Sequence[dict], fits: dict[tuple[str, float], BudgetedFit],
+                         baselines: Sequence[str] = BASELINES, draws: int = 2000, seed: int = 0) -> BudgetComparison:
+    """At every budget of ``compare_at_budgets``' rows, EENet and the more accurate baseline **on
+    test** (the baseline gets the benefit of the doubt), their realised costs, the difference in
+    points and its 95% paired bootstrap interval over test images."""
+    test = run.outputs("test")
+    by = {(r["method"], r["budget"]): r for r in rows}
+    table, ours, theirs = [], [], []
+    for budget in sorted({r["budget"] for r in rows}):
+        best = baselines[0]
+        for m in baselines[1:]:
+            if by[(m, budget)]["test_accuracy"] > by[(best, budget)]["test_accuracy"]:
+                best = m
+        a, b = by[("EENet", budget)], by[(best, budget)]
+        ours.append(_correct(test, fits[("EENet", budget)].policy, run.macs))
+        theirs.append(_correct(test, fits[(best, budget)].policy, run.macs))
+        _, lo, hi = paired_bootstrap(ours[-1], theirs[-1], draws, seed)
+        table.append({"budget": budget, "EENet acc": a["test_accuracy"], "EENet cost": a["test_cost"],
+                      "best baseline": best, "baseline acc": b["test_accuracy"], "baseline cost": b["test_cost"],
+                      "EENet - baseline (points)": 100 * (a["test_accuracy"] - b["test_accuracy"]),
+                      "95% interval low": 100 * lo, "95% interval high": 100 * hi})
+    return BudgetComparison(table, torch.stack(ours), torch.stack(theirs))
+
+
+def _correct(outputs: CachedOutputs, policy: ExitPolicy, macs: MacTable) -> torch.Tensor:
+    return (evaluate_policy(outputs, policy, macs).prediction == outputs.labels).float()
+
+
+def exit_share_shift(run: RunLike, fits: dict[tuple[str, float], BudgetedFit], method: str = "EENet",
+                     at_exit: int = -1, draws: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Share of test images leaving at ``at_exit`` under ``method``'s rule fitted at the highest budget
+    minus that at the lowest budget, with a 95% paired bootstrap interval over test images: positive
+    when the rule moves samples to that exit as the budget grows."""
+    test = run.outputs("test")
+    budgets = sorted(b for m, b in fits if m == method)
+    k = at_exit % test.num_exits
+    at = [(evaluate_policy(test, fits[(method, b)].policy, run.macs).exit_index == k).float()
+          for b in (budgets[-1], budgets[0])]
+    return paired_bootstrap(at[0], at[1], draws, seed)
+
+
+def _weighted_auroc(score: torch.Tensor, positive: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``auroc`` of one score under many weightings of the samples at once: weights [N, D] -> [D], one
+    column per weighting (a bootstrap resample weights each sample by how often it was drawn). Samples
+    are sorted by score once; a positive counts the negative weight strictly below its score plus half
+    of the negative weight tied with it."""
+    order = torch.argsort(score.double())
+    _, group, counts = torch.unique_consecutive(score.double()[order], return_inverse=True, return_counts=True)
+    ends = torch.cumsum(counts, 0)
+    is_pos = positive.bool()[order]
+    w = weights[order]
+    neg = torch.cat([w.new_zeros(1, w.shape[1]), torch.cumsum(w * ~is_pos[:, None], 0)])  # row j: the first j
+    pos_w = w[is_pos]
+    tied = neg[(ends - counts)[group][is_pos]] + neg[ends[group][is_pos]]
+    return (pos_w * tied).sum(0, dtype=torch.float64) / 2 / (pos_w.sum(0, dtype=torch.float64) * neg[-1].double())
+
+
+def auroc_gain(policy: EENetPolicy, outputs: CachedOutputs, draws: int = 2000, seed: int = 0,
+               level: float = 0.95) -> tuple[float, float, float]:
+    """Mean over exits of the utility score's AUROC for correctness minus the better of max
+    probability's and the entropy confidence's (as in ``correctness_auroc``), with a percentile
+    bootstrap interval over images (one resample for every exit and score). Exits whose predictions
+    are all right or all wrong have no AUROC and are left out."""
+    q = policy.scores(outputs)
+    n = len(outputs)
+    columns = []
+    for k in range(outputs.num_exits):
+        z = outputs.logits[k]
+        correct = z.argmax(1) == outputs.labels
+        if 0 < int(correct.sum()) < n:
+            feats = exit_features(z)
+            columns.append((correct, (q[:, k], feats[:, -2], feats[:, -1])))
+    if not columns:
+        raise ValueError("no exit has both right and wrong predictions")
+
+    def statistic(weights: torch.Tensor) -> torch.Tensor:
+        gains = []
+        for correct, (utility, maxprob, entropy) in columns:
+            u, m, e = (_weighted_auroc(s, correct, weights) for s in (utility, maxprob, entropy))
+            gains.append(u - torch.maximum(m, e))
+        return torch.stack(gains, 1).nanmean(1)
+
+    point = statistic(torch.ones(n, 1)).item()
+    g = torch.Generator().manual_seed(seed)
+    stats = []
+    for start in range(0, draws, 250):  # counts are small integers: exact in float32, sums taken in float64
+        idx = torch.randint(0, n, (min(250, draws - start), n), generator=g)
+        stats.append(statistic(torch.zeros(len(idx), n).scatter_add_(1, idx, torch.ones(idx.shape)).T.contiguous()))
+    tail = (1 - level) / 2
+    lo, hi = torch.quantile(torch.cat(stats), torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
+    return point, lo, hi
+
+
+def conclusions(metrics: dict, claims: Sequence[Claim]) -> str:
+    """The notebook's conclusions as markdown: every number read from ``metrics`` (what the notebook
+    saves) or from the paper numbers, every verdict from ``claims``, given in the notebook's order
+    (budget adherence, gain over all budgets, gain at the tighter half, utility-score AUROC, shift to
+    later exits, validation only)."""
+    adherence, gain_all, gain_tight, roc_claim, shift, val_only = claims
+    m, k = metrics, len(metrics["exit_fractions"])
+    error = {method: 100 * max(abs(r["cost_error"]) for r in m["results"] if r["method"] == method)
+             for method in dict.fromkeys(r["method"] for r in m["results"])}
+    others = ", ".join(f"{e:.1f}% ({method.split(' ')[0]})" for method, e in error.items() if method != "EENet")
+    table, attempts = m["eenet_vs_best_baseline"], m["eenet_attempts"]
+    gain = [r["EENet - baseline (points)"] for r in table]
+    low, high = (table[pick(range(len(gain)), key=gain.__getitem__)] for pick in (min, max))
+    picked = [r["best baseline"] for r in table]
+    best = ", ".join(f"{name} at {picked.count(name)} of {len(picked)} budgets" for name in dict.fromkeys(picked))
+    shares = [r["test_exit_shares"] for r in m["results"] if r["method"] == "EENet"]
+    roc = "; ".join(f"{r['utility score']:.3f} / {r['max probability']:.3f} / {r['entropy confidence']:.3f}"
+                    for r in m["auroc"])
+    patience = "; ".join(f"{p['method'].split(' (')[0]} gives {100 * p['accuracy']:.1f}% at "
+                         f"{p['fraction_of_backbone']:.2f} of the cost" for p in m["patience"][1:])
+    ours_w = m["utility_weights"][0]
+    paper_w = [paper_number("eenet", quantity=f"cifar10_resnet56_exit1_v_{q}").value for q in ("maxprob", "entropy")]
+    fractions = " / ".join(f"{c:.2f}" for c in m["exit_fractions"])
+    accuracies = " / ".join(f"{100 * a:.1f}" for a in m["exit_accuracy_test"])
+    epochs = f"{m['epochs']} training epoch{'s' * (m['epochs'] != 1)}"
+    seeds = ", ".join(map(str, m["scheduler_seeds"]))
+
+    def interval(c: Claim, digits: int = 2) -> str:
+        return f"{c.ours:+.{digits}f} [{c.interval[0]:+.{digits}f}, {c.interval[1]:+.{digits}f}]"
+
+    return "\n".join([
+        f"**On this run** ({m['model']}, exits at {fractions} of the backbone's {m['backbone_MMACs']:.0f} MMACs with "
+        f"test accuracy {accuracies}%; {m['data']}; {epochs}; scheduler seeds {seeds}, {len(m['budgets'])} budgets):",
+        "",
+        f"1. **Budget adherence: {adherence.verdict}.** {sum(a['accepted'] for a in attempts)} of {len(attempts)} "
+        f"EENet fits landed within {100 * m['scheduler_config']['tolerance']:.0f}% of the budget on validation; the "
+        f"realised test cost was within {error['EENet']:.1f}% of the budget at every budget (baselines: {others}).",
+        f"2. **EENet at least as accurate as the best rule-based baseline: {gain_all.verdict}.** EENet minus the "
+        f"best baseline ({best}) is {interval(gain_all)} points on average over the budgets and "
+        f"{interval(gain_tight)} at the tighter half ({gain_tight.verdict}); per budget from "
+        f"{low['EENet - baseline (points)']:+.2f} (budget {low['budget']:.2f}) to "
+        f"{high['EENet - baseline (points)']:+.2f} (budget {high['budget']:.2f}); EENet ahead at "
+        f"{sum(g > 0 for g in gain)} of {len(gain)} budgets, with a 95% interval above zero at "
+        f"{sum(r['95% interval low'] > 0 for r in table)}.",
+        f"3. **Utility scores predict correctness better than raw confidence: {roc_claim.verdict}.** Test AUROC of "
+        f"q_k / max probability / entropy confidence at exits 1-{k}: {roc}; utility minus the better raw "
+        f"confidence, mean over exits: {interval(roc_claim, 3)}.",
+        f"4. **The learned distribution moves to later exits as the budget grows: {shift.verdict}** (exit 1 share "
+        f"{shares[0][0]:.2f} -> {shares[-1][0]:.2f}, exit {k} share {shares[0][-1]:.2f} -> {shares[-1][-1]:.2f} "
+        f"from the lowest to the highest budget).",
+        f"5. **Validation only: {val_only.verdict}** ({m['val_images']} validation images fit everything, "
+        f"{m['test_images']} test images only evaluate; {val_only.ours:.0f} {val_only.unit} read another split). "
+        f"PABEE {patience}.",
+        "",
+        f"Our exit-1 utility score weights max probability {ours_w['v max prob']:.2f} and entropy confidence "
+        f"{ours_w['v entropy conf']:.2f}; the authors' shipped CIFAR-10 scheduler has {paper_w[0]} and {paper_w[1]}.",
+    ])

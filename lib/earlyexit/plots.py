@@ -18,8 +18,8 @@ from matplotlib.text import Text
 from . import rehearsal
 from .paths import project_root
 
-__all__ = ["use_style", "save_figure", "figure_dir", "accuracy_vs_cost", "exit_histogram",
-           "PAPER_WIDTHS", "PAPER_FONT_SIZES"]
+__all__ = ["use_style", "save_figure", "figure_dir", "accuracy_vs_cost", "exit_histogram", "stacked_exit_shares",
+           "budget_calibration", "PAPER_WIDTHS", "PAPER_FONT_SIZES"]
 
 # widths of a two-column paper (IEEE / ACM style), inches
 PAPER_WIDTHS = {"column": 3.5, "page": 7.16}
@@ -126,4 +126,37 @@ def exit_histogram(ax: plt.Axes, shares: dict[str, Sequence[float]], exit_labels
     ax.set_ylabel("share of test images (%)")
     if len(methods) > 1:
         ax.legend(frameon=True)
+    return ax
+
+
+def stacked_exit_shares(ax: plt.Axes, labels: Sequence[str], shares: Sequence[Sequence[float]], title: str = "",
+                        xlabel: str = "budget (fraction of backbone MACs)") -> plt.Axes:
+    """One stacked bar per operating point (``labels``, e.g. budgets): the share of samples (%) leaving
+    at each exit, exit 1 at the bottom, colours running from the first to the last exit."""
+    k = len(shares[0])
+    colors = plt.cm.viridis([j / max(1, k - 1) for j in range(k)])
+    bottom = [0.0] * len(shares)
+    for j in range(k):
+        share = [100 * s[j] for s in shares]
+        ax.bar(range(len(shares)), share, bottom=bottom, color=colors[j], label=f"exit {j + 1}")
+        bottom = [b + s for b, s in zip(bottom, share)]
+    ax.set_xticks(range(len(shares)), list(labels), rotation=60)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    return ax
+
+
+def budget_calibration(ax: plt.Axes, budgets: Sequence[float], realised: dict[str, tuple[Sequence[float], Sequence[float]]],
+                       tolerance: float = 0.1) -> plt.Axes:
+    """Realised cost against the target budget for each method (``realised``: label -> (budgets, costs)),
+    over the diagonal and the band of +-``tolerance`` of the budget."""
+    lims = [min(budgets) * 0.85, max(budgets) * 1.1]
+    ax.fill_between(lims, [(1 - tolerance) * v for v in lims], [(1 + tolerance) * v for v in lims], color="0.9",
+                    label=f"±{100 * tolerance:.0f}% of budget")
+    ax.plot(lims, lims, "k--", lw=1)
+    for label, (target, cost) in realised.items():
+        ax.plot(target, cost, marker="o", ms=4, label=label)
+    ax.set_xlabel("target budget (fraction of backbone MACs)")
+    ax.set_ylabel("realised test cost")
+    ax.legend(frameon=True, fontsize=8)
     return ax
