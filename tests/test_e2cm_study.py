@@ -107,5 +107,5 @@ def test_conclusions_quote_the_metrics_and_the_verdicts():
     text = study.conclusions(metrics, claims)
     assert "bb from 20.0 (first exit) to 50.0 (last early exit) against 70.0" in text
     e2cm = "/".join(f"{100 * curves['bb']['E2CM'].point(b)['test_accuracy']:.1f}" for b in (0.7, 1.1))
-    assert f"E2CM {e2cm}" in text and "E2CM - SDN (frozen backbone): supported at 2 of 2 budgets" in text
+    assert f"E2CM {e2cm}" in text and "E2CM - SDN (frozen backbone): supported (2 of 2 budgets)" in text
     assert "Epochs of head training within the budget: SDN (frozen backbone) 2.5" in text

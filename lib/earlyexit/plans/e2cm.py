@@ -319,7 +319,7 @@ def _pct(values) -> str:
 def _verdicts(claims: Sequence[Claim], comparison_start: str, setting_start: str = "") -> str:
     chosen = [c.verdict for c in claims if c.comparison.startswith(comparison_start) and c.setting.startswith(setting_start)]
     counts = {v: chosen.count(v) for v in dict.fromkeys(chosen)}
-    return ", ".join(f"{v} at {n} of {len(chosen)} budgets" for v, n in counts.items()) or "no claim"
+    return ", ".join(f"{v} ({n} of {len(chosen)} budgets)" for v, n in counts.items()) or "no claim"
 
 
 def conclusions(metrics: dict, claims: Sequence[Claim]) -> str:
