@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from . import rehearsal
 from .claims import VERDICTS, Claim, PaperNumber, claim, paper_number
 from .evaluate import PolicyResult, ThresholdSweep, evaluate_policy, shared_threshold_sweep
 from .losses import register_loss
@@ -180,6 +181,8 @@ def batch1_latency(net: MultiExitNet, images: torch.Tensor, policy: ExitPolicy, 
     images. One thread: 2-thread PyTorch collapses when another process holds a core."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
+    images = images[:rehearsal.cap(len(images), rehearsal.LATENCY_IMAGES)]
+    warmup = rehearsal.cap(warmup, 2)
     try:
         net.eval()
         for x in images[:warmup]:

@@ -56,6 +56,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import rehearsal
 from .evaluate import evaluate_policy
 from .macs import MacTable
 from .outputs import CachedOutputs
@@ -280,7 +281,7 @@ def _fit_once(features: torch.Tensor, correct: torch.Tensor, costs: torch.Tensor
     opt = adam(scheduler.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))  # drawn once, as released
     best, best_state, best_epoch, last = math.inf, None, -1, {}
-    for epoch in range(cfg.epochs):
+    for epoch in range(rehearsal.cap(cfg.epochs, rehearsal.MAX_STEPS)):  # a rehearsal fits for two epochs
         utility_phase = (epoch // cfg.period) % 2 == 0
         scheduler.train()
         for start in range(0, n, cfg.batch_size):

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["ENV", "MAX_STEPS", "TRAIN_IMAGES", "EVAL_IMAGES", "active", "output_profile", "cap", "banner"]
+__all__ = ["ENV", "MAX_STEPS", "TRAIN_IMAGES", "EVAL_IMAGES", "LATENCY_IMAGES", "active", "output_profile", "cap", "banner"]
 
 ENV = "EARLYEXIT_REHEARSAL"
 MAX_STEPS = 2          # optimiser steps per training (scheduler fits included)
 TRAIN_IMAGES = 512     # training images per data set
-EVAL_IMAGES = 256      # validation and test images per data set, and images timed one by one
+EVAL_IMAGES = 256      # validation and test images per data set
+LATENCY_IMAGES = 32    # images timed one by one
 
 
 def active() -> bool:
