@@ -51,3 +51,13 @@ def test_seed_interval_is_a_t_interval():
     assert mean == pytest.approx(0.81) and hi - mean == pytest.approx(4.303 * 0.01 / 3 ** 0.5)
     with pytest.raises(ValueError):
         seed_interval([0.8])
+
+
+def test_weighted_bootstrap_of_a_mean_is_the_bootstrap_mean_and_recomputes_any_statistic():
+    from earlyexit.stats import bootstrap_weighted
+    values = torch.rand(300, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ours = bootstrap_weighted(lambda w: w @ values / len(values), len(values), draws=500, seed=3)
+    assert ours == pytest.approx(bootstrap_mean(values, draws=500, seed=3), abs=1e-12)
+    drawn_max = lambda w: torch.where(w > 0, values, -torch.inf).max(1).values  # noqa: E731
+    top, lo, hi = bootstrap_weighted(drawn_max, len(values), draws=200)
+    assert top == pytest.approx(values.max().item()) and lo <= hi <= top

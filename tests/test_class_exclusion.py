@@ -5,6 +5,8 @@ import math
 
 import pytest
 import torch
+
+from earlyexit.stats import bootstrap_weighted
 import torch.nn.functional as F
 
 from earlyexit.backbones import build_backbone
@@ -13,7 +15,7 @@ from earlyexit.class_exclusion import (ClassExclusion, ClassExclusionLoss, Confi
                                        SingleConfident, _largest_growth, _uneven_shares, authors_thresholds,
                                        conclusions, early_exit_class_shares, evaluate_setup, exclusion_weights,
                                        fit_operating_point, matched_cost_gap, mean_remaining_classes,
-                                       paper_setup_keys, resampled, search_betas, search_taus)
+                                       paper_setup_keys, search_betas, search_taus)
 from earlyexit.data import tensor_batches
 from earlyexit.evaluate import evaluate_policy
 from earlyexit.losses import build_loss
@@ -273,19 +275,13 @@ def _toy_setup():
     return evaluate_setup(setup, runs, [0.005, 0.02, 0.08])
 
 
-def test_resampled_mean_is_the_bootstrap_mean():
-    values = torch.rand(300, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    ours = resampled(lambda w: w @ values / len(values), len(values), draws=500, seed=3)
-    assert ours == pytest.approx(bootstrap_mean(values, draws=500, seed=3), abs=1e-12)
-
-
 def test_matched_cost_gap_is_the_matched_table_on_the_full_set():
     ev = _toy_setup()
     rows = [r for r in ev.matched_rows() if r["method"] == "BC"]
     final = 100 * ev.no_exit("CR")[0]
     expected = sum(r["remaining MACs %"] - (final if r["other method's MACs % at >= this accuracy"] is None
                                             else r["other method's MACs % at >= this accuracy"]) for r in rows) / len(rows)
-    gap, lo, hi = resampled(matched_cost_gap(ev), len(ev.tests["BC"]), draws=300)
+    gap, lo, hi = bootstrap_weighted(matched_cost_gap(ev), len(ev.tests["BC"]), draws=300)
     assert gap == pytest.approx(expected) and lo <= gap <= hi
     other = dict(ev.tests)
     other["CR"] = CachedOutputs(ev.tests["CR"].logits, ev.tests["CR"].labels.roll(1))

@@ -435,23 +435,6 @@ def evaluate_setup(setup: dict, runs: dict, tolerances: Sequence[float], restric
 
 
 # ---------------------------------------------------------------- the paper's claims, with intervals
-def resampled(stat: Callable[[torch.Tensor], torch.Tensor], n: int, draws: int = DRAWS, seed: int = 0,
-              level: float = 0.95, chunk: int = 100) -> tuple[float, float, float]:
-    """A statistic of n test images, and its percentile bootstrap interval. ``stat`` maps a [D, n]
-    matrix of multiplicities (how often each image is drawn in each of D resamples; all ones for the
-    full set) to D values, so per-image columns enter as matrix products and anything built from
-    several of them (a matching, a ratio, a maximum) is recomputed in every resample."""
-    g = torch.Generator().manual_seed(seed)
-    values = []
-    for start in range(0, draws, chunk):
-        idx = torch.randint(0, n, (min(chunk, draws - start), n), generator=g)
-        values.append(stat(torch.zeros(len(idx), n, dtype=torch.float64).scatter_add_(
-            1, idx, torch.ones(idx.shape, dtype=torch.float64))))
-    tail = (1 - level) / 2
-    lo, hi = torch.quantile(torch.cat(values), torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
-    return float(stat(torch.ones(1, n, dtype=torch.float64))[0]), lo, hi
-
-
 def _columns(points: Sequence[PolicyResult], labels: torch.Tensor, macs: MacTable) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image correctness and cost (fraction of the plain backbone), [points, images] each."""
     cost = torch.tensor(macs.exit_fractions, dtype=torch.float64)
@@ -512,7 +495,7 @@ def setup_claims(ev: SetupEvaluation, setting: str, draws: int = DRAWS, seed: in
     get a paired bootstrap over test images; BC against CR compares two separately trained networks,
     one seed each, on the same test images, so its interval covers the test sample, not training."""
     from .claims import claim, paper_number
-    from .stats import bootstrap_mean, paired_bootstrap
+    from .stats import bootstrap_mean, bootstrap_weighted, paired_bootstrap
     bc, out, macs = ev.authors["BC"].test, ev.tests["BC"], ev.macs["BC"]
     n, k_final = len(out), ev.num_exits - 1
     none = paper_number(PAPER, quantity="paper_accuracy_and_mac_values")
@@ -537,7 +520,7 @@ def setup_claims(ev: SetupEvaluation, setting: str, draws: int = DRAWS, seed: in
                         than=100 * (tol + EXTRA_DROP), interval=drop[1:], unit="points",
                         evidence=f"paired {boot}", setting=setting, paper=paper, paper_source=source))
     wins = sum(r["cheaper"] == "BC" for r in ev.matched_rows() if r["method"] == "BC")
-    gap = resampled(matched_cost_gap(ev), n, draws, seed)
+    gap = bootstrap_weighted(matched_cost_gap(ev), n, draws, seed)
     claims.append(claim("BC needs fewer MACs than CR at matched accuracy", "mean over the common tolerance grid of BC's "
                         "MACs minus those of the cheapest CR point reaching BC's test accuracy", gap[0], claimed="less",
                         interval=gap[1:], unit="points of plain-backbone MACs",
@@ -552,14 +535,14 @@ def setup_claims(ev: SetupEvaluation, setting: str, draws: int = DRAWS, seed: in
                         interval=[100 * v for v in bootstrap_mean(early, draws, seed)[1:]], unit="% of test images",
                         evidence=f"{boot}; {used} of {k_final} early exits take >= 5 %", **common))
     if out.logits.shape[2] == 10:
-        uneven = resampled(_uneven_shares(bc.prediction, bc.exit_index < k_final, 10), n, draws, seed)
+        uneven = bootstrap_weighted(_uneven_shares(bc.prediction, bc.exit_index < k_final, 10), n, draws, seed)
         claims.append(claim("The early-exit share is uneven across classes (Fig. 5)", "largest / smallest number of "
                             "early-exited test images per predicted class (uniform: 1)", uneven[0], than=UNEVEN,
                             interval=uneven[1:], unit="ratio", evidence=boot, **common))
     trace = exclusion_trace(out, ev.authors["BC"].policy).sum(2).double()
     reached = torch.stack([(bc.exit_index >= k).double() for k in range(k_final)])
     measured = k_final > 1 and reached[1].sum() > 0
-    growth = resampled(_largest_growth(trace, reached), n, draws, seed) if measured else (None, None, None)
+    growth = bootstrap_weighted(_largest_growth(trace, reached), n, draws, seed) if measured else (None, None, None)
     claims.append(claim("Exclusion grows with depth: fewer classes remain at deeper exits", "largest rise of the mean "
                         "number of remaining classes from one exit to the next (each over the images that reached it)",
                         growth[0], claimed="less", interval=growth[1:] if measured else None, unit="classes",

@@ -62,7 +62,7 @@ from .macs import MacTable
 from .outputs import CachedOutputs
 from .claims import Claim, paper_number
 from .policies import Entropy, ExitPolicy, MaxProbability, Patience, normalised_entropy
-from .stats import paired_bootstrap
+from .stats import bootstrap_weighted, paired_bootstrap
 
 __all__ = ["EENetConfig", "BudgetedFit", "UtilityScheduler", "EENetPolicy", "exit_features", "quantile_thresholds",
            "geometric_shares", "fit_eenet", "fit_geometric", "budget_grid", "compare_at_budgets", "auroc",
@@ -575,15 +575,8 @@ def auroc_gain(policy: EENetPolicy, outputs: CachedOutputs, draws: int = 2000, s
             gains.append(u - torch.maximum(m, e))
         return torch.stack(gains, 1).nanmean(1)
 
-    point = statistic(torch.ones(n, 1)).item()
-    g = torch.Generator().manual_seed(seed)
-    stats = []
-    for start in range(0, draws, 250):  # counts are small integers: exact in float32, sums taken in float64
-        idx = torch.randint(0, n, (min(250, draws - start), n), generator=g)
-        stats.append(statistic(torch.zeros(len(idx), n).scatter_add_(1, idx, torch.ones(idx.shape)).T.contiguous()))
-    tail = (1 - level) / 2
-    lo, hi = torch.quantile(torch.cat(stats), torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
-    return point, lo, hi
+    # multiplicities are small integers: exact in float32, sums taken in float64
+    return bootstrap_weighted(lambda counts: statistic(counts.T.float().contiguous()), n, draws, seed, level, chunk=250)
 
 
 def conclusions(metrics: dict, claims: Sequence[Claim]) -> str:

@@ -7,11 +7,11 @@ of a point between two rules or two trainings decides nothing without one of the
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["paired_bootstrap", "bootstrap_mean", "seed_interval", "T_975"]
+__all__ = ["bootstrap_weighted", "paired_bootstrap", "bootstrap_mean", "seed_interval", "T_975"]
 
 # two-sided 95% quantiles of Student's t for 1..30 degrees of freedom
 T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -19,8 +19,21 @@ T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
          2.045, 2.042)
 
 
-def _resample_index(n: int, draws: int, seed: int) -> torch.Tensor:
-    return torch.randint(0, n, (draws, n), generator=torch.Generator().manual_seed(seed))
+def bootstrap_weighted(stat: Callable[[torch.Tensor], torch.Tensor], n: int, draws: int = 2000, seed: int = 0,
+                       level: float = 0.95, chunk: int = 100) -> tuple[float, float, float]:
+    """A statistic of n images and its percentile bootstrap interval. ``stat`` maps a [D, n] matrix of
+    multiplicities (how often each image is drawn in each of D resamples; all ones for the full set)
+    to D values, so per-image columns enter as matrix products, and anything built from several of
+    them (a matching, a ratio, a maximum, an AUROC) is recomputed in every resample."""
+    g = torch.Generator().manual_seed(seed)
+    values = []
+    for start in range(0, draws, chunk):
+        idx = torch.randint(0, n, (min(chunk, draws - start), n), generator=g)
+        counts = torch.zeros(len(idx), n, dtype=torch.float64).scatter_add_(1, idx, torch.ones(idx.shape, dtype=torch.float64))
+        values.append(stat(counts))
+    tail = (1 - level) / 2
+    lo, hi = torch.quantile(torch.cat(values).double(), torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
+    return float(stat(torch.ones(1, n, dtype=torch.float64))[0]), lo, hi
 
 
 def paired_bootstrap(a: torch.Tensor, b: torch.Tensor, draws: int = 2000, seed: int = 0,
@@ -38,10 +51,7 @@ def bootstrap_mean(values: torch.Tensor, draws: int = 2000, seed: int = 0,
                    level: float = 0.95) -> tuple[float, float, float]:
     """Mean of per-image ``values`` and its percentile bootstrap interval."""
     values = torch.as_tensor(values, dtype=torch.float64)
-    means = torch.cat([values[idx].mean(1) for idx in _resample_index(len(values), draws, seed).split(250)])
-    tail = (1 - level) / 2
-    lo, hi = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
-    return values.mean().item(), lo, hi
+    return bootstrap_weighted(lambda w: w @ values / len(values), len(values), draws, seed, level)
 
 
 def seed_interval(values: Sequence[float]) -> tuple[float, float, float]:
