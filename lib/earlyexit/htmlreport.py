@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from .paths import project_root
+from .report import format_value
 from .profiles import PROFILE_NAMES
 
 __all__ = ["notebook_html", "build", "main"]
@@ -53,18 +54,11 @@ def _errors(nb: dict) -> list[str]:
             if o.get("output_type") == "error"]
 
 
-def _rows(metrics_path: Path) -> list[dict]:
+def _rows(metrics_path: Path, key: str) -> list[dict]:
+    """The notebook's "claims" or "comparisons" rows from its metrics file."""
     if not metrics_path.exists():
         return []
-    return json.loads(metrics_path.read_text()).get("comparisons", [])
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+    return json.loads(metrics_path.read_text()).get(key, [])
 
 
 _STYLE = """
@@ -81,6 +75,11 @@ th { background: #f3f3f3; }
 """
 
 
+def _verdict_counts(claims: list[dict]) -> str:
+    verdicts = [c["verdict"] for c in claims]
+    return " / ".join(str(verdicts.count(v)) for v in ("supported", "not supported", "inconclusive at this budget"))
+
+
 def _index(profile: str, entries: list[dict]) -> str:
     e = html.escape
     parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -91,12 +90,13 @@ def _index(profile: str, entries: list[dict]) -> str:
              f"<code>figures/{e(profile)}/</code> (PNG for screens, PDF for papers); the summary is "
              f"<code>reports/{e(profile)}/SUMMARY.md</code>.</p>",
              "<table><tr><th>notebook</th><th>status</th><th>minutes</th><th>figures</th>"
-             "<th>summary rows</th></tr>"]
+             "<th>claims (supported / not / inconclusive)</th><th>paper-vs-ours rows</th></tr>"]
     for en in entries:
         status = ("<span class=\"ok\">ok</span>" if not en["errors"]
                   else f"<span class=\"failed\">failed: {e(en['errors'][0][:80])}</span>")
         parts.append(f"<tr><td><a href=\"{e(en['page'])}\">{e(en['name'])}</a></td><td>{status}</td>"
-                     f"<td>{en['minutes']}</td><td>{len(en['figures'])}</td><td>{len(en['rows'])}</td></tr>")
+                     f"<td>{en['minutes']}</td><td>{len(en['figures'])}</td><td>{_verdict_counts(en['claims'])}</td>"
+                     f"<td>{len(en['rows'])}</td></tr>")
     parts.append("</table>")
     for en in entries:
         parts.append(f"<h2 id=\"{e(en['name'])}\"><a href=\"{e(en['page'])}\">{e(en['name'])}</a></h2>")
@@ -113,10 +113,20 @@ def _index(profile: str, entries: list[dict]) -> str:
             parts.append("</div>")
         else:
             parts.append("<p class=\"meta\">no figures</p>")
+        if en["claims"]:
+            parts.append("<table><tr><th>claim</th><th>measured</th><th>ours [95% interval]</th><th>verdict</th>"
+                         "<th>evidence</th></tr>")
+            for c in en["claims"]:
+                inside = (f" [{format_value(c['interval'][0])}, {format_value(c['interval'][1])}]"
+                          if c.get("interval") else "")
+                parts.append("<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in (
+                    c["statement"], c["comparison"], f"{format_value(c['ours'])}{inside} {c['unit']}", c["verdict"],
+                    c["evidence"])) + "</tr>")
+            parts.append("</table>")
         if en["rows"]:
             parts.append("<table><tr><th>quantity</th><th>paper</th><th>ours</th><th>unit</th><th>note</th></tr>")
             for r in en["rows"]:
-                parts.append("<tr>" + "".join(f"<td>{e(_fmt(r.get(k)))}</td>"
+                parts.append("<tr>" + "".join(f"<td>{e(format_value(r.get(k)))}</td>"
                                               for k in ("quantity", "paper", "ours", "unit", "note")) + "</tr>")
             parts.append("</table>")
         else:
@@ -151,7 +161,8 @@ def build(profile: str, out: Path | None = None) -> Path:
             "parameters": meta.get("parameters", {}),
             "figures": [{"name": p.stem, "png": rel(p), "pdf": rel(p.with_suffix(".pdf"))
                          if p.with_suffix(".pdf").exists() else ""} for p in pngs],
-            "rows": _rows(reports / f"{path.stem}_metrics.json")})
+            "rows": _rows(reports / f"{path.stem}_metrics.json", "comparisons"),
+            "claims": _rows(reports / f"{path.stem}_metrics.json", "claims")})
     index = out / "index.html"
     index.write_text(portable(_index(profile, entries)), encoding="utf-8")
     return index

@@ -17,7 +17,7 @@ import torch
 from . import rehearsal
 from .paths import project_root
 
-__all__ = ["reports_dir", "save_metrics", "comparison", "write_summary", "environment"]
+__all__ = ["format_value", "reports_dir", "save_metrics", "comparison", "write_summary", "environment"]
 
 
 def reports_dir(profile: str) -> Path:
@@ -63,7 +63,8 @@ def save_metrics(notebook: str, profile: str, metrics: dict, comparisons: list[d
         return path
 
 
-def _fmt(v) -> str:
+def format_value(v) -> str:
+    """A metric as a table shows it: n/a, 4 significant digits, or the value's own text."""
     if v is None:
         return "n/a"
     if isinstance(v, float):
@@ -74,8 +75,8 @@ def _fmt(v) -> str:
 def _interval(c: dict) -> str:
     if c["ours"] is None:
         return "n/a"
-    inside = f" [{_fmt(c['interval'][0])}, {_fmt(c['interval'][1])}]" if c.get("interval") else ""
-    return f"{_fmt(c['ours'])}{inside} {c['unit']}".strip()
+    inside = f" [{format_value(c['interval'][0])}, {format_value(c['interval'][1])}]" if c.get("interval") else ""
+    return f"{format_value(c['ours'])}{inside} {c['unit']}".strip()
 
 
 def write_summary(profile: str) -> Path:
@@ -90,14 +91,14 @@ def write_summary(profile: str) -> Path:
              "|---|---|---|---|---|---|---|---|---|"]
     for body in bodies:
         for c in body.get("claims", []):
-            side = f"{'>' if c['claimed'] == 'greater' else '<'} {_fmt(c['than'])}"
+            side = f"{'>' if c['claimed'] == 'greater' else '<'} {format_value(c['than'])}"
             lines.append(f"| {body['notebook']} | {c['statement']} | {c['comparison']} | {_interval(c)} | {side} | "
-                         f"{_fmt(c['paper'])} | **{c['verdict']}** | {c['evidence']} | {c['setting']} |")
+                         f"{format_value(c['paper'])} | **{c['verdict']}** | {c['evidence']} | {c['setting']} |")
     lines += ["", "## Paper numbers beside ours", "",
               "| notebook | quantity | paper | ours | unit | note |", "|---|---|---|---|---|---|"]
     for body in bodies:
         for c in body.get("comparisons", []):
-            lines.append(f"| {body['notebook']} | {c['quantity']} | {_fmt(c['paper'])} | {_fmt(c['ours'])} | "
+            lines.append(f"| {body['notebook']} | {c['quantity']} | {format_value(c['paper'])} | {format_value(c['ours'])} | "
                          f"{c['unit']} | {c['note']} |")
     out = reports_dir(profile) / "SUMMARY.md"
     out.parent.mkdir(parents=True, exist_ok=True)
