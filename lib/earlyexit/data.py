@@ -324,7 +324,7 @@ def _stand_in(name: str, val_size: int) -> dict:
     """A rehearsal's synthetic replacement for a data set that is not available offline: same class
     count, channels and image size, a pool just large enough for the split; never cached."""
     classes, channels, size = DATASET_SHAPES[name]
-    n_train = val_size + rehearsal.TRAIN_IMAGES + classes
+    n_train = val_size + 4 * max(rehearsal.TRAIN_IMAGES, 4 * classes)   # every class left after the validation cut
     xtr, ytr, xte, yte, names, _ = _synthetic(classes, n_train, 2 * rehearsal.EVAL_IMAGES, channels, size)(Path("."))
     STAND_INS.add(name)
     return {"train_x": torch.from_numpy(xtr), "train_y": torch.from_numpy(ytr), "test_x": torch.from_numpy(xte),
@@ -388,6 +388,17 @@ def _split_indices(spec: DataSpec, n_train_pool: int, n_test: int, root: Path | 
     return saved
 
 
+def _stratified(ids: list[int], labels: torch.Tensor, limit: int, num_classes: int) -> torch.Tensor:
+    """The first ``limit // num_classes`` (at least one) images of each class, in split order."""
+    per_class = max(1, limit // num_classes)
+    ids_t = torch.tensor(ids)
+    y = labels[ids_t]
+    rank = torch.zeros_like(y)
+    for c in range(num_classes):
+        rank[y == c] = torch.arange(int((y == c).sum()))
+    return ids_t[rank < per_class]
+
+
 def load_dataset(spec: DataSpec | str = "cifar10", root: str | Path | None = None, **overrides) -> Dataset:
     """Load (decoding once, then from the cache) and split a data set."""
     if isinstance(spec, str):
@@ -400,7 +411,11 @@ def load_dataset(spec: DataSpec | str = "cifar10", root: str | Path | None = Non
         raw = _load_raw(spec.name, root)
         idx = _split_indices(spec, len(raw["train_y"]), len(raw["test_y"]), root)
     take = lambda ids, n: torch.tensor(ids[:n] if n else ids)  # noqa: E731
-    tr = take(idx["train"], rehearsal.cap(spec.train_size, rehearsal.TRAIN_IMAGES))
+    if rehearsal.active():  # a few images of every class, so per-class statistics stay defined
+        tr = _stratified(idx["train"], raw["train_y"], rehearsal.cap(spec.train_size, rehearsal.TRAIN_IMAGES),
+                         len(raw["classes"]))
+    else:
+        tr = take(idx["train"], spec.train_size)
     va = take(idx["val"], rehearsal.cap(None, rehearsal.EVAL_IMAGES))
     # the test subset keeps file order when all of it is used, a seeded sample otherwise
     test_size = rehearsal.cap(spec.test_size, rehearsal.EVAL_IMAGES)

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["ENV", "MAX_STEPS", "TRAIN_IMAGES", "EVAL_IMAGES", "LATENCY_IMAGES", "active", "output_profile", "cap", "banner"]
+__all__ = ["ENV", "MAX_STEPS", "BATCH", "TRAIN_IMAGES", "EVAL_IMAGES", "LATENCY_IMAGES", "active", "output_profile", "cap", "banner"]
 
 ENV = "EARLYEXIT_REHEARSAL"
 MAX_STEPS = 2          # optimiser steps per training (scheduler fits included)
+BATCH = 32             # training batch size at most (the code path is the same at any batch size)
 TRAIN_IMAGES = 512     # training images per data set
 EVAL_IMAGES = 256      # validation and test images per data set
 LATENCY_IMAGES = 32    # images timed one by one
@@ -41,7 +42,8 @@ def cap(n: int | None, limit: int) -> int | None:
 def banner(profile: str, stand_ins: list[str]) -> str:
     """The notice each rehearsed notebook prints at its top."""
     subs = ", ".join(stand_ins) if stand_ins else "none (every data set was available offline)"
-    return (f"REHEARSAL of profile {profile!r}: every training stops after {MAX_STEPS} optimiser steps, splits are cut to "
+    return (f"REHEARSAL of profile {profile!r}: every training stops after {MAX_STEPS} optimiser steps (batches of at most "
+            f"{BATCH}), splits are cut to "
             f"{TRAIN_IMAGES} training and {EVAL_IMAGES} validation/test images; numbers mean nothing. "
             f"Synthetic stand-ins for data not available offline: {subs}. Outputs go to reports/"
             f"{output_profile(profile)}/ and figures/{output_profile(profile)}/.")

@@ -357,7 +357,10 @@ class Progress:
         if acc:
             parts.append(f"val acc {acc['v']}")
         parts.append(f"elapsed {_clock(elapsed)}")
-        parts.append(f"left ~{_clock(left)}" if k < n else "done")
+        if rehearsal.active():
+            parts.append(f"rehearsal: stops after {rehearsal.MAX_STEPS} steps")
+        else:
+            parts.append(f"left ~{_clock(left)}" if k < n else "done")
         line = "  ".join(parts)
         self.epoch_lines.append(line)
         self._last_mark = now

@@ -307,8 +307,9 @@ def _train_epochs(spec: RunSpec, net: MultiExitNet, opt: torch.optim.Optimizer, 
     if cfg.channels_last:
         net.to(memory_format=torch.channels_last)
     forward = maybe_compile(net, compile)
-    train_loader = TensorLoader(data.train, data.mean, data.std, cfg.batch_size, shuffle=True,
-                                crop_pad=cfg.crop_pad, flip=cfg.flip, drop_last=len(data.train) > cfg.batch_size,
+    batch_size = rehearsal.cap(cfg.batch_size, rehearsal.BATCH)
+    train_loader = TensorLoader(data.train, data.mean, data.std, batch_size, shuffle=True,
+                                crop_pad=cfg.crop_pad, flip=cfg.flip, drop_last=len(data.train) > batch_size,
                                 seed=cfg.seed, image_size=spec.model.image_size, channels_last=cfg.channels_last,
                                 device=device)
     val_loader = TensorLoader(data.val, data.mean, data.std, 500, image_size=spec.model.image_size,
