@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+from dataclasses import replace
 import statistics
 import time
 
@@ -26,7 +27,7 @@ import torch
 from .losses import build_loss
 from .plans import primer
 from .reproduce import _table, default_parameters, notebooks
-from .device import bf16_supported
+from .device import autocast, bf16_supported, cpu_model, describe_device, maybe_compile, resolve_device
 from .train import build_model, train_cached
 
 __all__ = ["primer_spec", "throughput", "flip_tta_accuracy", "speed_networks", "speed_rows", "speed_table",
@@ -39,25 +40,66 @@ def primer_spec():
     return primer.plan(**{k: v for k, v in params.items() if k in accepted})[0]
 
 
-def throughput(spec, bf16: bool, channels_last: bool, steps: int = 6, batch: int = 256) -> float:
-    """Training images per second on random data (after two warm-up steps)."""
-    net = build_model(spec.model, 10, 3, 32)
+def throughput(spec, bf16: bool, channels_last: bool, steps: int = 6, batch: int = 256,
+               device: torch.device | str = "cpu", compile: bool = False) -> float:
+    """Training images per second on random data on ``device`` (after warm-up steps)."""
+    device = resolve_device(device)
+    net = build_model(spec.model, 10, 3, 32).to(device)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
+    forward = maybe_compile(net, compile)
     loss_fn = build_loss(spec.loss.name, net.num_exits, **spec.loss.options)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+    x, y = torch.randn(batch, 3, 32, 32, device=device), torch.randint(0, 10, (batch,), device=device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    for i in range(steps + 2):
-        if i == 2:
+    warm = 10 if compile else 2
+    for i in range(steps + warm):
+        if i == warm:
+            _sync(device)
             t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = loss_fn(net(x), y)
+        with autocast(device, bf16):
+            loss = loss_fn(forward(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
+    _sync(device)
     return steps * batch / (time.perf_counter() - t0)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def devices_present() -> list[torch.device]:
+    found = [torch.device("cpu")]
+    if torch.cuda.is_available():
+        found.append(torch.device("cuda"))
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found.append(torch.device("mps"))
+    return found
+
+
+def throughput_table(threads: int) -> list[dict]:
+    """The primer network on every device present, float32 and bf16 autocast + channels_last; on an
+    accelerator also ResNet-18 and torch.compile."""
+    rows = []
+    for device in devices_present():
+        accelerator = device.type != "cpu"
+        specs = [primer_spec()] + ([replace(primer_spec(), model=replace(primer_spec().model, backbone="resnet18_cifar"))]
+                                   if accelerator else [])
+        for spec in specs:
+            modes = [(False, False, False)] + ([(True, True, False)] if bf16_supported(device) else [])
+            if accelerator:
+                modes += [(True, True, True)]
+            for bf16, cl, comp in modes:
+                rows.append({"device": describe_device(device)["device_name"], "network": spec.model.backbone,
+                             "precision": "bf16 autocast" if bf16 else "float32", "channels_last": cl, "compile": comp,
+                             "threads": threads if not accelerator else "-",
+                             "img/s": throughput(spec, bf16, cl, steps=30 if accelerator else 6, device=device,
+                                                 compile=comp)})
+    return rows
 
 
 @torch.no_grad()
@@ -297,9 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     if not args.skip_speed:
-        import platform
         torch.set_num_threads(1)
-        cpu = _cpu_model() or platform.processor()
+        cpu = cpu_model()
         print(f"real early exit vs plain backbone, inference form (BN folded, channels_last), float32, 1 thread, "
               f"{cpu}; ms/img median [min-max] of {args.repeats} repeats; batch 1 = rows timed one by one")
         print(_table(speed_table(args.repeats, only=args.only)))
@@ -310,13 +351,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
     torch.set_num_threads(args.threads)
     spec = primer_spec()
-    rows = [{"precision": "float32", "channels_last": False, "img/s": throughput(spec, False, False)}]
-    if bf16_supported():
-        rows.append({"precision": "bf16 autocast", "channels_last": True, "img/s": throughput(spec, True, True)})
-    print(f"\ntraining throughput, {spec.model.backbone} x{spec.model.width}, batch 256, {args.threads} threads")
+    rows = throughput_table(args.threads)
+    print(f"\ntraining throughput per device present, batch 256, random data (img/s)")
     print(_table(rows))
-    if len(rows) == 2:
-        print(f"bf16 + channels_last speed-up: {rows[1]['img/s'] / rows[0]['img/s']:.2f}x")
     if args.skip_training:
         return 0
     if not _trained(spec):
@@ -332,16 +369,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nbackbone quality on {run.data.describe()}")
     print(_table(result))
     return 0
-
-
-def _cpu_model() -> str | None:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        return None
-    return None
 
 
 if __name__ == "__main__":

@@ -505,6 +505,7 @@ def run(profile: str, chosen: dict[str, Path], out: TextIO | None = None, tty: b
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(path, resolve_parameters(path, profile)) for path in chosen.values()]  # validate all first
     _register_engine()
+    os.environ["EARLYEXIT_PROGRESS_LINES"] = "1"   # every training's epoch lines reach the terminal
     results = []
     for i, (path, params) in enumerate(jobs, 1):
         executed, log_path = out_dir / path.name, out_dir / "logs" / f"{path.stem}.log"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -40,6 +41,9 @@ __all__ = ["CACHE_FORMAT", "ModelSpec", "LossSpec", "TrainConfig", "FitSpec", "R
 
 # Bump when a change to the code makes cached checkpoints or outputs invalid (part of every run hash).
 CACHE_FORMAT = 2
+# Set by the batch runner: print the one line per epoch even where a notebook asked for no progress
+# bar, so the terminal shows every training (the line goes to that cell's output).
+PROGRESS_LINES = "EARLYEXIT_PROGRESS_LINES"
 
 
 @dataclass(frozen=True)
@@ -358,7 +362,7 @@ def _train_epochs(spec: RunSpec, net: MultiExitNet, opt: torch.optim.Optimizer, 
                         "train_acc": correct.item() / max(seen, 1) if classify else None, "val_acc": val_acc,
                         "seconds": seconds, "bf16": use_bf16, **where})
         done = done or epoch + 1 == cfg.epochs
-        if progress:
+        if progress or os.environ.get(PROGRESS_LINES) == "1":
             shown = f", val acc (final exit) {val_acc[-1]:.4f}" if classify else ""
             print(f"{spec.name} epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]['loss']:.3f}{shown}, {seconds:.0f} s"
                   + (" (time budget reached)" if done and epoch + 1 < cfg.epochs else ""))
