@@ -389,8 +389,8 @@ def _split_indices(spec: DataSpec, n_train_pool: int, n_test: int, root: Path | 
 
 
 def _stratified(ids: list[int], labels: torch.Tensor, limit: int, num_classes: int) -> torch.Tensor:
-    """The first ``limit // num_classes`` (at least one) images of each class, in split order."""
-    per_class = max(1, limit // num_classes)
+    """The first ``limit // num_classes`` (at least two) images of each class, in split order."""
+    per_class = max(2, limit // num_classes)
     ids_t = torch.tensor(ids)
     y = labels[ids_t]
     rank = torch.zeros_like(y)

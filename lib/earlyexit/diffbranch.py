@@ -216,6 +216,9 @@ class RunLike(Protocol):
 
     def loader(self, split: str, batch_size: int = 500) -> Any: ...
 
+    @property
+    def epochs_trained(self) -> int: ...
+
     def at_epoch(self, epoch: int) -> "RunLike": ...
 
 
@@ -485,7 +488,7 @@ def gate_history(groups: Iterable[BackboneRuns]) -> pd.DataFrame:
     rows = []
     for g in groups:
         for lam, run in g.proposed.items():
-            for epoch in range(1, run.spec.train.epochs + 1):
+            for epoch in range(1, run.epochs_trained + 1):
                 snap = run.at_epoch(epoch)
                 mean = gate_values(snap.outputs("val")).mean(1)
                 rows += [{"backbone": g.backbone, "lambda": run.spec.loss.options["lam"], "epoch": snap.epoch,

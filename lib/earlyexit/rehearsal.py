@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["ENV", "MAX_STEPS", "BATCH", "TRAIN_IMAGES", "EVAL_IMAGES", "LATENCY_IMAGES", "active", "output_profile", "cap", "banner"]
+__all__ = ["ENV", "MAX_STEPS", "BATCH", "TRAIN_IMAGES", "EVAL_IMAGES", "LATENCY_IMAGES", "active", "output_profile",
+           "cap", "banner"]
 
 ENV = "EARLYEXIT_REHEARSAL"
 MAX_STEPS = 2          # optimiser steps per training (scheduler fits included)
 BATCH = 32             # training batch size at most (the code path is the same at any batch size)
-TRAIN_IMAGES = 512     # training images per data set
-EVAL_IMAGES = 256      # validation and test images per data set
-LATENCY_IMAGES = 32    # images timed one by one
+TRAIN_IMAGES = 256     # training images per data set (at least two of every class)
+EVAL_IMAGES = 128      # validation and test images per data set
+LATENCY_IMAGES = 16    # images timed one by one
 
 
 def active() -> bool:

@@ -203,6 +203,11 @@ class TrainedRun:
         return sum(h["seconds"] for h in self.history)
 
     @property
+    def epochs_trained(self) -> int:
+        """Epochs actually run: fewer than asked when a time budget (or a rehearsal) stopped the run."""
+        return sum(1 for h in self.history if h.get("epoch", 0) > 0)
+
+    @property
     def seconds_per_epoch(self) -> float:
         epochs = [h for h in self.history if h.get("epoch", 0) > 0]
         return sum(h["seconds"] for h in epochs) / max(len(epochs), 1)
@@ -365,7 +370,8 @@ def _train_epochs(spec: RunSpec, net: MultiExitNet, opt: torch.optim.Optimizer, 
         if progress or os.environ.get(PROGRESS_LINES) == "1":
             shown = f", val acc (final exit) {val_acc[-1]:.4f}" if classify else ""
             print(f"{spec.name} epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]['loss']:.3f}{shown}, {seconds:.0f} s"
-                  + (" (time budget reached)" if done and epoch + 1 < cfg.epochs else ""))
+                  + (f" (stopped: {'rehearsal' if rehearsal.active() else 'time budget reached'})"
+                     if done and epoch + 1 < cfg.epochs else ""))
         state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "done": done,
                  "history": history, "spec": spec.to_dict()}
         atomic_save(state, ckpt_path)
