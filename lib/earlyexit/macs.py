@@ -82,13 +82,24 @@ def _structure(net: MultiExitNet) -> tuple:
     return (tuple(net.exit_after), tuple((n, tuple(t.shape)) for n, t in net.state_dict().items()))
 
 
+# Tables already profiled in this process, by architecture (module tree with every layer's settings,
+# tensor shapes, input shape): a notebook builds many networks of one architecture.
+_PROFILED: dict[tuple, MacTable] = {}
+
+
 def mac_table(net: MultiExitNet) -> MacTable:
-    """The network's MAC table, profiled on the first call and kept on the network afterwards;
-    sets ``net.exit_costs`` for ``MultiExitNet.early_exit``."""
+    """The network's MAC table, profiled on the first call for its architecture and kept on the network
+    afterwards; sets ``net.exit_costs`` for ``MultiExitNet.early_exit``."""
     key = _structure(net)
     cached = getattr(net, "_mac_table", None)
     if cached is not None and cached[0] == key:
         return cached[1]
+    architecture = (repr(net), key, tuple(net.backbone.input_shape))
+    if architecture in _PROFILED:
+        table = _PROFILED[architecture]
+        net._mac_table = (key, table)
+        net.exit_costs = table.exit_macs
+        return table
     bb = net.backbone
     in_shapes = [bb.input_shape] + bb.stage_shapes()
     stage_macs = [count_macs(stage, in_shapes[i]) for i, stage in enumerate(bb.stages)]
@@ -97,6 +108,7 @@ def mac_table(net: MultiExitNet) -> MacTable:
     classifier_macs = count_macs(bb.classifier, in_shapes[-1])
     head_macs.append(classifier_macs)
     table = MacTable(stage_macs, head_macs, exit_stage, sum(stage_macs) + classifier_macs)
+    _PROFILED[architecture] = table
     net._mac_table = (key, table)
     net.exit_costs = table.exit_macs
     return table
