@@ -15,12 +15,16 @@ def test_verdict_follows_the_interval(interval, claimed, verdict):
     assert claims_table([c])["verdict"].tolist() == [verdict]
 
 
-def test_claim_without_interval_must_say_why_and_margins_count():
+def test_claim_without_interval_must_say_why_and_only_deterministic_ones_are_decided():
     with pytest.raises(ValueError, match="evidence"):
         claim("x", "y", 1.0)
     c = claim("cost within 10% of budget", "largest relative error", 0.04, claimed="less", than=0.10,
-              evidence="deterministic: every budget checked")
+              evidence="deterministic: every budget checked", deterministic=True)
     assert c.verdict == VERDICTS[0]
+    one_seed = claim("x beats y", "x - y", 5.0, evidence="one seed: no interval across trainings")
+    assert one_seed.verdict == VERDICTS[2]                 # a wide margin is not evidence without an interval
+    with pytest.raises(ValueError, match="deterministic"):
+        claim("x", "y", 1.0, interval=(0.5, 1.5), deterministic=True)
     assert claim("x", "y", None, evidence="not measurable").verdict == VERDICTS[2]
 
 

@@ -135,7 +135,7 @@ def test_claims_intervals_and_paper_values():
     assert cut.ours == pytest.approx(hard.mean_fraction)
     assert few.ours == pytest.approx(sum(sorted(hard.exit_shares)[-2:])) and few.paper == pytest.approx(0.891)
     assert polar.ours == pytest.approx(1.0) and polar.verdict == "supported"   # gate logits +-10
-    assert lam.ours > 0 and lam.verdict == "supported" and lam.interval is None
+    assert lam.ours > 0 and lam.verdict == "inconclusive at this budget" and lam.interval is None  # one seed
 
 
 def test_gate_collapse_states():

@@ -230,7 +230,8 @@ def test_conclusions_quote_the_verdicts_and_the_metrics(two_budgets):
     versus = versus_best_baseline(run, rows, fits, draws=100)
     up = claim("up", "x", 1.0, interval=(0.5, 1.5))
     down = claim("down", "x", -1.0, interval=(-1.5, -0.5))
-    flat = claim("flat", "x", 0.0, evidence="deterministic property", claimed="less", than=1, unit="of 6 fits")
+    flat = claim("flat", "x", 0.0, evidence="deterministic property", claimed="less", than=1, unit="of 6 fits",
+                 deterministic=True)
     metrics = {"model": "tiny x1", "backbone_MMACs": 1.0, "exit_fractions": run.macs.exit_fractions,
                "exit_accuracy_test": run.outputs("test").exit_accuracies(), "data": "synthetic", "epochs": 1,
                "scheduler_seeds": [0], "budgets": [0.45, 0.75], "results": rows, "eenet_vs_best_baseline": versus.table,

@@ -2,6 +2,7 @@
 cost, says so at its top, names its stand-in data, and leaves the real artifacts cache untouched."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -12,8 +13,12 @@ from earlyexit.reproduce import notebooks
 def test_paper_profile_rehearsal_runs_every_notebook(tmp_path):
     env = {**os.environ, "EARLYEXIT_ARTIFACTS": str(tmp_path / "artifacts")}
     env.pop("EARLYEXIT_REHEARSAL", None)
-    done = subprocess.run([sys.executable, "-m", "earlyexit.reproduce", "--profile", "paper", "--rehearse"],
-                          capture_output=True, text=True, timeout=1800, env=env)
+    try:
+        done = subprocess.run([sys.executable, "-m", "earlyexit.reproduce", "--profile", "paper", "--rehearse"],
+                              capture_output=True, text=True, timeout=1800, env=env)
+        cache_used = (tmp_path / "artifacts-rehearsal").exists() and any((tmp_path / "artifacts-rehearsal").iterdir())
+    finally:
+        shutil.rmtree(tmp_path / "artifacts-rehearsal", ignore_errors=True)   # gigabytes of paper-sized checkpoints
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     out = project_root() / "reports" / "paper-rehearsal"
     for path in notebooks().values():
@@ -24,4 +29,4 @@ def test_paper_profile_rehearsal_runs_every_notebook(tmp_path):
     primer = json.loads((out / "03_differentiable_branching.ipynb").read_text())
     assert "CIFAR-100" in json.dumps(primer) or "cifar100" in json.dumps(primer)   # a stand-in is named
     assert not (tmp_path / "artifacts").exists()                                  # real cache untouched
-    assert any((tmp_path / "artifacts-rehearsal").iterdir())
+    assert cache_used

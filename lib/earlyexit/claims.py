@@ -9,8 +9,10 @@ produced it, and a verdict decided by one rule:
 - "not supported": the interval lies entirely on the other side (it excludes the paper's direction);
 - "inconclusive at this budget": the interval straddles ``than``.
 
-A claim checked without an interval (a deterministic property, or a single run) states so in its
-evidence and is decided by the point estimate alone.
+A claim without an interval says why in its evidence. Only a deterministic property (one that no
+resampling of the data or retraining could change, e.g. "beta = 0 reproduces the final classifier",
+checked on every image) is decided by its point estimate; any other claim without an interval (a
+single training, no bootstrap) is "inconclusive at this budget", however large its margin looks.
 """
 from __future__ import annotations
 
@@ -45,8 +47,9 @@ class Claim:
         return asdict(self)
 
 
-def _verdict(ours: float | None, interval: tuple[float, float] | None, claimed: str, than: float) -> str:
-    if ours is None:
+def _verdict(ours: float | None, interval: tuple[float, float] | None, claimed: str, than: float,
+             deterministic: bool) -> str:
+    if ours is None or (interval is None and not deterministic):
         return VERDICTS[2]
     lo, hi = interval if interval is not None else (ours, ours)
     if claimed == "greater":
@@ -56,19 +59,22 @@ def _verdict(ours: float | None, interval: tuple[float, float] | None, claimed: 
 
 def claim(statement: str, comparison: str, ours: float | None, *, claimed: str = "greater", than: float = 0.0,
           interval: tuple[float, float] | None = None, unit: str = "", evidence: str = "", setting: str = "",
-          paper: float | str | None = None, paper_source: str = "") -> Claim:
-    """Decide a claim. Without an interval the evidence must say why none is needed or possible."""
+          paper: float | str | None = None, paper_source: str = "", deterministic: bool = False) -> Claim:
+    """Decide a claim. Without an interval the evidence must say why none is needed or possible, and
+    only a ``deterministic`` property is then decided by its point estimate."""
     if claimed not in ("greater", "less"):
         raise ValueError(f"claimed must be 'greater' or 'less', got {claimed!r}")
     if interval is None and not evidence:
         raise ValueError("a claim without an interval must say why in its evidence")
+    if deterministic and interval is not None:
+        raise ValueError("a deterministic property has no interval")
     if interval is not None:
         interval = (float(interval[0]), float(interval[1]))
         if interval[0] > interval[1]:
             raise ValueError(f"interval {interval} is not ordered")
     ours = None if ours is None else float(ours)
     return Claim(statement, comparison, ours, unit, interval, claimed, float(than),
-                 _verdict(ours, interval, claimed, than), evidence, setting, paper, paper_source)
+                 _verdict(ours, interval, claimed, than, deterministic), evidence, setting, paper, paper_source)
 
 
 def claims_table(claims: list[Claim]) -> pd.DataFrame:

@@ -552,7 +552,7 @@ def setup_claims(ev: SetupEvaluation, setting: str, draws: int = DRAWS, seed: in
                         "from the final classifier's", int((zero.prediction != out.logits[-1].argmax(1)).sum()),
                         claimed="less", than=1.0, unit="images", evidence="deterministic property of the rule, "
                         f"checked on every test image: no interval; it costs {100 * zero.mean_fraction:.1f} % MACs",
-                        **common))
+                        deterministic=True, **common))
     loss = [100 * v for v in paired_bootstrap(_columns([high], out.labels, macs)[0][0], final_ok, draws, seed)]
     claims.append(claim("Limits: a large beta sends almost every image out at exit 1 and accuracy drops",
                         "test accuracy at beta = 0.99 minus the final classifier's", loss[0], claimed="less",

@@ -237,6 +237,16 @@ class TrainedRun:
         return c, h
 
 
+def _checkpoint(net: MultiExitNet, opt: torch.optim.Optimizer, epoch: int, done: bool, history: list[dict],
+                spec: RunSpec) -> dict:
+    """What a checkpoint holds; a finished run drops the optimizer state (only resuming needs it, and it
+    doubles or triples the file: momentum, Adam's moments)."""
+    state = {"model": net.state_dict(), "epoch": epoch, "done": done, "history": history, "spec": spec.to_dict()}
+    if not done:
+        state["optimizer"] = opt.state_dict()
+    return state
+
+
 def _initialise(net: MultiExitNet, spec: RunSpec, data: Dataset, progress: bool, device: torch.device) -> None:
     """Weights from ``spec.init_from`` (trained first if needed), then the fitting step."""
     if spec.init_from is not None:
@@ -280,7 +290,8 @@ def train_cached(spec: RunSpec, data: Dataset | None = None, progress: bool = Tr
     if state is not None:
         try:
             net.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
+            if not state.get("done", False):
+                opt.load_state_dict(state["optimizer"])
             history, start, done = state["history"], state["epoch"], state.get("done", False)
         except (KeyError, RuntimeError, ValueError) as exc:
             move_aside(ckpt_path, f"incompatible with this model ({exc.__class__.__name__})")
@@ -297,8 +308,7 @@ def train_cached(spec: RunSpec, data: Dataset | None = None, progress: bool = Tr
         if cfg.epochs == 0:
             done = True
         if done or spec.fit is not None:
-            atomic_save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": 0, "done": done,
-                         "history": history, "spec": spec.to_dict()}, ckpt_path)
+            atomic_save(_checkpoint(net, opt, 0, done, history, spec), ckpt_path)
     if not done:
         history, done = _train_epochs(spec, net, opt, data, history, start, ckpt_path, progress, device, compile)
     net = net.to(memory_format=torch.contiguous_format).eval()
@@ -372,9 +382,7 @@ def _train_epochs(spec: RunSpec, net: MultiExitNet, opt: torch.optim.Optimizer, 
             print(f"{spec.name} epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]['loss']:.3f}{shown}, {seconds:.0f} s"
                   + (f" (stopped: {'rehearsal' if rehearsal.active() else 'time budget reached'})"
                      if done and epoch + 1 < cfg.epochs else ""))
-        state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1, "done": done,
-                 "history": history, "spec": spec.to_dict()}
-        atomic_save(state, ckpt_path)
+        atomic_save(_checkpoint(net, opt, epoch + 1, done, history, spec), ckpt_path)
         if cfg.keep_epoch_checkpoints:
             atomic_save({"model": net.state_dict(), "epoch": epoch + 1}, ckpt_path.with_name(f"epoch_{epoch + 1}.pt"))
         if done:
