@@ -38,13 +38,17 @@ def loss_target(loss: LossFn) -> str:
 
 def exit_weights(scheme: str | Sequence[float], num_exits: int) -> torch.Tensor:
     """Per-exit weights: 'uniform', 'depth' (k/K, as EENet and SDN-style training use),
-    'final' (the plain backbone), or an explicit list."""
+    'half_final' (the final classifier carries half of the loss, the early exits share the other half
+    equally, so adding exits does not dilute the final classifier's training), 'final' (the plain
+    backbone), or an explicit list."""
     if isinstance(scheme, str):
         k = torch.arange(1, num_exits + 1, dtype=torch.float32)
-        table = {"uniform": torch.ones(num_exits), "depth": k / num_exits,
+        early = torch.full((num_exits,), 1.0 / max(num_exits - 1, 1))
+        early[-1] = 1.0
+        table = {"uniform": torch.ones(num_exits), "depth": k / num_exits, "half_final": early,
                  "final": (k == num_exits).float()}
         if scheme not in table:
-            raise ValueError(f"unknown weight scheme {scheme!r}; use uniform, depth, final or a list")
+            raise ValueError(f"unknown weight scheme {scheme!r}; use uniform, depth, half_final, final or a list")
         return table[scheme]
     w = torch.tensor([float(v) for v in scheme])
     if len(w) != num_exits:

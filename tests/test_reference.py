@@ -1,0 +1,24 @@
+"""The shared reference network: one spec per (form, seed), the split fixed across seeds."""
+import pytest
+
+from earlyexit.plans.reference import reference_run, reference_runs
+
+OPTIONS = dict(backbone="vgg13", width=0.5, dataset="cifar10", train_size=None, val_size=5000, test_size=None,
+               epochs=12, batch_size=256, lr=0.2, weight_decay=5e-4, bf16=True, channels_last=True)
+
+
+def test_seeds_change_training_not_the_split():
+    a, b = reference_runs("multi", [0, 1], **OPTIONS)
+    assert a.data == b.data and a.train.seed == 0 and b.train.seed == 1 and a.key != b.key
+    assert reference_run("multi", 1, **OPTIONS).key == b.key           # the same arguments share a training
+    plain = reference_run("plain", 0, **OPTIONS)
+    assert plain.model.exit_after == () and a.model.exit_after is None and plain.key != a.key
+
+
+def test_bad_forms_and_seeds_are_refused():
+    with pytest.raises(ValueError, match="form"):
+        reference_run("gated", 0, **OPTIONS)
+    with pytest.raises(ValueError, match="repeat"):
+        reference_runs("plain", [0, 0], **OPTIONS)
+    with pytest.raises(ValueError, match="at least one"):
+        reference_runs("plain", [], **OPTIONS)
