@@ -35,7 +35,7 @@ def reference_run(form: str, seed: int, *, backbone: str, width: float, dataset:
         raise ValueError(f"unknown reference form {form!r}; known: {', '.join(FORMS)}")
     exits = () if form == "plain" else None
     weights = "uniform" if form == "plain" else "half_final"
-    return RunSpec(f"ref_{dataset}_{backbone}x{width:g}_{form}_s{seed}",
+    return RunSpec(f"ref_{dataset}_{backbone}x{width:g}_{form}_lr{lr:g}_s{seed}",
                    ModelSpec(backbone, width, exits, "linear"),
                    DataSpec(dataset, val_size=val_size, train_size=train_size, test_size=test_size, seed=split_seed),
                    LossSpec("weighted_ce", {"weights": weights}),
