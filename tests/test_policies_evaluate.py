@@ -13,7 +13,8 @@ from earlyexit.evaluate import (convex_hull, evaluate_policy, pareto_front, rand
 from earlyexit.macs import mac_table
 from earlyexit.multiexit import MultiExitNet
 from earlyexit.outputs import collect_outputs, CachedOutputs
-from earlyexit.policies import Entropy, GateThreshold, MaxProbability, NeverExit, Patience, normalised_entropy
+from earlyexit.policies import (Entropy, GateThreshold, MaxProbability, NeverExit, Patience, normalised_entropy,
+                                run_exit_policy)
 
 
 def _random_net(head="linear", seed=0, **head_options):
@@ -167,3 +168,28 @@ def test_policy_arguments_are_checked():
     with pytest.raises(ValueError):
         Patience(0)
     assert math.isclose(MaxProbability([0.5]).thresholds[0], 0.5)
+
+
+@pytest.mark.parametrize("classes", [10, 100])
+def test_batch_of_one_decisions_equal_the_batched_ones(classes):
+    """decide_one (the batch-of-one forward's decision) gives, row by row, exactly what the batched
+    driver gives, for every rule, including float32 logits near the thresholds."""
+    g = torch.Generator().manual_seed(classes)
+    k, n = 5, 400
+    logits = (torch.randn(k, n, classes, generator=g) * torch.rand(1, n, 1, generator=g) * 6).float()
+    logits[:, :40] = logits[:, :40].round()               # exact ties between classes
+    gates = torch.randn(k, n, generator=g) * 3
+    probs = torch.softmax(logits, 2).max(2).values
+    rules = [MaxProbability([float(probs[j].median()) for j in range(k - 1)]),   # a row sits on each cut
+             Entropy([0.5] * (k - 1)), Patience(2), GateThreshold([0.7] * (k - 1)), NeverExit(),
+             ClassExclusion([0.0, 0.3, 0.6, 0.9]), ClassExclusion([0.5, 1.0, 0.2, 0.4], restrict_final=False),
+             SingleConfident([0.2, 0.5, 0.9, 0.3])]
+    for rule in rules:
+        prediction, exit_index = run_exit_policy(rule, k, n, lambda j, a, keep: (logits[j, a], gates[j, a]))
+        for i in range(0, n, 3):
+            state = rule.init_state(1)
+            for j in range(k):
+                stop, pred, state = rule.decide_one(j, k, logits[j, i:i + 1], gates[j, i:i + 1], state)
+                if stop or j == k - 1:
+                    break
+            assert (j, pred) == (exit_index[i].item(), prediction[i].item()), (rule, i)

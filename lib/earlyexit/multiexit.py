@@ -142,16 +142,18 @@ class MultiExitNet(nn.Module):
         return EarlyExitResult(prediction, exit_index, spent)
 
     def _early_exit_one(self, x: torch.Tensor, policy: ExitPolicy) -> tuple[torch.Tensor, torch.Tensor]:
-        """One row: stage, head, decision, and stop when the policy says so. No gathers, no masks."""
+        """One row: stage, head, decision (``decide_one``: Python values, no masks), and stop when the
+        policy says so. No gathers, no per-row bookkeeping."""
         state, stage_done, last = policy.init_state(1), -1, self.num_exits - 1
         for k in range(self.num_exits):
             for s in range(stage_done + 1, self._exit_stage(k) + 1):
                 x = self.backbone.stages[s](x)
             stage_done = self._exit_stage(k)
             logits, gate = self._head_output(k, x)
-            stop, pred, state = policy.decide(k, self.num_exits, logits, gate, state)
-            if k == last or bool(stop[0]):
-                return pred[:1].long(), torch.full((1,), k, dtype=torch.long, device=pred.device)
+            stop, pred, state = policy.decide_one(k, self.num_exits, logits, gate, state)
+            if k == last or stop:
+                return (torch.full((1,), pred, dtype=torch.long, device=logits.device),
+                        torch.full((1,), k, dtype=torch.long, device=logits.device))
         raise AssertionError("unreachable: the last exit takes every row")
 
     def _early_exit_batch(self, x: torch.Tensor, policy: ExitPolicy,

@@ -54,16 +54,21 @@ def collect_outputs(net: MultiExitNet, loader: TensorLoader) -> CachedOutputs:
     return CachedOutputs(torch.cat(logits, 1).cpu(), torch.cat(labels).cpu(), torch.cat(gates, 1).cpu() if gates else None)
 
 
+# Bumped whenever the forward computes heads differently (to the last bit): cached outputs of another
+# format are recomputed from the checkpoint, so offline decisions stay identical to the real forward's.
+OUTPUTS_FORMAT = 2
+
+
 def cached_outputs(run, split: str) -> CachedOutputs:
     """Outputs of a TrainedRun (or one of its epoch snapshots) on a split, stored beside its checkpoint."""
     suffix = "" if run.epoch is None else f"_epoch{run.epoch}"
     path = run.directory / f"outputs_{split}{suffix}.pt"
     saved = load_cached(path)
-    if saved is not None:
+    if saved is not None and saved.pop("format", None) == OUTPUTS_FORMAT:
         try:
             return CachedOutputs(**saved)
         except TypeError:
-            move_aside(path, "in an old format")
+            move_aside(path, "malformed")
     out = collect_outputs(run.net, run.loader(split))
-    atomic_save(vars(out), path)
+    atomic_save({"format": OUTPUTS_FORMAT, **vars(out)}, path)
     return out

@@ -31,6 +31,15 @@ class ExitPolicy:
         """Return (exit here? bool [n], prediction long [n], new state) for the active rows."""
         raise NotImplementedError
 
+    def decide_one(self, k: int, num_exits: int, logits: torch.Tensor, gate: torch.Tensor | None,
+                   state: State) -> tuple[bool, int, State]:
+        """``decide`` for a batch of one row, as Python values: the batch-of-one forward calls it at
+        every exit, so a rule may override it with fewer tensor operations. It must decide exactly
+        as ``decide`` does (the same comparisons on the same float values); the state it passes on
+        is its own, only ever read by its own ``decide_one``."""
+        stop, pred, state = self.decide(k, num_exits, logits, gate, state)
+        return bool(stop[0]), int(pred[0]), state
+
 
 def normalised_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Entropy of softmax(logits) divided by log(C): 0 = certain, 1 = uniform."""
@@ -66,12 +75,26 @@ class PerExitThresholds(ExitPolicy):
         """Thresholds in the rule's own unit -> thresholds on ``confidence``."""
         return thresholds
 
+    def _cuts(self) -> list[torch.Tensor]:
+        """Each exit's threshold on ``confidence`` (float32, as every sweep compares), made once."""
+        cuts = self.__dict__.get("_cut_cache")
+        if cuts is None:
+            cuts = [self.cut(torch.tensor(t, dtype=torch.float32)) for t in self.thresholds]
+            object.__setattr__(self, "_cut_cache", cuts)
+        return cuts
+
     def decide(self, k, num_exits, logits, gate, state):
         pred = self.prediction(k, logits)
         if k >= len(self.thresholds):  # the final exit: the driver takes every row there
             return torch.zeros(len(logits), dtype=torch.bool), pred, state
-        cut = self.cut(torch.tensor(self.thresholds[k], dtype=torch.float32))
-        return self.confidence(k, logits, gate) >= cut, pred, state
+        return self.confidence(k, logits, gate) >= self._cuts()[k], pred, state
+
+    def decide_one(self, k, num_exits, logits, gate, state):
+        pred = int(self.prediction(k, logits)[0])
+        if k >= len(self.thresholds):
+            return False, pred, state
+        # a float32 (or float64) confidence and a float32 cut compare exactly as Python floats
+        return self.confidence(k, logits, gate)[0].item() >= self._cuts()[k].item(), pred, state
 
 
 class MaxProbability(PerExitThresholds):
