@@ -22,3 +22,16 @@ def test_bad_forms_and_seeds_are_refused():
         reference_runs("plain", [0, 0], **OPTIONS)
     with pytest.raises(ValueError, match="at least one"):
         reference_runs("plain", [], **OPTIONS)
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+def test_a_run_name_means_one_configuration_across_notebooks(profile):
+    """Notebooks share a training by building the same RunSpec; one that drifts (other epochs, say)
+    would silently train a second network under the same name."""
+    from collections import defaultdict
+
+    from earlyexit.prepare import profile_runs
+    keys = defaultdict(set)
+    for spec in profile_runs(profile):
+        keys[spec.name].add(spec.key)
+    assert {name: k for name, k in keys.items() if len(k) > 1} == {}
