@@ -21,10 +21,10 @@ def project_root() -> Path:
     return here if (here / "pyproject.toml").exists() else Path.cwd()
 
 
-def output_root() -> Path:
-    """The folder holding reports/ and figures/: the project root, or ``EARLYEXIT_OUTPUT`` (where
-    ``reproduce --check`` puts a rerun, so the committed reports are never overwritten)."""
-    return Path(os.environ.get("EARLYEXIT_OUTPUT", project_root()))
+def output_root(default: Path | None = None) -> Path:
+    """The folder holding reports/ and figures/: ``EARLYEXIT_OUTPUT`` when set (where ``reproduce --check``
+    puts a rerun, so the committed reports are never overwritten), else ``default`` (the project root)."""
+    return Path(os.environ.get("EARLYEXIT_OUTPUT") or (default if default is not None else project_root()))
 
 
 def data_root() -> Path:

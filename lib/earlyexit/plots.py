@@ -38,7 +38,7 @@ def use_style() -> None:
 
 
 def figure_dir(profile: str) -> Path:
-    return output_root() / "figures" / rehearsal.output_profile(profile)
+    return output_root(project_root()) / "figures" / rehearsal.output_profile(profile)
 
 
 def _text_roles(fig: plt.Figure) -> dict[Text, str]:

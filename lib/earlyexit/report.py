@@ -21,7 +21,7 @@ __all__ = ["format_value", "reports_dir", "save_metrics", "comparison", "write_s
 
 
 def reports_dir(profile: str) -> Path:
-    return output_root() / "reports" / rehearsal.output_profile(profile)
+    return output_root(project_root()) / "reports" / rehearsal.output_profile(profile)
 
 
 def environment() -> dict:
