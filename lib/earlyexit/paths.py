@@ -12,13 +12,19 @@ import torch
 
 from . import rehearsal
 
-__all__ = ["project_root", "data_root", "artifacts_root", "atomic_save", "load_cached", "move_aside", "config_hash"]
+__all__ = ["project_root", "output_root", "data_root", "artifacts_root", "atomic_save", "load_cached", "move_aside", "config_hash"]
 
 
 def project_root() -> Path:
     """The checkout holding lib/earlyexit, or the working directory for an installed copy."""
     here = Path(__file__).resolve().parents[2]
     return here if (here / "pyproject.toml").exists() else Path.cwd()
+
+
+def output_root(default: Path | None = None) -> Path:
+    """The folder holding reports/ and figures/: ``EARLYEXIT_OUTPUT`` when set (where ``reproduce --check``
+    puts a rerun, so the committed reports are never overwritten), else ``default`` (the project root)."""
+    return Path(os.environ.get("EARLYEXIT_OUTPUT") or (default if default is not None else project_root()))
 
 
 def data_root() -> Path:

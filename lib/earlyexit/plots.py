@@ -16,7 +16,7 @@ import seaborn as sns
 from matplotlib.text import Text
 
 from . import rehearsal
-from .paths import project_root
+from .paths import output_root, project_root
 
 __all__ = ["use_style", "save_figure", "figure_dir", "accuracy_vs_cost", "exit_histogram", "stacked_exit_shares",
            "budget_calibration", "PAPER_WIDTHS", "PAPER_FONT_SIZES"]
@@ -38,7 +38,7 @@ def use_style() -> None:
 
 
 def figure_dir(profile: str) -> Path:
-    return project_root() / "figures" / rehearsal.output_profile(profile)
+    return output_root(project_root()) / "figures" / rehearsal.output_profile(profile)
 
 
 def _text_roles(fig: plt.Figure) -> dict[Text, str]:

@@ -15,19 +15,30 @@ from pathlib import Path
 import torch
 
 from . import rehearsal
-from .paths import project_root
+from .paths import output_root, project_root
 
 __all__ = ["format_value", "reports_dir", "save_metrics", "comparison", "write_summary", "environment"]
 
 
 def reports_dir(profile: str) -> Path:
-    return project_root() / "reports" / rehearsal.output_profile(profile)
+    return output_root(project_root()) / "reports" / rehearsal.output_profile(profile)
 
 
 def environment() -> dict:
     """What the numbers were measured on."""
     return {"torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
-            "machine": platform.machine(), "cpu_count": os.cpu_count()}
+            "machine": platform.machine(), "cpu": _cpu_model(), "cpu_count": os.cpu_count()}
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (its generation decides the bf16 kernels, hence the last bits of a result)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def comparison(quantity: str, ours: float | str, paper: float | str | None = None, unit: str = "",
@@ -59,8 +70,8 @@ def save_metrics(notebook: str, profile: str, metrics: dict, comparisons: list[d
     path.write_text(json.dumps(body, indent=1) + "\n")
     try:  # shown in the notebook: project-relative, the same on every machine
         return path.relative_to(project_root())
-    except ValueError:
-        return path
+    except ValueError:  # written under EARLYEXIT_OUTPUT: shown as where it belongs
+        return Path("reports") / path.parent.name / path.name
 
 
 def format_value(v) -> str:

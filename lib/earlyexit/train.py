@@ -297,6 +297,7 @@ def train_cached(spec: RunSpec, data: Dataset | None = None, progress: bool = Tr
             move_aside(ckpt_path, f"incompatible with this model ({exc.__class__.__name__})")
             net, opt = fresh()
             state = None
+    _note_use(spec, reused=state is not None and done)
     if state is None:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "spec.json").write_text(json.dumps(spec.to_dict(), indent=1, default=str))
@@ -313,6 +314,18 @@ def train_cached(spec: RunSpec, data: Dataset | None = None, progress: bool = Tr
         history, done = _train_epochs(spec, net, opt, data, history, start, ckpt_path, progress, device, compile)
     net = net.to(memory_format=torch.contiguous_format).eval()
     return TrainedRun(spec, net, data, history, directory, mac_table(net), device=device)
+
+
+USE_LOG_ENV = "EARLYEXIT_TRAINING_LOG"
+
+
+def _note_use(spec: RunSpec, reused: bool) -> None:
+    """Append ``{"run", "reused"}`` to the file named by ``EARLYEXIT_TRAINING_LOG``, if set: the batch
+    runner counts, per notebook, the trainings found finished in the cache and those trained (or resumed)."""
+    path = os.environ.get(USE_LOG_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"run": spec.key, "reused": reused}) + "\n")
 
 
 def _train_epochs(spec: RunSpec, net: MultiExitNet, opt: torch.optim.Optimizer, data: Dataset, history: list[dict],
