@@ -177,13 +177,15 @@ def test_weighted_auroc_is_auroc_of_the_resampled_data():
     assert _weighted_auroc(score, positive, counts.float()).tolist() == pytest.approx(repeated)
 
 
-def test_versus_best_baseline_picks_the_better_baseline_and_pairs_the_images(two_budgets):
+def test_versus_best_baseline_picks_the_better_baseline_on_validation_and_pairs_the_images(two_budgets):
     run, rows, fits = two_budgets
     versus = versus_best_baseline(run, rows, fits, draws=300)
     assert [r["budget"] for r in versus.table] == [0.45, 0.75]
     for r in versus.table:
         acc = {x["method"]: x["test_accuracy"] for x in rows if x["budget"] == r["budget"]}
-        assert r["baseline acc"] == max(acc["max-prob (MSDNet)"], acc["entropy (BranchyNet)"]) == acc[r["best baseline"]]
+        val = {x["method"]: x["val_accuracy"] for x in rows if x["budget"] == r["budget"]}
+        assert r["baseline val acc"] == max(val["max-prob (MSDNet)"], val["entropy (BranchyNet)"]) == val[r["best baseline"]]
+        assert r["baseline acc"] == acc[r["best baseline"]]
         assert r["EENet - baseline (points)"] == pytest.approx(100 * (acc["EENet"] - r["baseline acc"]))
         assert r["95% interval low"] <= r["EENet - baseline (points)"] <= r["95% interval high"]
     assert versus.eenet_correct.shape == (2, 1000)

@@ -72,7 +72,8 @@ __all__ = ["EENetConfig", "BudgetedFit", "UtilityScheduler", "EENetPolicy", "exi
            "geometric_shares", "fit_eenet", "fit_geometric", "budget_grid", "compare_at_budgets", "auroc",
            "correctness_auroc", "BASELINES", "patience_points", "utility_weights", "BudgetComparison",
            "versus_best_baseline", "exit_share_shift", "auroc_gain", "conclusions", "protocol", "Recipe", "RecipeSweep",
-           "recipe_grid", "sweep_recipes", "scheduler_macs", "fit_eenet_budgets", "across_networks", "OPTIMIZERS"]
+           "recipe_grid", "sweep_recipes", "scheduler_macs", "fit_eenet_budgets", "across_networks", "OPTIMIZERS",
+           "NetworkStudy", "study_network", "network_claims", "sweep_budgets"]
 
 
 class RunLike(Protocol):
@@ -609,6 +610,14 @@ def sweep_recipes(run: RunLike, budgets: Sequence[float], recipes: Sequence[Reci
     return RecipeSweep(rows, summary, best["recipe"], [float(b) for b in budgets], list(seeds))
 
 
+def sweep_budgets(budgets: Sequence[float], count: int) -> list[float]:
+    """``count`` budgets of the grid, evenly spread through its interior, at which recipes are swept
+    (1: the middle budget)."""
+    if not 1 <= count <= len(budgets):
+        raise ValueError(f"sweep at 1..{len(budgets)} budgets, got {count}")
+    return [budgets[(i + 1) * len(budgets) // (count + 1)] for i in range(count)]
+
+
 # ---------------------------------------------------------------- the scheduler's own cost
 def scheduler_macs(num_exits: int, num_classes: int, hidden_rate: float = 0.5) -> list[int]:
     """MACs the scheduler adds per sample up to and including exit k (cumulative, [K]): at each exit the
@@ -824,60 +833,139 @@ def auroc_gain(policy: EENetPolicy, outputs: CachedOutputs, draws: int = 2000, s
     return bootstrap_weighted(lambda counts: statistic(counts.T.float().contiguous()), n, draws, seed, level, chunk=250)
 
 
+@dataclass
+class NetworkStudy:
+    """Everything notebook 04 measures on one trained network (one training seed)."""
+
+    rows: list[dict]
+    fits: dict[tuple[str, float], BudgetedFit]
+    versus: BudgetComparison
+    patience: list[dict]
+    middle: float
+    auroc: list[dict]
+    weights: list[dict]
+    evidence: dict[str, tuple[float, float, float]]   # quantity -> (value, bootstrap low, high) on test
+    final_exit_accuracy: float
+
+
+def study_network(run: RunLike, budgets: Sequence[float], config: EENetConfig, seeds: Sequence[int],
+                  draws: int = 2000, auroc_draws: int = 200) -> NetworkStudy:
+    """Fit every rule on the network's validation outputs at every budget, then measure on test what
+    the claims need: EENet minus the validation-chosen baseline over all budgets and the tighter half,
+    the utility score's AUROC gain at the middle budget, the shift of EENet's last-exit share from the
+    lowest to the highest budget, the largest relative cost error and the splits the fits read.
+    ``auroc_draws``: the AUROC bootstrap re-ranks every exit's three scores per resample, the costliest
+    interval here, and only supplements the interval over training seeds that decides the claim."""
+    rows, fits = compare_at_budgets(run, budgets, config, seeds)
+    versus = versus_best_baseline(run, rows, fits, draws=draws)
+    test = run.outputs("test")
+    middle = budgets[len(budgets) // 2]
+    tight = [b for b in budgets if b <= sorted(budgets)[(len(budgets) - 1) // 2]]
+    policy = fits[("EENet", middle)].policy
+    error = 100 * max(abs(r["cost_error"]) for r in rows if r["method"] == "EENet")
+    misread = sum(f.splits_read != ("val",) for f in fits.values())
+    evidence = {"gain_all": versus.gain(draws=draws), "gain_tight": versus.gain(tight, draws=draws),
+                "auroc_gain": auroc_gain(policy, test, auroc_draws), "last_exit_shift": exit_share_shift(run, fits, draws=draws),
+                "cost_error_pct": (error, error, error), "fits_reading_other_splits": (misread, misread, misread)}
+    return NetworkStudy(rows, fits, versus, patience_points(run), middle, correctness_auroc(policy, test),
+                        utility_weights(policy), evidence, test.exit_accuracies()[-1])
+
+
+def network_claims(evidence: dict[str, dict], config: EENetConfig, setting: str, final_accuracies: str,
+                   fits: int, budgets: int) -> list[Claim]:
+    """The six claims of notebook 04 from ``across_networks`` evidence: the interval is the t interval
+    over training seeds of the per-seed values (each seed's own paired bootstrap interval is in the
+    metrics); properties of every fit (cost error, splits read) are decided on their worst seed."""
+    from .claims import claim
+
+    def seeds(name: str) -> tuple[float, tuple[float, float] | None, str]:
+        e = evidence[name]
+        per = "; ".join(f"seed {s}: {v['value']:+.3g} [{v['bootstrap_low']:+.3g}, {v['bootstrap_high']:+.3g}]"
+                        for s, v in e["per_seed"].items())
+        interval = None if e["low"] is None else (e["low"], e["high"])
+        how = (f"t interval over {len(e['per_seed'])} training seeds of the per-seed value" if interval else
+               "one training seed: no interval across trainings")
+        return e["mean"], interval, f"{how}; per network, paired bootstrap over test images: {per}"
+
+    worst = lambda name: max(v["value"] for v in evidence[name]["per_seed"].values())  # noqa: E731
+    rival = f"{setting}; final-exit test accuracy of the networks (every rule runs on them): {final_accuracies}"
+    chosen = "; the baseline is the more accurate on validation at each budget"
+    out = [claim("EENet's realised cost meets the budget", "largest |realised test cost - budget| / budget over the "
+                 "budgets and networks", worst("cost_error_pct"), claimed="less", than=100 * config.tolerance,
+                 unit="%", setting=rival, evidence=f"deterministic property of the test split ({budgets} budgets "
+                 "per network)", deterministic=True)]
+    for name, statement, comparison in (
+            ("gain_all", "EENet is at least as accurate as rule-based exits at equal budget",
+             "EENet - best baseline test accuracy, mean over the budgets"),
+            ("gain_tight", "EENet's gains come at tight budgets",
+             "EENet - best baseline test accuracy, mean over the tighter half of the budgets")):
+        mean, interval, how = seeds(name)
+        out.append(claim(statement, comparison, mean, interval=interval, unit="points", setting=rival,
+                         evidence=how + chosen))
+    mean, interval, how = seeds("auroc_gain")
+    out.append(claim("Utility scores predict correctness better than max probability or entropy", "test AUROC of "
+                     "q_k minus the better raw confidence's, mean over exits (scheduler of the middle budget)",
+                     mean, interval=interval, evidence=how, setting=rival))
+    mean, interval, how = seeds("last_exit_shift")
+    out.append(claim("The learned exit distribution moves to later exits as the budget grows", "share of test "
+                     "images at the last exit, highest minus lowest budget", mean, interval=interval, evidence=how,
+                     setting=rival))
+    out.append(claim("Only validation outputs fit the scheduler and thresholds", "fits that read a split other than "
+                     "validation", worst("fits_reading_other_splits"), claimed="less", than=1, unit=f"of {fits} fits",
+                     setting=rival, evidence="deterministic property: every split each fit read through the run is "
+                     "recorded", deterministic=True))
+    return out
+
+
 def conclusions(metrics: dict, claims: Sequence[Claim]) -> str:
     """The notebook's conclusions as markdown: every number read from ``metrics`` (what the notebook
-    saves) or from the paper numbers, every verdict from ``claims``, given in the notebook's order
+    saves) or from the paper numbers, every verdict from ``claims``, given in ``network_claims``' order
     (budget adherence, gain over all budgets, gain at the tighter half, utility-score AUROC, shift to
     later exits, validation only)."""
     adherence, gain_all, gain_tight, roc_claim, shift, val_only = claims
     m, k = metrics, len(metrics["exit_fractions"])
-    error = {method: 100 * max(abs(r["cost_error"]) for r in m["results"] if r["method"] == method)
-             for method in dict.fromkeys(r["method"] for r in m["results"])}
-    others = ", ".join(f"{e:.1f}% ({method.split(' ')[0]})" for method, e in error.items() if method != "EENet")
-    table, attempts = m["eenet_vs_best_baseline"], m["eenet_attempts"]
-    gain = [r["EENet - baseline (points)"] for r in table]
-    low, high = (table[pick(range(len(gain)), key=gain.__getitem__)] for pick in (min, max))
-    picked = [r["best baseline"] for r in table]
-    best = ", ".join(f"{name} at {picked.count(name)} of {len(picked)} budgets" for name in dict.fromkeys(picked))
-    shares = [r["test_exit_shares"] for r in m["results"] if r["method"] == "EENet"]
-    roc = "; ".join(f"{r['utility score']:.3f} / {r['max probability']:.3f} / {r['entropy confidence']:.3f}"
-                    for r in m["auroc"])
-    patience = "; ".join(f"{p['method'].split(' (')[0]} gives {100 * p['accuracy']:.1f}% at "
-                         f"{p['fraction_of_backbone']:.2f} of the cost" for p in m["patience"][1:])
-    ours_w = m["utility_weights"][0]
+    nets, ev = m["networks"], m["evidence"]
+    first = next(iter(nets.values()))
+    picked = [r["best baseline"] for n in nets.values() for r in n["eenet_vs_best_baseline"]]
+    best = ", ".join(f"{name} at {picked.count(name)} of {len(picked)} (network, budget) pairs"
+                     for name in dict.fromkeys(picked))
+    attempts = [a for n in nets.values() for a in n["eenet_attempts"]]
+    finals = ", ".join(f"seed {s} {100 * n['final_exit_accuracy']:.2f}%" for s, n in nets.items())
+    recipe, sweep = m["recipe_sweep"]["chosen"], m["recipe_sweep"]
+    ours_w = first["utility_weights"][0]
     paper_w = [paper_number("eenet", quantity=f"cifar10_resnet56_exit1_v_{q}").value for q in ("maxprob", "entropy")]
-    fractions = " / ".join(f"{c:.2f}" for c in m["exit_fractions"])
-    accuracies = " / ".join(f"{100 * a:.1f}" for a in m["exit_accuracy_test"])
-    epochs = f"{m['epochs']} training epoch{'s' * (m['epochs'] != 1)}"
-    seeds = ", ".join(map(str, m["scheduler_seeds"]))
 
     def interval(c: Claim, digits: int = 2) -> str:
-        return f"{c.ours:+.{digits}f} [{c.interval[0]:+.{digits}f}, {c.interval[1]:+.{digits}f}]"
+        inside = f" [{c.interval[0]:+.{digits}f}, {c.interval[1]:+.{digits}f}]" if c.interval else " (no interval)"
+        return f"{c.ours:+.{digits}f}{inside}"
+
+    def per_seed(name: str, digits: int = 2) -> str:
+        return ", ".join(f"{v['value']:+.{digits}f}" for v in ev[name]["per_seed"].values())
 
     return "\n".join([
-        f"**On this run** ({m['model']}, exits at {fractions} of the backbone's {m['backbone_MMACs']:.0f} MMACs with "
-        f"test accuracy {accuracies}%; {m['data']}; {epochs}; scheduler seeds {seeds}, {len(m['budgets'])} budgets):",
+        f"**On this run** ({m['model']}, {len(nets)} training seed(s), final-exit test accuracy {finals}; exits at "
+        f"{' / '.join(f'{c:.2f}' for c in m['exit_fractions'])} of the backbone's {m['backbone_MMACs']:.0f} MMACs; "
+        f"{m['data']}; scheduler seeds {', '.join(map(str, m['scheduler_seeds']))}; {len(m['budgets'])} budgets; "
+        f"scheduler recipe {recipe['optimizer']}, lr {recipe['lr']:g}, {recipe['epochs']} epochs, chosen on validation "
+        f"from {len(sweep['summary'])} recipes x {len(sweep['seeds'])} seeds; the scheduler costs at most "
+        f"{m['scheduler_macs'][-1]} MACs per image, {m['scheduler_macs_fraction']:.1e} of the backbone):",
         "",
         f"1. **Budget adherence: {adherence.verdict}.** {sum(a['accepted'] for a in attempts)} of {len(attempts)} "
         f"EENet fits landed within {100 * m['scheduler_config']['tolerance']:.0f}% of the budget on validation; the "
-        f"realised test cost was within {error['EENet']:.1f}% of the budget at every budget (baselines: {others}).",
+        f"realised test cost was within {adherence.ours:.1f}% of the budget at every budget of every network.",
         f"2. **EENet at least as accurate as the best rule-based baseline: {gain_all.verdict}.** EENet minus the "
-        f"best baseline ({best}) is {interval(gain_all)} points on average over the budgets and "
-        f"{interval(gain_tight)} at the tighter half ({gain_tight.verdict}); per budget from "
-        f"{low['EENet - baseline (points)']:+.2f} (budget {low['budget']:.2f}) to "
-        f"{high['EENet - baseline (points)']:+.2f} (budget {high['budget']:.2f}); EENet ahead at "
-        f"{sum(g > 0 for g in gain)} of {len(gain)} budgets, with a 95% interval above zero at "
-        f"{sum(r['95% interval low'] > 0 for r in table)}.",
-        f"3. **Utility scores predict correctness better than raw confidence: {roc_claim.verdict}.** Test AUROC of "
-        f"q_k / max probability / entropy confidence at exits 1-{k}: {roc}; utility minus the better raw "
-        f"confidence, mean over exits: {interval(roc_claim, 3)}.",
-        f"4. **The learned distribution moves to later exits as the budget grows: {shift.verdict}** (exit 1 share "
-        f"{shares[0][0]:.2f} -> {shares[-1][0]:.2f}, exit {k} share {shares[0][-1]:.2f} -> {shares[-1][-1]:.2f} "
-        f"from the lowest to the highest budget).",
+        f"baseline chosen on validation ({best}), mean over the budgets: {interval(gain_all)} points across seeds "
+        f"(per seed {per_seed('gain_all')}); at the tighter half {interval(gain_tight)} ({gain_tight.verdict}; "
+        f"per seed {per_seed('gain_tight')}).",
+        f"3. **Utility scores predict correctness better than raw confidence: {roc_claim.verdict}.** Test AUROC "
+        f"of q_k minus the better of max probability and entropy confidence, mean over exits 1-{k}: "
+        f"{interval(roc_claim, 3)} (per seed {per_seed('auroc_gain', 3)}).",
+        f"4. **The learned distribution moves to later exits as the budget grows: {shift.verdict}** (last-exit "
+        f"share, highest minus lowest budget: {interval(shift, 3)}; per seed {per_seed('last_exit_shift', 3)}).",
         f"5. **Validation only: {val_only.verdict}** ({m['val_images']} validation images fit everything, "
-        f"{m['test_images']} test images only evaluate; {val_only.ours:.0f} {val_only.unit} read another split). "
-        f"PABEE {patience}.",
+        f"{m['test_images']} test images only evaluate; {val_only.ours:.0f} {val_only.unit} read another split).",
         "",
-        f"Our exit-1 utility score weights max probability {ours_w['v max prob']:.2f} and entropy confidence "
-        f"{ours_w['v entropy conf']:.2f}; the authors' shipped CIFAR-10 scheduler has {paper_w[0]} and {paper_w[1]}.",
+        f"Our exit-1 utility score (seed {next(iter(nets))}) weights max probability {ours_w['v max prob']:.2f} and "
+        f"entropy confidence {ours_w['v entropy conf']:.2f}; the authors' shipped CIFAR-10 scheduler has "
+        f"{paper_w[0]} and {paper_w[1]}.",
     ])
