@@ -177,13 +177,15 @@ def test_weighted_auroc_is_auroc_of_the_resampled_data():
     assert _weighted_auroc(score, positive, counts.float()).tolist() == pytest.approx(repeated)
 
 
-def test_versus_best_baseline_picks_the_better_baseline_and_pairs_the_images(two_budgets):
+def test_versus_best_baseline_picks_the_better_baseline_on_validation_and_pairs_the_images(two_budgets):
     run, rows, fits = two_budgets
     versus = versus_best_baseline(run, rows, fits, draws=300)
     assert [r["budget"] for r in versus.table] == [0.45, 0.75]
     for r in versus.table:
         acc = {x["method"]: x["test_accuracy"] for x in rows if x["budget"] == r["budget"]}
-        assert r["baseline acc"] == max(acc["max-prob (MSDNet)"], acc["entropy (BranchyNet)"]) == acc[r["best baseline"]]
+        val = {x["method"]: x["val_accuracy"] for x in rows if x["budget"] == r["budget"]}
+        assert r["baseline val acc"] == max(val["max-prob (MSDNet)"], val["entropy (BranchyNet)"]) == val[r["best baseline"]]
+        assert r["baseline acc"] == acc[r["best baseline"]]
         assert r["EENet - baseline (points)"] == pytest.approx(100 * (acc["EENet"] - r["baseline acc"]))
         assert r["95% interval low"] <= r["EENet - baseline (points)"] <= r["95% interval high"]
     assert versus.eenet_correct.shape == (2, 1000)
@@ -225,21 +227,119 @@ def test_utility_weights_split_the_score_weights():
     assert rows[0]["max |w class|"] == scheduler.score[0].weight[0, :10].abs().max().item()
 
 
-def test_conclusions_quote_the_verdicts_and_the_metrics(two_budgets):
-    run, rows, fits = two_budgets
-    versus = versus_best_baseline(run, rows, fits, draws=100)
+def test_conclusions_quote_the_verdicts_and_the_metrics():
+    from earlyexit.eenet import study_network
+    run = FakeRun()
+    studies = {s: study_network(run, [0.45, 0.75], FAST, (0,), draws=50, auroc_draws=20) for s in (0, 1)}
+    evidence = across_networks({s: st.evidence for s, st in studies.items()})
     up = claim("up", "x", 1.0, interval=(0.5, 1.5))
     down = claim("down", "x", -1.0, interval=(-1.5, -0.5))
     flat = claim("flat", "x", 0.0, evidence="deterministic property", claimed="less", than=1, unit="of 6 fits",
                  deterministic=True)
-    metrics = {"model": "tiny x1", "backbone_MMACs": 1.0, "exit_fractions": run.macs.exit_fractions,
-               "exit_accuracy_test": run.outputs("test").exit_accuracies(), "data": "synthetic", "epochs": 1,
-               "scheduler_seeds": [0], "budgets": [0.45, 0.75], "results": rows, "eenet_vs_best_baseline": versus.table,
-               "eenet_attempts": [a for f in fits.values() for a in f.attempts], "scheduler_config": vars(FAST),
-               "auroc": correctness_auroc(fits[("EENet", 0.45)].policy, run.outputs("test")),
-               "utility_weights": utility_weights(fits[("EENet", 0.45)].policy), "val_images": 800, "test_images": 1000,
-               "patience": patience_points(run)}
+    sweep = {"chosen": {"optimizer": "adam", "lr": 3e-5, "epochs": 1000}, "summary": [1, 2], "seeds": [0, 1, 2]}
+    metrics = {"model": "tiny x1", "backbone_MMACs": 1.0, "exit_fractions": run.macs.exit_fractions, "data": "synthetic",
+               "scheduler_seeds": [0], "budgets": [0.45, 0.75], "scheduler_config": vars(FAST), "val_images": 800,
+               "test_images": 1000, "recipe_sweep": sweep, "scheduler_macs": [10, 20, 30], "scheduler_macs_fraction": 3e-7,
+               "evidence": evidence,
+               "networks": {str(s): {"final_exit_accuracy": st.final_exit_accuracy, "eenet_vs_best_baseline": st.versus.table,
+                                     "eenet_attempts": [a for (m, _), f in st.fits.items() if m == "EENet" for a in f.attempts],
+                                     "utility_weights": st.weights} for s, st in studies.items()}}
     text = conclusions(metrics, [flat, up, down, up, down, flat])
     assert f"Budget adherence: {VERDICTS[0]}" in text and f"best rule-based baseline: {VERDICTS[0]}" in text
-    assert f"tighter half ({VERDICTS[1]})" in text and "0 of 6 fits read another split" in text
+    assert f"tighter half" in text and f"({VERDICTS[1]};" in text and "0 of 6 fits read another split" in text
+    assert "adam, lr 3e-05, 1000 epochs" in text and "3.0e-07 of the backbone" in text
     assert "0.934" in text  # the shipped scheduler's weight, read from data/paper_numbers
+
+
+# ---------------------------------------------------------------- recipe sweep, stacked fits, poisoned test labels
+from earlyexit.eenet import (Recipe, across_networks, fit_eenet_budgets, recipe_grid, scheduler_macs,  # noqa: E402
+                            sweep_budgets, sweep_recipes, network_claims)
+
+TINY = EENetConfig(epochs=20, patience=10)
+
+
+class PoisonedRun(FakeRun):
+    """The same network with its test labels shuffled: a selection that read test would move."""
+
+    def outputs(self, split, features=False):
+        out = super().outputs(split, features)
+        if split == "test":
+            g = torch.Generator().manual_seed(7)
+            out = CachedOutputs(out.logits, out.labels[torch.randperm(len(out.labels), generator=g)])
+        return out
+
+
+def _selections(run):
+    budgets = [0.45, 0.75]
+    sweep = sweep_recipes(run, [0.6], recipe_grid(["adam", "adamw"], [1e-3, 1e-2], [10, 20]), TINY, seeds=(0, 1))
+    cfg = sweep.config(TINY)
+    rows, fits = compare_at_budgets(run, budgets, cfg, seeds=(0, 1))
+    versus = versus_best_baseline(run, rows, fits, draws=50)
+    return (sweep.chosen, [r["best baseline"] for r in versus.table],
+            {k: f.policy.thresholds for k, f in fits.items()}, sweep.rows)
+
+
+def test_selections_do_not_move_when_test_labels_are_shuffled():
+    clean, poisoned = _selections(FakeRun()), _selections(PoisonedRun())
+    assert clean[0] == poisoned[0]                 # scheduler recipe
+    assert clean[1] == poisoned[1]                 # baseline chosen at each budget
+    assert clean[2] == poisoned[2]                 # every fitted threshold, EENet's and the baselines'
+    assert clean[3] == poisoned[3]                 # every fit of the sweep
+
+
+def test_recipe_sweep_covers_the_grid_and_chooses_by_the_stated_rule():
+    grid = recipe_grid(["adam", "adamw"], [1e-3, 1e-2], [10, 20])
+    assert len(grid) == 8 and Recipe("adam", 1e-3, 10) in grid
+    sweep = sweep_recipes(FakeRun(), [0.6], grid, TINY, seeds=(0, 1, 2))
+    assert len(sweep.rows) == 8 * 3 and {r["seed"] for r in sweep.rows} == {0, 1, 2}
+    key = lambda r: (r["in budget"], r["mean val accuracy in budget"] if r["in budget"] else -1.0)  # noqa: E731
+    assert key(next(r for r in sweep.summary if r["recipe"] == sweep.chosen)) == max(map(key, sweep.summary))
+    assert sweep.protocol()["chosen_on"] == "validation" and sweep.config(TINY).lr == sweep.chosen.lr
+    assert sweep_budgets([0.1, 0.2, 0.3, 0.4, 0.5], 1) == [0.3] and len(sweep_budgets([0.1, 0.2, 0.3], 2)) == 2
+
+
+def test_a_short_fit_is_the_start_of_a_long_one():
+    """Recipes differing only in epochs share one pass: the 10-epoch rows equal a 10-epoch fit alone."""
+    run = FakeRun()
+    sweep = sweep_recipes(run, [0.6], [Recipe("adamw", 1e-2, 10), Recipe("adamw", 1e-2, 20)], TINY, seeds=(0,))
+    alone = fit_eenet(run, 0.6, EENetConfig(epochs=10, patience=10, optimizer="adamw", lr=1e-2), seeds=(0,))
+    short = next(r for r in sweep.rows if r["epochs"] == 10)
+    assert short["expected_cost"] == pytest.approx(alone.expected_cost, abs=1e-5)
+    assert short["epochs_run"] == alone.attempts[0]["epochs_run"]
+
+
+def test_detaching_earlier_scores_changes_only_the_gradient():
+    s = UtilityScheduler(3, 10)
+    x = torch.randn(3, 8, 12, requires_grad=True)
+    assert torch.equal(s(x, True)[0], s(x, False)[0])
+    s(x, True)[0][:, 2].sum().backward()
+    detached = s.score[0].weight.grad
+    assert detached is None or torch.count_nonzero(detached) == 0  # exit 3's score does not train exit 1's
+    s.zero_grad()
+    s(x, False)[0][:, 2].sum().backward()
+    assert torch.count_nonzero(s.score[0].weight.grad) > 0
+    assert EENetConfig().detach_previous is True
+
+
+def test_fit_budgets_at_once_and_optimizer_checked():
+    fits = fit_eenet_budgets(FakeRun(), [0.45, 0.75], TINY, seeds=(0, 1))
+    assert sorted(fits) == [0.45, 0.75] and all(len(f.attempts) == 2 for f in fits.values())
+    with pytest.raises(ValueError, match="optimizer"):
+        EENetConfig(optimizer="sgd")
+
+
+def test_scheduler_macs_are_the_linear_layers():
+    macs = scheduler_macs(3, 10)
+    assert macs[0] == 12 + 12 * 6 + 6 and macs == sorted(macs) and len(macs) == 3
+
+
+def test_across_networks_gives_a_seed_interval_and_claims():
+    per = {s: {"gain_all": (g, g - 1, g + 1), "gain_tight": (g, g - 1, g + 1), "auroc_gain": (0.01, 0.0, 0.02),
+               "last_exit_shift": (0.1, 0.05, 0.15), "cost_error_pct": (2.0, 2.0, 2.0),
+               "fits_reading_other_splits": (0, 0, 0)} for s, g in ((0, 1.0), (1, 2.0), (2, 3.0))}
+    ev = across_networks(per)
+    assert ev["gain_all"]["mean"] == pytest.approx(2.0) and ev["gain_all"]["low"] < 2.0 < ev["gain_all"]["high"]
+    assert ev["gain_all"]["per_seed"]["1"]["value"] == 2.0
+    claims = network_claims(ev, EENetConfig(), "toy", "seed 0 90%", 12, 2)
+    assert [c.verdict for c in claims][0] == VERDICTS[0] and claims[-1].verdict == VERDICTS[0]
+    assert claims[1].interval == (ev["gain_all"]["low"], ev["gain_all"]["high"]) and "90%" in claims[1].setting

@@ -36,9 +36,13 @@ another file is named), each a named option where it changes results:
   geometric budget            the baselines' geometric ratio is solved by bisection so the planned cost equals
                               the budget, instead of the first point of the grid over p that overshoots it
                               (``dynamic_evaluate`` in ``utils/predict_utils.py``)
-  best snapshot               the kept state is a copy taken at the best epoch, judged by the full objective on
-                              all validation samples (``fit_exit_assigner`` keeps a reference to the last state
-                              and compares losses of different phases)
+  best snapshot               the kept state is a copy taken after the best epoch, judged by the epoch's mean
+                              minibatch objective with all three terms whatever the phase (``fit_exit_assigner``
+                              keeps a reference to the last state and compares losses of different phases)
+  recipe                      optimiser (Adam with coupled L2 as released, or AdamW), learning rate and epochs are
+                              chosen on validation by ``sweep_recipes`` (released: Adam, 3e-5, 1000 epochs)
+  previous-score gradients    detached, as released (``detach_previous=True``); ``False`` lets a later exit's loss
+                              train the earlier exits' scores through the scores it reads
   eps in rho                  rho = (clamp(q)^beta + 1e-8) / sum(...) (``compute_loss`` divides 0 by 0 when every
                               clamped score of a sample is 0); the entropy uses log-softmax (``prepare_input``
                               computes P log P, so log 0)
@@ -49,7 +53,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, Sequence
 
 import torch
@@ -62,12 +66,14 @@ from .macs import MacTable
 from .outputs import CachedOutputs
 from .claims import Claim, paper_number
 from .policies import Entropy, ExitPolicy, MaxProbability, Patience, normalised_entropy
-from .stats import bootstrap_weighted, paired_bootstrap
+from .stats import bootstrap_weighted, paired_bootstrap, seed_interval
 
 __all__ = ["EENetConfig", "BudgetedFit", "UtilityScheduler", "EENetPolicy", "exit_features", "quantile_thresholds",
            "geometric_shares", "fit_eenet", "fit_geometric", "budget_grid", "compare_at_budgets", "auroc",
            "correctness_auroc", "BASELINES", "patience_points", "utility_weights", "BudgetComparison",
-           "versus_best_baseline", "exit_share_shift", "auroc_gain", "conclusions", "PROTOCOL"]
+           "versus_best_baseline", "exit_share_shift", "auroc_gain", "conclusions", "protocol", "Recipe", "RecipeSweep",
+           "recipe_grid", "sweep_recipes", "scheduler_macs", "fit_eenet_budgets", "across_networks", "OPTIMIZERS",
+           "NetworkStudy", "study_network", "network_claims", "sweep_budgets"]
 
 
 class RunLike(Protocol):
@@ -112,15 +118,18 @@ class UtilityScheduler(nn.Module):
         """Unclamped utility score of exit k [n] from its ``exit_features`` [n, C+2] and earlier scores [n, k]."""
         return self.score[k](torch.cat([features, previous], dim=1)).squeeze(1)
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, features: torch.Tensor, detach_previous: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """[K, N, C+2] exit features -> (unclamped scores q [N, K], assignment logits [N, K]); later
-        exits see the clamped scores of earlier ones, as in training."""
+        exits see the clamped scores of earlier ones, as in training. ``detach_previous``: those
+        earlier scores carry no gradient into the later exits' losses, as in the released code
+        (git-disl/EENet), so each q_k is trained by its own exit's loss alone."""
         q, a, previous = [], [], features.new_zeros(features.shape[1], 0)
         for k in range(self.num_exits):
             z = torch.cat([features[k], previous], dim=1)
             q.append(self.score[k](z).squeeze(1))
             a.append(self.assign[k](z).squeeze(1))
-            previous = torch.cat([previous, q[-1].clamp(0, 1)[:, None]], dim=1)
+            carried = q[-1].clamp(0, 1)
+            previous = torch.cat([previous, (carried.detach() if detach_previous else carried)[:, None]], dim=1)
         return torch.stack(q, 1), torch.stack(a, 1)
 
 
@@ -213,13 +222,18 @@ def geometric_shares(costs: Sequence[float], budget: float) -> list[float]:
 
 
 # ---------------------------------------------------------------- fitting
+OPTIMIZERS = ("adam", "adamw")
+
+
 @dataclass(frozen=True)
 class EENetConfig:
-    """Scheduler hyperparameters; the released CIFAR values are in comments."""
+    """Scheduler hyperparameters; the released CIFAR values are in comments. The recipe (optimizer, lr,
+    epochs) is chosen on validation by ``sweep_recipes``; the defaults are only a starting point."""
 
     epochs: int = 200              # released 1000
     batch_size: int = 512
-    lr: float = 1e-2               # released 3e-5, far too slow for the cost term to converge on CPU
+    lr: float = 1e-2               # released 3e-5
+    optimizer: str = "adamw"       # released "adam" (weight decay coupled into the gradient, L2)
     weight_decay: float = 1e-2
     hidden_rate: float = 0.5       # MLP width = int(input dim * rate); 2 for BERT
     alpha_kl: float = 1e-3         # weight of the KL term (the code's alpha_ce)
@@ -230,15 +244,33 @@ class EENetConfig:
     tolerance: float = 0.1         # in-budget band |expected cost - B| / B, for model selection and acceptance
     assignment: str = "softmax_logits"
     previous_scores: str = "clamped"
+    detach_previous: bool = True   # earlier exits' scores enter later exits without gradient (released); False keeps it
     zero_grad: bool = True
-    decoupled_weight_decay: bool = True  # AdamW; released Adam's L2 outweighs the 1e-2-scaled r-phase loss
 
     def __post_init__(self):
         _assignment(torch.zeros(1, 2), self.assignment)
         if self.previous_scores not in ("clamped", "unclamped_at_test"):
             raise ValueError(f"previous_scores must be clamped or unclamped_at_test, got {self.previous_scores!r}")
-        if self.epochs < 1 or self.period < 1 or self.batch_size < 1:
-            raise ValueError("epochs, period and batch_size must be positive")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.epochs < 1 or self.period < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("epochs, period, batch_size and lr must be positive")
+
+    @property
+    def recipe(self) -> "Recipe":
+        return Recipe(self.optimizer, self.lr, self.epochs)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a scheduler is trained: the choice ``sweep_recipes`` makes on validation."""
+
+    optimizer: str
+    lr: float
+    epochs: int
+
+    def label(self) -> str:
+        return f"{self.optimizer} lr {self.lr:g}, {self.epochs} epochs"
 
 
 @dataclass
@@ -257,9 +289,9 @@ class BudgetedFit:
 
 
 def _losses(scheduler: UtilityScheduler, features: torch.Tensor, correct: torch.Tensor, costs: torch.Tensor,
-            budget: float, cfg: EENetConfig) -> dict[str, torch.Tensor]:
+            budget: float | torch.Tensor, cfg: EENetConfig) -> dict[str, torch.Tensor]:
     """The three terms of EENet's objective on a batch: features [K, b, C+2], correct [b, K] (0/1)."""
-    q, a = scheduler(features)
+    q, a = scheduler(features, cfg.detach_previous)
     pi, log_pi = _assignment(a, cfg.assignment)
     qc = q.clamp(0, 1)
     omega = (pi / pi.sum(0, keepdim=True)).detach()
@@ -272,67 +304,178 @@ def _losses(scheduler: UtilityScheduler, features: torch.Tensor, correct: torch.
     return {"utility": util, "kl": kl, "cost": cost}
 
 
-def _fit_once(features: torch.Tensor, correct: torch.Tensor, costs: torch.Tensor, budget: float,
-              cfg: EENetConfig, seed: int) -> tuple[UtilityScheduler, dict]:
-    torch.manual_seed(seed)
-    n = features.shape[1]
-    scheduler = UtilityScheduler(features.shape[0], features.shape[2] - 2, cfg.hidden_rate)
-    adam = torch.optim.AdamW if cfg.decoupled_weight_decay else torch.optim.Adam
-    opt = adam(scheduler.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))  # drawn once, as released
-    best, best_state, best_epoch, last = math.inf, None, -1, {}
-    for epoch in range(rehearsal.cap(cfg.epochs, rehearsal.MAX_STEPS)):  # a rehearsal fits for two epochs
+@dataclass(frozen=True)
+class _Job:
+    """One scheduler of a stacked fit: its seed (initialisation and minibatch order), budget and recipe."""
+
+    seed: int
+    budget: float
+    optimizer: str
+    lr: float
+
+
+def _fit_stacked(features: torch.Tensor, correct: torch.Tensor, costs: torch.Tensor, jobs: Sequence[_Job],
+                 cfg: EENetConfig, horizons: Sequence[int]) -> list[list[tuple[UtilityScheduler, dict]]]:
+    """Fit one scheduler per job in one stacked pass (``torch.func.vmap`` over their parameters) and
+    return, per horizon and job, what the released loop keeps had it run for that many epochs: the
+    state after the epoch of the lowest mean minibatch objective among the epochs whose mean cost term
+    is within ``tolerance``, stopping after ``patience`` epochs without a lower one (the last state if
+    no epoch was within tolerance).
+
+    The jobs do not interact: each has its own initialisation, minibatch order, parameters and Adam
+    moments (Adam and AdamW act element by element), so a job follows the same arithmetic as alone, up
+    to the rounding of batched products (which Adam's normalisation amplifies over many steps). A job
+    that has stopped leaves the stack. A fit of E epochs is the first E epochs of a longer one, so one
+    pass of max(horizons) epochs gives every horizon."""
+    from torch.func import functional_call, stack_module_state, vmap
+
+    horizons = sorted({int(h) for h in horizons})
+    n, r, k_exits, classes = features.shape[1], len(jobs), features.shape[0], features.shape[2] - 2
+    models = []
+    for job in jobs:
+        torch.manual_seed(job.seed)
+        models.append(UtilityScheduler(k_exits, classes, cfg.hidden_rate))
+    store, _ = stack_module_state(models)
+    store = {k: v.detach().clone() for k, v in store.items()}
+    base = copy.deepcopy(models[0]).to("meta")
+    lr_all = torch.tensor([j.lr for j in jobs])
+    coupled_all = torch.tensor([j.optimizer == "adam" for j in jobs], dtype=torch.float32)
+    budget_all = torch.tensor([j.budget for j in jobs])
+    perm_all = torch.stack([torch.randperm(n, generator=torch.Generator().manual_seed(j.seed)) for j in jobs])
+    m_all = {k: torch.zeros_like(v) for k, v in store.items()}
+    v_all = {k: torch.zeros_like(v) for k, v in store.items()}
+    acc_all = {k: torch.zeros_like(v) for k, v in store.items()}   # summed gradients when they are never zeroed
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+
+    def terms(p, feats, corr, budget):
+        return _losses(lambda x, d: functional_call(base, p, (x, d)), feats, corr, costs, budget, cfg)
+
+    batched = vmap(terms, in_dims=(0, 0, 0, 0))
+    best = torch.full((r,), math.inf)
+    best_epoch = torch.full((r,), -1, dtype=torch.long)
+    ran = torch.zeros(r, dtype=torch.long)
+    best_state = {k: v.clone() for k, v in store.items()}
+    snapshots: dict[int, tuple] = {}
+    active = torch.arange(r)
+    step, epochs = 0, rehearsal.cap(horizons[-1], rehearsal.MAX_STEPS)  # a rehearsal fits for two epochs
+
+    def load(rows):
+        return ({k: v[rows].clone().requires_grad_() for k, v in store.items()},
+                {k: v[rows].clone() for k, v in m_all.items()}, {k: v[rows].clone() for k, v in v_all.items()},
+                {k: v[rows].clone() for k, v in acc_all.items()})
+
+    def save(rows, params, m, v, acc):
+        for k in store:
+            store[k][rows], m_all[k][rows], v_all[k][rows], acc_all[k][rows] = params[k].detach(), m[k], v[k], acc[k]
+
+    params, m, v, acc = load(active)
+    for epoch in range(epochs):
         utility_phase = (epoch // cfg.period) % 2 == 0
-        scheduler.train()
+        lr, coupled, budgets, perms = lr_all[active], coupled_all[active], budget_all[active], perm_all[active]
+        total, cost_sum, batches = torch.zeros(len(active)), torch.zeros(len(active)), 0
         for start in range(0, n, cfg.batch_size):
-            idx = perm[start:start + cfg.batch_size]
-            terms = _losses(scheduler, features[:, idx], correct[idx], costs, budget, cfg)
-            loss = terms["utility"] if utility_phase else cfg.alpha_kl * terms["kl"] + cfg.alpha_cost * terms["cost"]
-            if cfg.zero_grad:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            idx = perms[:, start:start + cfg.batch_size]
+            out = batched(params, features[:, idx].transpose(0, 1), correct[idx], budgets)
+            loss = out["utility"] if utility_phase else cfg.alpha_kl * out["kl"] + cfg.alpha_cost * out["cost"]
+            grads = torch.autograd.grad(loss.sum(), list(params.values()), allow_unused=True)
+            step += 1
+            with torch.no_grad():
+                total += out["utility"] + cfg.alpha_kl * out["kl"] + cfg.alpha_cost * out["cost"]
+                cost_sum += out["cost"]
+                batches += 1
+                for (name, p), g in zip(params.items(), grads):
+                    g = torch.zeros_like(p) if g is None else g
+                    if not cfg.zero_grad:  # the released loop never zeroes: gradients add up over steps
+                        acc[name] += g
+                        g = acc[name].clone()
+                    view = (len(active),) + (1,) * (p.ndim - 1)
+                    g += (coupled * cfg.weight_decay).view(view) * p                  # Adam: L2 in the gradient
+                    m[name].mul_(beta1).add_(g, alpha=1 - beta1)
+                    v[name].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                    denom = (v[name] / (1 - beta2 ** step)).sqrt_().add_(eps)
+                    p.mul_(1 - ((1 - coupled) * lr * cfg.weight_decay).view(view))   # AdamW: decoupled decay
+                    p.sub_(lr.view(view) / (1 - beta1 ** step) * m[name] / denom)
         with torch.no_grad():
-            scheduler.eval()
-            full = _losses(scheduler, features, correct, costs, budget, cfg)
-        objective = (full["utility"] + cfg.alpha_kl * full["kl"] + cfg.alpha_cost * full["cost"]).item()
-        last = {"epoch": epoch + 1, "cost_loss": full["cost"].item(), "objective": objective}
-        if full["cost"].item() < cfg.tolerance and objective < best:
-            best, best_state, best_epoch = objective, copy.deepcopy(scheduler.state_dict()), epoch + 1
-        elif best_state is not None and epoch + 1 - best_epoch >= cfg.patience:
-            break
-    if best_state is not None:
-        scheduler.load_state_dict(best_state)
-    return scheduler.eval(), {"epochs_run": last.get("epoch", 0), "best_epoch": best_epoch}
+            objective, cost = total / batches, cost_sum / batches
+            better = (cost < cfg.tolerance) & (objective < best[active])
+            rows = active[better]
+            best[rows], best_epoch[rows] = objective[better], epoch + 1
+            for name, p in params.items():
+                best_state[name][rows] = p[better]
+            ran[active] = epoch + 1
+            stop = ~better & (best_epoch[active] >= 0) & (epoch + 1 - best_epoch[active] >= cfg.patience)
+            if epoch + 1 in horizons or epoch + 1 == epochs or bool(stop.any()):
+                save(active, params, m, v, acc)
+            if epoch + 1 in horizons or epoch + 1 == epochs:
+                snapshots[epoch + 1] = ({k: x.clone() for k, x in best_state.items()},
+                                        {k: x.clone() for k, x in store.items()}, best_epoch.clone(), ran.clone())
+            if bool(stop.any()):
+                active = active[~stop]
+                if len(active) == 0:
+                    break
+                params, m, v, acc = load(active)
+    last = snapshots.get(epoch + 1) or ({k: x.clone() for k, x in best_state.items()}, store, best_epoch, ran)
+    result = []
+    for h in horizons:
+        state, final, chosen, runs = snapshots.get(h, last)
+        per_job = []
+        for i in range(r):
+            model = UtilityScheduler(k_exits, classes, cfg.hidden_rate)
+            model.load_state_dict({k: x[i] for k, x in (state if chosen[i] >= 0 else final).items()})
+            per_job.append((model.eval(), {"epochs_run": int(runs[i]), "best_epoch": int(chosen[i])}))
+        result.append(per_job)
+    return result
 
 
-def fit_eenet(run: RunLike, budget: float, config: EENetConfig = EENetConfig(),
-              seeds: Sequence[int] = (0, 1, 2)) -> BudgetedFit:
-    """Fit one scheduler per seed on the run's validation outputs and keep, among the fits whose
-    expected cost is within ``config.tolerance`` of the budget, the one with the best validation
-    accuracy (the last fit if none qualifies, as released)."""
+def _finish(scheduler: UtilityScheduler, val: CachedOutputs, features: torch.Tensor, costs: torch.Tensor,
+            budget: float, config: EENetConfig, macs: MacTable) -> tuple[EENetPolicy, list[float], float, object]:
+    """Quantile thresholds on validation from a fitted scheduler's mean exit distribution."""
+    with torch.no_grad():
+        _, a = scheduler(features)
+        shares = _assignment(a, config.assignment)[0].mean(0)
+    unset = EENetPolicy(scheduler, (math.inf,) * (len(costs) - 1), config.previous_scores)
+    thresholds = quantile_thresholds(unset.scores(val).T, shares.tolist())
+    policy = EENetPolicy(scheduler, thresholds, config.previous_scores)
+    return policy, shares.tolist(), float((shares * costs).sum()), evaluate_policy(val, policy, macs)
+
+
+def _val_tensors(run: RunLike) -> tuple[CachedOutputs, torch.Tensor, torch.Tensor, torch.Tensor]:
     val = _validation(run)
     costs = torch.tensor(run.macs.exit_fractions, dtype=torch.float32)
     features = torch.stack([exit_features(z) for z in val.logits])
     correct = (val.logits.argmax(2) == val.labels).float().T.contiguous()
-    attempts, candidates = [], []
-    for seed in seeds:
-        scheduler, info = _fit_once(features, correct, costs, budget, config, seed)
-        with torch.no_grad():
-            _, a = scheduler(features)
-            shares = _assignment(a, config.assignment)[0].mean(0)
-        unset = EENetPolicy(scheduler, (math.inf,) * (len(costs) - 1), config.previous_scores)
-        thresholds = quantile_thresholds(unset.scores(val).T, shares.tolist())
-        policy = EENetPolicy(scheduler, thresholds, config.previous_scores)
-        expected = float((shares * costs).sum())
-        result = evaluate_policy(val, policy, run.macs)
-        accepted = abs(expected - budget) / budget <= config.tolerance
-        attempts.append({"seed": seed, **info, "expected_cost": expected, "val_accuracy": result.accuracy,
-                         "val_cost": result.mean_fraction, "accepted": accepted})
-        candidates.append((accepted, result.accuracy, policy, shares.tolist(), expected, result))
-    accepted = [c for c in candidates if c[0]]
-    _, _, policy, shares, expected, result = max(accepted, key=lambda c: c[1]) if accepted else candidates[-1]
-    return BudgetedFit("EENet", budget, policy, shares, expected, result.accuracy, result.mean_fraction, attempts)
+    return val, features, correct, costs
+
+
+def fit_eenet_budgets(run: RunLike, budgets: Sequence[float], config: EENetConfig = EENetConfig(),
+                      seeds: Sequence[int] = (0, 1, 2)) -> dict[float, BudgetedFit]:
+    """At every budget, fit one scheduler per seed on the run's validation outputs (all in one stacked
+    pass) and keep, among the fits whose expected cost is within ``config.tolerance`` of the budget,
+    the one with the best validation accuracy (the last seed's fit if none qualifies, as released)."""
+    val, features, correct, costs = _val_tensors(run)
+    jobs = [_Job(seed, float(b), config.optimizer, config.lr) for b in budgets for seed in seeds]
+    fitted = _fit_stacked(features, correct, costs, jobs, config, [config.epochs])[0]
+    fits = {}
+    for b_i, budget in enumerate(budgets):
+        attempts, candidates = [], []
+        for s_i, seed in enumerate(seeds):
+            scheduler, info = fitted[b_i * len(seeds) + s_i]
+            policy, shares, expected, result = _finish(scheduler, val, features, costs, budget, config, run.macs)
+            accepted = abs(expected - budget) / budget <= config.tolerance
+            attempts.append({"seed": seed, **info, "expected_cost": expected, "val_accuracy": result.accuracy,
+                             "val_cost": result.mean_fraction, "accepted": accepted})
+            candidates.append((accepted, result.accuracy, policy, shares, expected, result))
+        accepted = [c for c in candidates if c[0]]
+        _, _, policy, shares, expected, result = max(accepted, key=lambda c: c[1]) if accepted else candidates[-1]
+        fits[budget] = BudgetedFit("EENet", budget, policy, shares, expected, result.accuracy, result.mean_fraction,
+                                   attempts)
+    return fits
+
+
+def fit_eenet(run: RunLike, budget: float, config: EENetConfig = EENetConfig(),
+              seeds: Sequence[int] = (0, 1, 2)) -> BudgetedFit:
+    """``fit_eenet_budgets`` at one budget."""
+    return fit_eenet_budgets(run, [budget], config, seeds)[budget]
 
 
 _CONFIDENCE = {
@@ -384,16 +527,19 @@ def budget_grid(run: RunLike, count: int = 9) -> list[float]:
 
 def compare_at_budgets(run: RunLike, budgets: Sequence[float], config: EENetConfig = EENetConfig(),
                        seeds: Sequence[int] = (0, 1, 2)) -> tuple[list[dict], dict[tuple[str, float], BudgetedFit]]:
-    """Fit EENet and both geometric baselines on validation at every budget; report each on test.
-    Returns one row per (budget, method) and the fits keyed by (method, budget)."""
+    """Fit EENet (every budget in one stacked pass) and both geometric baselines on validation at every
+    budget; report each on test. Returns one row per (budget, method) and the fits keyed by (method, budget)."""
     test = run.outputs("test")
+    log = _ReadLog(run)
+    eenet = fit_eenet_budgets(log, budgets, config, seeds)
+    eenet_read = tuple(sorted(set(log.read)))
     rows, fits = [], {}
     for budget in budgets:
-        for fitting in (lambda r: fit_eenet(r, budget, config, seeds), lambda r: fit_geometric(r, budget, "maxprob"),
+        for fitting in (lambda r: eenet[budget], lambda r: fit_geometric(r, budget, "maxprob"),
                         lambda r: fit_geometric(r, budget, "entropy")):
             log = _ReadLog(run)
             fit = fitting(log)
-            fit.splits_read = tuple(sorted(set(log.read)))
+            fit.splits_read = eenet_read if fit.method == "EENet" else tuple(sorted(set(log.read)))
             r = evaluate_policy(test, fit.policy, run.macs)
             fits[(fit.method, budget)] = fit
             rows.append({"budget": budget, "method": fit.method, "val_expected_cost": fit.expected_cost,
@@ -401,6 +547,86 @@ def compare_at_budgets(run: RunLike, budgets: Sequence[float], config: EENetConf
                          "test_accuracy": r.accuracy, "cost_error": (r.mean_fraction - budget) / budget,
                          "test_exit_shares": r.exit_shares, "planned_shares": fit.planned_shares})
     return rows, fits
+
+
+# ---------------------------------------------------------------- the scheduler's training recipe
+@dataclass
+class RecipeSweep:
+    """Every (recipe, scheduler seed, budget) fit of ``sweep_recipes`` on validation and the recipe chosen."""
+
+    rows: list[dict]          # one per fit
+    summary: list[dict]       # one per recipe: in-budget fits, their mean validation accuracy
+    chosen: Recipe
+    budgets: list[float]
+    seeds: list[int]
+    rule: str = ("the recipe with the most fits whose expected cost is within the tolerance of the budget on "
+                 "validation; among those, the highest mean validation accuracy of its in-budget fits")
+
+    def config(self, base: EENetConfig) -> EENetConfig:
+        """``base`` trained with the chosen recipe."""
+        return replace(base, optimizer=self.chosen.optimizer, lr=self.chosen.lr, epochs=self.chosen.epochs)
+
+    def protocol(self) -> dict:
+        return {"grid": [vars(r) for r in map(lambda x: x["recipe"], self.summary)], "seeds": self.seeds,
+                "budgets": self.budgets, "chosen": vars(self.chosen), "chosen_on": "validation", "rule": self.rule,
+                "fits": len(self.rows)}
+
+
+def recipe_grid(optimizers: Sequence[str], lrs: Sequence[float], epochs: Sequence[int]) -> list[Recipe]:
+    """Every optimiser x learning rate x epoch count."""
+    return [Recipe(o, float(lr), int(e)) for o in optimizers for lr in lrs for e in epochs]
+
+
+def sweep_recipes(run: RunLike, budgets: Sequence[float], recipes: Sequence[Recipe],
+                  config: EENetConfig = EENetConfig(), seeds: Sequence[int] = (0, 1, 2)) -> RecipeSweep:
+    """Fit every recipe with every seed at every budget on the run's validation outputs (one stacked
+    pass; recipes that differ only in epochs share it, a shorter fit being the start of a longer one)
+    and choose the recipe by ``RecipeSweep.rule``. Reads validation only."""
+    if not recipes:
+        raise ValueError("give at least one recipe")
+    val, features, correct, costs = _val_tensors(run)
+    heads = sorted({(r.optimizer, r.lr) for r in recipes})
+    jobs = [_Job(seed, float(b), o, lr) for o, lr in heads for b in budgets for seed in seeds]
+    horizons = sorted({r.epochs for r in recipes})
+    fitted = dict(zip(horizons, _fit_stacked(features, correct, costs, jobs, config, horizons)))
+    rows = []
+    for recipe in recipes:
+        cfg = replace(config, optimizer=recipe.optimizer, lr=recipe.lr, epochs=recipe.epochs)
+        for i, job in enumerate(jobs):
+            if (job.optimizer, job.lr) != (recipe.optimizer, recipe.lr):
+                continue
+            scheduler, info = fitted[recipe.epochs][i]
+            _, _, expected, result = _finish(scheduler, val, features, costs, job.budget, cfg, run.macs)
+            rows.append({"optimizer": recipe.optimizer, "lr": recipe.lr, "epochs": recipe.epochs, "seed": job.seed,
+                         "budget": job.budget, **info, "expected_cost": expected, "val_accuracy": result.accuracy,
+                         "accepted": abs(expected - job.budget) / job.budget <= config.tolerance})
+    summary = []
+    for recipe in recipes:
+        mine = [r for r in rows if (r["optimizer"], r["lr"], r["epochs"]) == (recipe.optimizer, recipe.lr, recipe.epochs)]
+        ok = [r["val_accuracy"] for r in mine if r["accepted"]]
+        summary.append({"recipe": recipe, "fits": len(mine), "in budget": len(ok),
+                        "mean val accuracy in budget": sum(ok) / len(ok) if ok else float("nan")})
+    best = max(summary, key=lambda r: (r["in budget"], r["mean val accuracy in budget"] if r["in budget"] else -1.0))
+    return RecipeSweep(rows, summary, best["recipe"], [float(b) for b in budgets], list(seeds))
+
+
+def sweep_budgets(budgets: Sequence[float], count: int) -> list[float]:
+    """``count`` budgets of the grid, evenly spread through its interior, at which recipes are swept
+    (1: the middle budget)."""
+    if not 1 <= count <= len(budgets):
+        raise ValueError(f"sweep at 1..{len(budgets)} budgets, got {count}")
+    return [budgets[(i + 1) * len(budgets) // (count + 1)] for i in range(count)]
+
+
+# ---------------------------------------------------------------- the scheduler's own cost
+def scheduler_macs(num_exits: int, num_classes: int, hidden_rate: float = 0.5) -> list[int]:
+    """MACs the scheduler adds per sample up to and including exit k (cumulative, [K]): at each exit the
+    utility score (one dot product) and, counted although only training needs it, the assignment MLP.
+    Softmax, max and entropy of the exit's C logits are not multiply-accumulates of a layer (the
+    library's MAC convention counts convolutions and linear layers only); they add about 3C operations."""
+    s = UtilityScheduler(num_exits, num_classes, hidden_rate)
+    per_exit = [sum(m.weight.numel() for m in (s.score[k], s.assign[k][0], s.assign[k][2])) for k in range(num_exits)]
+    return [sum(per_exit[:k + 1]) for k in range(num_exits)]
 
 
 def auroc(score: torch.Tensor, positive: torch.Tensor) -> float:
@@ -434,16 +660,23 @@ def correctness_auroc(policy: EENetPolicy, outputs: CachedOutputs) -> list[dict]
 # ---------------------------------------------------------------- tables and evidence for the verdicts
 BASELINES = ("max-prob (MSDNet)", "entropy (BranchyNet)")
 
-# how every compared configuration of notebook 04 is chosen (saved with its metrics)
-PROTOCOL = {
-    "fitting split": "validation: EENet schedulers, geometric ratios and every quantile threshold",
-    "EENet selection": "per budget, the most accurate fit on validation among the scheduler seeds whose expected "
-                       "cost is within the tolerance of the budget (the last fit if none is)",
-    "baselines": "geometric exit distribution planned to cost the budget exactly; max probability or entropy "
-                 "quantile thresholds on validation; the better of the two picked on test at each budget",
-    "patience": "PABEE patience 1..K-1 on test: no budget knob, fixed points",
-    "reported on": "test; accuracy differences with a paired bootstrap over test images",
-}
+def protocol(config: EENetConfig, sweep: RecipeSweep, seeds: Sequence[int], networks: Sequence[str]) -> dict:
+    """How every compared configuration of notebook 04 is chosen (saved with its metrics)."""
+    return {
+        "fitting_split": "validation: EENet schedulers, geometric ratios and every quantile threshold",
+        "baseline_selected_on": "validation",
+        "baseline_rule": "per budget, the more accurate on validation of max probability and entropy, each with "
+                         "a geometric exit distribution planned to cost the budget and validation quantile thresholds",
+        "patience": "PABEE patience 1..K-1: no budget knob, fixed points reported beside the curves",
+        "detach_previous_scores": config.detach_previous,
+        "scheduler_recipes": sweep.protocol(),
+        "scheduler_selection": "per budget, the most accurate fit on validation among the scheduler seeds whose "
+                               "expected cost is within the tolerance of the budget (the last seed's if none is)",
+        "scheduler_seeds": list(seeds),
+        "networks": list(networks),
+        "reported_on": "test; per network a paired bootstrap over test images, across networks a t interval over "
+                       "the training seeds' per-seed differences",
+    }
 
 
 def patience_points(run: RunLike) -> list[dict]:
@@ -495,26 +728,47 @@ class BudgetComparison:
 
 def versus_best_baseline(run: RunLike, rows: Sequence[dict], fits: dict[tuple[str, float], BudgetedFit],
                          baselines: Sequence[str] = BASELINES, draws: int = 2000, seed: int = 0) -> BudgetComparison:
-    """At every budget of ``compare_at_budgets``' rows, EENet and the more accurate baseline **on
-    test** (the baseline gets the benefit of the doubt), their realised costs, the difference in
-    points and its 95% paired bootstrap interval over test images."""
+    """At every budget of ``compare_at_budgets``' rows, EENet and the baseline more accurate **on
+    validation** (the same split and the same criterion that choose EENet's fit and recipe; test
+    only reports), their realised test costs, the difference in points and its 95% paired bootstrap
+    interval over test images."""
     test = run.outputs("test")
     by = {(r["method"], r["budget"]): r for r in rows}
     table, ours, theirs = [], [], []
     for budget in sorted({r["budget"] for r in rows}):
         best = baselines[0]
         for m in baselines[1:]:
-            if by[(m, budget)]["test_accuracy"] > by[(best, budget)]["test_accuracy"]:
+            if by[(m, budget)]["val_accuracy"] > by[(best, budget)]["val_accuracy"]:
                 best = m
         a, b = by[("EENet", budget)], by[(best, budget)]
         ours.append(_correct(test, fits[("EENet", budget)].policy, run.macs))
         theirs.append(_correct(test, fits[(best, budget)].policy, run.macs))
         _, lo, hi = paired_bootstrap(ours[-1], theirs[-1], draws, seed)
         table.append({"budget": budget, "EENet acc": a["test_accuracy"], "EENet cost": a["test_cost"],
-                      "best baseline": best, "baseline acc": b["test_accuracy"], "baseline cost": b["test_cost"],
+                      "best baseline": best, "baseline val acc": by[(best, budget)]["val_accuracy"], "baseline acc": b["test_accuracy"], "baseline cost": b["test_cost"],
                       "EENet - baseline (points)": 100 * (a["test_accuracy"] - b["test_accuracy"]),
                       "95% interval low": 100 * lo, "95% interval high": 100 * hi})
     return BudgetComparison(table, torch.stack(ours), torch.stack(theirs))
+
+
+def across_networks(per_seed: dict[int, dict[str, tuple[float, float, float]]]) -> dict[str, dict]:
+    """Seed-level evidence: for every quantity measured on each training seed's network (value and
+    its paired bootstrap interval over test images), the per-seed values, their mean and the 95% t
+    interval over seeds (``stats.seed_interval``; seed s of EENet is paired with seed s of the baseline
+    because both run on network s)."""
+    names = next(iter(per_seed.values())).keys()
+    out = {}
+    for name in names:
+        values = [per_seed[s][name][0] for s in per_seed]
+        row = {"per_seed": {str(s): {"value": per_seed[s][name][0], "bootstrap_low": per_seed[s][name][1],
+                                     "bootstrap_high": per_seed[s][name][2]} for s in per_seed}}
+        if len(values) >= 2:
+            mean, lo, hi = seed_interval(values)
+            row.update(mean=mean, low=lo, high=hi, spread=max(values) - min(values))
+        else:
+            row.update(mean=values[0], low=None, high=None, spread=0.0)
+        out[name] = row
+    return out
 
 
 def _correct(outputs: CachedOutputs, policy: ExitPolicy, macs: MacTable) -> torch.Tensor:
@@ -579,60 +833,139 @@ def auroc_gain(policy: EENetPolicy, outputs: CachedOutputs, draws: int = 2000, s
     return bootstrap_weighted(lambda counts: statistic(counts.T.float().contiguous()), n, draws, seed, level, chunk=250)
 
 
+@dataclass
+class NetworkStudy:
+    """Everything notebook 04 measures on one trained network (one training seed)."""
+
+    rows: list[dict]
+    fits: dict[tuple[str, float], BudgetedFit]
+    versus: BudgetComparison
+    patience: list[dict]
+    middle: float
+    auroc: list[dict]
+    weights: list[dict]
+    evidence: dict[str, tuple[float, float, float]]   # quantity -> (value, bootstrap low, high) on test
+    final_exit_accuracy: float
+
+
+def study_network(run: RunLike, budgets: Sequence[float], config: EENetConfig, seeds: Sequence[int],
+                  draws: int = 2000, auroc_draws: int = 200) -> NetworkStudy:
+    """Fit every rule on the network's validation outputs at every budget, then measure on test what
+    the claims need: EENet minus the validation-chosen baseline over all budgets and the tighter half,
+    the utility score's AUROC gain at the middle budget, the shift of EENet's last-exit share from the
+    lowest to the highest budget, the largest relative cost error and the splits the fits read.
+    ``auroc_draws``: the AUROC bootstrap re-ranks every exit's three scores per resample, the costliest
+    interval here, and only supplements the interval over training seeds that decides the claim."""
+    rows, fits = compare_at_budgets(run, budgets, config, seeds)
+    versus = versus_best_baseline(run, rows, fits, draws=draws)
+    test = run.outputs("test")
+    middle = budgets[len(budgets) // 2]
+    tight = [b for b in budgets if b <= sorted(budgets)[(len(budgets) - 1) // 2]]
+    policy = fits[("EENet", middle)].policy
+    error = 100 * max(abs(r["cost_error"]) for r in rows if r["method"] == "EENet")
+    misread = sum(f.splits_read != ("val",) for f in fits.values())
+    evidence = {"gain_all": versus.gain(draws=draws), "gain_tight": versus.gain(tight, draws=draws),
+                "auroc_gain": auroc_gain(policy, test, auroc_draws), "last_exit_shift": exit_share_shift(run, fits, draws=draws),
+                "cost_error_pct": (error, error, error), "fits_reading_other_splits": (misread, misread, misread)}
+    return NetworkStudy(rows, fits, versus, patience_points(run), middle, correctness_auroc(policy, test),
+                        utility_weights(policy), evidence, test.exit_accuracies()[-1])
+
+
+def network_claims(evidence: dict[str, dict], config: EENetConfig, setting: str, final_accuracies: str,
+                   fits: int, budgets: int) -> list[Claim]:
+    """The six claims of notebook 04 from ``across_networks`` evidence: the interval is the t interval
+    over training seeds of the per-seed values (each seed's own paired bootstrap interval is in the
+    metrics); properties of every fit (cost error, splits read) are decided on their worst seed."""
+    from .claims import claim
+
+    def seeds(name: str) -> tuple[float, tuple[float, float] | None, str]:
+        e = evidence[name]
+        per = "; ".join(f"seed {s}: {v['value']:+.3g} [{v['bootstrap_low']:+.3g}, {v['bootstrap_high']:+.3g}]"
+                        for s, v in e["per_seed"].items())
+        interval = None if e["low"] is None else (e["low"], e["high"])
+        how = (f"t interval over {len(e['per_seed'])} training seeds of the per-seed value" if interval else
+               "one training seed: no interval across trainings")
+        return e["mean"], interval, f"{how}; per network, paired bootstrap over test images: {per}"
+
+    worst = lambda name: max(v["value"] for v in evidence[name]["per_seed"].values())  # noqa: E731
+    rival = f"{setting}; final-exit test accuracy of the networks (every rule runs on them): {final_accuracies}"
+    chosen = "; the baseline is the more accurate on validation at each budget"
+    out = [claim("EENet's realised cost meets the budget", "largest |realised test cost - budget| / budget over the "
+                 "budgets and networks", worst("cost_error_pct"), claimed="less", than=100 * config.tolerance,
+                 unit="%", setting=rival, evidence=f"deterministic property of the test split ({budgets} budgets "
+                 "per network)", deterministic=True)]
+    for name, statement, comparison in (
+            ("gain_all", "EENet is at least as accurate as rule-based exits at equal budget",
+             "EENet - best baseline test accuracy, mean over the budgets"),
+            ("gain_tight", "EENet's gains come at tight budgets",
+             "EENet - best baseline test accuracy, mean over the tighter half of the budgets")):
+        mean, interval, how = seeds(name)
+        out.append(claim(statement, comparison, mean, interval=interval, unit="points", setting=rival,
+                         evidence=how + chosen))
+    mean, interval, how = seeds("auroc_gain")
+    out.append(claim("Utility scores predict correctness better than max probability or entropy", "test AUROC of "
+                     "q_k minus the better raw confidence's, mean over exits (scheduler of the middle budget)",
+                     mean, interval=interval, evidence=how, setting=rival))
+    mean, interval, how = seeds("last_exit_shift")
+    out.append(claim("The learned exit distribution moves to later exits as the budget grows", "share of test "
+                     "images at the last exit, highest minus lowest budget", mean, interval=interval, evidence=how,
+                     setting=rival))
+    out.append(claim("Only validation outputs fit the scheduler and thresholds", "fits that read a split other than "
+                     "validation", worst("fits_reading_other_splits"), claimed="less", than=1, unit=f"of {fits} fits",
+                     setting=rival, evidence="deterministic property: every split each fit read through the run is "
+                     "recorded", deterministic=True))
+    return out
+
+
 def conclusions(metrics: dict, claims: Sequence[Claim]) -> str:
     """The notebook's conclusions as markdown: every number read from ``metrics`` (what the notebook
-    saves) or from the paper numbers, every verdict from ``claims``, given in the notebook's order
+    saves) or from the paper numbers, every verdict from ``claims``, given in ``network_claims``' order
     (budget adherence, gain over all budgets, gain at the tighter half, utility-score AUROC, shift to
     later exits, validation only)."""
     adherence, gain_all, gain_tight, roc_claim, shift, val_only = claims
     m, k = metrics, len(metrics["exit_fractions"])
-    error = {method: 100 * max(abs(r["cost_error"]) for r in m["results"] if r["method"] == method)
-             for method in dict.fromkeys(r["method"] for r in m["results"])}
-    others = ", ".join(f"{e:.1f}% ({method.split(' ')[0]})" for method, e in error.items() if method != "EENet")
-    table, attempts = m["eenet_vs_best_baseline"], m["eenet_attempts"]
-    gain = [r["EENet - baseline (points)"] for r in table]
-    low, high = (table[pick(range(len(gain)), key=gain.__getitem__)] for pick in (min, max))
-    picked = [r["best baseline"] for r in table]
-    best = ", ".join(f"{name} at {picked.count(name)} of {len(picked)} budgets" for name in dict.fromkeys(picked))
-    shares = [r["test_exit_shares"] for r in m["results"] if r["method"] == "EENet"]
-    roc = "; ".join(f"{r['utility score']:.3f} / {r['max probability']:.3f} / {r['entropy confidence']:.3f}"
-                    for r in m["auroc"])
-    patience = "; ".join(f"{p['method'].split(' (')[0]} gives {100 * p['accuracy']:.1f}% at "
-                         f"{p['fraction_of_backbone']:.2f} of the cost" for p in m["patience"][1:])
-    ours_w = m["utility_weights"][0]
+    nets, ev = m["networks"], m["evidence"]
+    first = next(iter(nets.values()))
+    picked = [r["best baseline"] for n in nets.values() for r in n["eenet_vs_best_baseline"]]
+    best = ", ".join(f"{name} at {picked.count(name)} of {len(picked)} (network, budget) pairs"
+                     for name in dict.fromkeys(picked))
+    attempts = [a for n in nets.values() for a in n["eenet_attempts"]]
+    finals = ", ".join(f"seed {s} {100 * n['final_exit_accuracy']:.2f}%" for s, n in nets.items())
+    recipe, sweep = m["recipe_sweep"]["chosen"], m["recipe_sweep"]
+    ours_w = first["utility_weights"][0]
     paper_w = [paper_number("eenet", quantity=f"cifar10_resnet56_exit1_v_{q}").value for q in ("maxprob", "entropy")]
-    fractions = " / ".join(f"{c:.2f}" for c in m["exit_fractions"])
-    accuracies = " / ".join(f"{100 * a:.1f}" for a in m["exit_accuracy_test"])
-    epochs = f"{m['epochs']} training epoch{'s' * (m['epochs'] != 1)}"
-    seeds = ", ".join(map(str, m["scheduler_seeds"]))
 
     def interval(c: Claim, digits: int = 2) -> str:
-        return f"{c.ours:+.{digits}f} [{c.interval[0]:+.{digits}f}, {c.interval[1]:+.{digits}f}]"
+        inside = f" [{c.interval[0]:+.{digits}f}, {c.interval[1]:+.{digits}f}]" if c.interval else " (no interval)"
+        return f"{c.ours:+.{digits}f}{inside}"
+
+    def per_seed(name: str, digits: int = 2) -> str:
+        return ", ".join(f"{v['value']:+.{digits}f}" for v in ev[name]["per_seed"].values())
 
     return "\n".join([
-        f"**On this run** ({m['model']}, exits at {fractions} of the backbone's {m['backbone_MMACs']:.0f} MMACs with "
-        f"test accuracy {accuracies}%; {m['data']}; {epochs}; scheduler seeds {seeds}, {len(m['budgets'])} budgets):",
+        f"**On this run** ({m['model']}, {len(nets)} training seed(s), final-exit test accuracy {finals}; exits at "
+        f"{' / '.join(f'{c:.2f}' for c in m['exit_fractions'])} of the backbone's {m['backbone_MMACs']:.0f} MMACs; "
+        f"{m['data']}; scheduler seeds {', '.join(map(str, m['scheduler_seeds']))}; {len(m['budgets'])} budgets; "
+        f"scheduler recipe {recipe['optimizer']}, lr {recipe['lr']:g}, {recipe['epochs']} epochs, chosen on validation "
+        f"from {len(sweep['summary'])} recipes x {len(sweep['seeds'])} seeds; the scheduler costs at most "
+        f"{m['scheduler_macs'][-1]} MACs per image, {m['scheduler_macs_fraction']:.1e} of the backbone):",
         "",
         f"1. **Budget adherence: {adherence.verdict}.** {sum(a['accepted'] for a in attempts)} of {len(attempts)} "
         f"EENet fits landed within {100 * m['scheduler_config']['tolerance']:.0f}% of the budget on validation; the "
-        f"realised test cost was within {error['EENet']:.1f}% of the budget at every budget (baselines: {others}).",
+        f"realised test cost was within {adherence.ours:.1f}% of the budget at every budget of every network.",
         f"2. **EENet at least as accurate as the best rule-based baseline: {gain_all.verdict}.** EENet minus the "
-        f"best baseline ({best}) is {interval(gain_all)} points on average over the budgets and "
-        f"{interval(gain_tight)} at the tighter half ({gain_tight.verdict}); per budget from "
-        f"{low['EENet - baseline (points)']:+.2f} (budget {low['budget']:.2f}) to "
-        f"{high['EENet - baseline (points)']:+.2f} (budget {high['budget']:.2f}); EENet ahead at "
-        f"{sum(g > 0 for g in gain)} of {len(gain)} budgets, with a 95% interval above zero at "
-        f"{sum(r['95% interval low'] > 0 for r in table)}.",
-        f"3. **Utility scores predict correctness better than raw confidence: {roc_claim.verdict}.** Test AUROC of "
-        f"q_k / max probability / entropy confidence at exits 1-{k}: {roc}; utility minus the better raw "
-        f"confidence, mean over exits: {interval(roc_claim, 3)}.",
-        f"4. **The learned distribution moves to later exits as the budget grows: {shift.verdict}** (exit 1 share "
-        f"{shares[0][0]:.2f} -> {shares[-1][0]:.2f}, exit {k} share {shares[0][-1]:.2f} -> {shares[-1][-1]:.2f} "
-        f"from the lowest to the highest budget).",
+        f"baseline chosen on validation ({best}), mean over the budgets: {interval(gain_all)} points across seeds "
+        f"(per seed {per_seed('gain_all')}); at the tighter half {interval(gain_tight)} ({gain_tight.verdict}; "
+        f"per seed {per_seed('gain_tight')}).",
+        f"3. **Utility scores predict correctness better than raw confidence: {roc_claim.verdict}.** Test AUROC "
+        f"of q_k minus the better of max probability and entropy confidence, mean over exits 1-{k}: "
+        f"{interval(roc_claim, 3)} (per seed {per_seed('auroc_gain', 3)}).",
+        f"4. **The learned distribution moves to later exits as the budget grows: {shift.verdict}** (last-exit "
+        f"share, highest minus lowest budget: {interval(shift, 3)}; per seed {per_seed('last_exit_shift', 3)}).",
         f"5. **Validation only: {val_only.verdict}** ({m['val_images']} validation images fit everything, "
-        f"{m['test_images']} test images only evaluate; {val_only.ours:.0f} {val_only.unit} read another split). "
-        f"PABEE {patience}.",
+        f"{m['test_images']} test images only evaluate; {val_only.ours:.0f} {val_only.unit} read another split).",
         "",
-        f"Our exit-1 utility score weights max probability {ours_w['v max prob']:.2f} and entropy confidence "
-        f"{ours_w['v entropy conf']:.2f}; the authors' shipped CIFAR-10 scheduler has {paper_w[0]} and {paper_w[1]}.",
+        f"Our exit-1 utility score (seed {next(iter(nets))}) weights max probability {ours_w['v max prob']:.2f} and "
+        f"entropy confidence {ours_w['v entropy conf']:.2f}; the authors' shipped CIFAR-10 scheduler has "
+        f"{paper_w[0]} and {paper_w[1]}.",
     ])

@@ -65,13 +65,16 @@ PROFILES: dict[str, dict[str, dict]] = {
                   "head_width": 128, "head_pool": 2, "bf16": False, "channels_last": False},
     },
     "04_eenet": {
-        "smoke": {**_SMOKE_DATA, "epochs": 1, "batch_size": 128, "num_budgets": 4, "scheduler_seeds": [0],
-                  "scheduler": {"epochs": 30, "patience": 30}},
+        # the reference network at smoke size; two training seeds so the seed aggregation runs; a tiny recipe grid
+        "smoke": {**_SMOKE_DATA, "width": 0.125, "epochs": 1, "batch_size": 128, "seeds": [0, 1], "num_budgets": 3,
+                  "scheduler_seeds": [0], "recipe_optimizers": ["adamw"], "recipe_lrs": [1e-3, 1e-2],
+                  "recipe_epochs": [10, 30], "scheduler": {"patience": 30}, "bootstrap_draws": 200,
+                  "auroc_draws": 20},
         "cpu": {},
         # The paper's ResNet56_3 (bottleneck [9,9,9], planes 16/32/64; exits after groups 1 and 2) and
-        # DenseNet-BC [6,12,24,16], k=12 (exits after transitions 1-3). Their exit head has 3 conv layers;
-        # the conv head (one conv3x3) stands in. Step decay (x0.1 at epochs 50, 100) is not a TrainConfig
-        # schedule: cosine stands in.
+        # DenseNet-BC [6,12,24,16], k=12 (exits after transitions 1-3), one per training seed. Their exit head
+        # has 3 conv layers; the conv head (one conv3x3) stands in. Step decay (x0.1 at epochs 50, 100) is not
+        # a TrainConfig schedule: cosine stands in. Up to 10 scheduler fits per budget, as released.
         "paper": {"settings": [
                       {"name": "resnet56_3_cifar10", "dataset": "cifar10", "backbone": "resnet56_bottleneck",
                        "width": 1.0, "exit_after": [0, 1], "head": "conv", "head_options": {"width": 64, "pool": 1}},
@@ -80,6 +83,6 @@ PROFILES: dict[str, dict[str, dict]] = {
                        "head_options": {"width": 64, "pool": 1}}],
                   "epochs": 150, "batch_size": 128, "lr": 0.1, "weight_decay": 5e-4, "schedule": "cosine",
                   "bf16": False, "channels_last": False, "num_budgets": 10, "scheduler_seeds": list(range(10)),
-                  "scheduler": {"epochs": 1000}},
+                  "recipe_lrs": [3e-5, 3e-4, 3e-3, 1e-2], "recipe_budgets": 2},
     },
 }
