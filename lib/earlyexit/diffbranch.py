@@ -331,7 +331,7 @@ def select_lambda(models: dict[float, tuple[CachedOutputs, CachedOutputs, MacTab
     reference = float(frame["val ensemble acc"].max())
     cost, acc = torch.tensor(frame["val MACs / plain"].values), torch.tensor(frame["val hard-exit acc"].values)
     i = select(cost, acc, reference=reference, tolerance=tolerance)
-    frame["within tolerance"] = acc >= reference - tolerance - 1e-12
+    frame["within tolerance"] = (acc >= reference - tolerance - 1e-12).tolist()
     if i is None:
         i = select(cost, acc, budget=float(cost.max()))
     frame["chosen"] = [k == i for k in range(len(lams))]
@@ -694,7 +694,8 @@ def monotone_drop_rows(costs: torch.Tensor) -> torch.Tensor:
     """``lambda_monotone_drop`` of every row of ``costs`` [D, L] (lambdas in increasing order)."""
     rises = costs[:, 1:] - costs[:, :-1]
     worst = rises.max(1).values if rises.shape[1] else torch.zeros(len(costs), dtype=costs.dtype)
-    return torch.where(worst <= 0, costs[:, 0] - costs[:, -1], -worst)
+    out = torch.where(worst <= 1e-12, costs[:, 0] - costs[:, -1], -worst)
+    return torch.where(out.abs() <= 1e-12, torch.zeros_like(out), out)   # float noise of equal costs is a tie
 
 
 def lambda_monotone_drop(costs: Sequence[float]) -> float:
