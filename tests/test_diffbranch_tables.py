@@ -1,5 +1,7 @@
-"""The tables and claims of notebook 03 on small hand-made runs: Table 1's columns and lambda choice,
-Table 2's hard exits, the five claims with their intervals, the gate watch and the written conclusions."""
+"""The tables and claims of notebook 03 on small hand-made runs: Table 1 per seed, the lambda choice and
+BranchyNet's thresholds by one validation rule (unchanged when test labels are shuffled), Table 2, the
+claims with their intervals, the gate watch and the written conclusions."""
+import math
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -11,7 +13,7 @@ from earlyexit.backbones import build_backbone
 from earlyexit.macs import mac_table
 from earlyexit.multiexit import MultiExitNet
 from earlyexit.outputs import CachedOutputs
-from earlyexit.plans.differentiable_branching import group_runs, lambda_method, run_name
+from earlyexit.plans.differentiable_branching import Layout, group_runs
 
 N, C = 400, 10
 
@@ -51,20 +53,42 @@ def _outputs(k, labels, correct_share, gate_logits=None, seed=0):
     return CachedOutputs(logits, labels, gate_logits)
 
 
+
+@dataclass
+class Spec:
+    init_from: object = None
+    loss: object = None
+
+
+SEEDS = (0, 1, 2)
+
+
 def _group():
     labels = torch.arange(N) % C
     gated = _net([0, 3, 6])
     k = gated.num_exits
-    plain = FakeRun(_net([]), {s: _outputs(1, labels, [0.60]) for s in ("val", "test")})
-    branchy = FakeRun(_net([0, 3, 6]), {s: _outputs(k, labels, [0.3, 0.4, 0.5, 0.65]) for s in ("val", "test")})
+    both = ("val", "test")
+    plain = {s: FakeRun(_net([]), {sp: _outputs(1, labels, [0.60 + 0.01 * s]) for sp in both}) for s in SEEDS}
+    branchy = {s: FakeRun(_net([0, 3, 6]), {sp: _outputs(k, labels, [0.3, 0.55, 0.6, 0.65 + 0.01 * s], seed=s)
+                                            for sp in both}) for s in SEEDS}
     shut = torch.full((k, N), -10.0)
     shut[-1] = float("inf")
     half_open = shut.clone()
     half_open[0, : N // 2] = 10.0   # the first half of the images leaves at the first branch
-    proposed = {}
-    for lam, gates, acc in ((0.0, shut, [0.3, 0.4, 0.5, 0.70]), (0.1, half_open, [0.5, 0.4, 0.5, 0.68])):
-        proposed[lam] = FakeRun(gated, {s: _outputs(k, labels, acc, gates) for s in ("val", "test")})
-    return db.BackboneRuns("cifar10", "vgg13", plain, branchy, proposed)
+    all_open = shut.clone()
+    all_open[0] = 10.0
+    proposed = {s: FakeRun(gated, {sp: _outputs(k, labels, [0.5, 0.4, 0.5, 0.70 + 0.01 * s], half_open, seed=s)
+                                   for sp in both}, spec=Spec()) for s in SEEDS}
+    grid = {}
+    for lam, gates, acc in ((0.0, shut, [0.3, 0.4, 0.5, 0.70]), (0.1, half_open, [0.5, 0.4, 0.5, 0.70]),
+                            (1.0, all_open, [0.5, 0.4, 0.5, 0.70])):
+        grid[lam] = FakeRun(gated, {sp: _outputs(k, labels, acc, gates) for sp in both}, spec=Spec(init_from="x"))
+    return db.BackboneRuns("cifar10", "vgg13", plain, branchy, proposed, grid, 0.1)
+
+
+def _tables(g):
+    t1 = db.table1([g], "probabilities", 0.5, 0.01, bnet_shared=64, bnet_random=400)
+    return t1, db.lambda_choice(g, "probabilities", 0.5, 0.01)
 
 
 def test_exit_list_round_trip_and_paper_cells():
@@ -78,70 +102,109 @@ def test_exit_list_round_trip_and_paper_cells():
 def test_outputs_are_read_once_per_run_and_split():
     g = _group()
     for _ in range(3):
-        g.outputs(0.1, "test")
-        g.outputs("plain", "test")
-    assert g.proposed[0.1].calls == ["test"] and g.plain.calls == ["test"]
-    assert g.run("branchynet") is g.branchynet
+        g.outputs("grid", 0.1, "test")
+        g.outputs("plain", 1, "test")
+    assert g.grid[0.1].calls == ["test"] and g.plain[1].calls == ["test"]
+    assert g.run("branchynet", 2) is g.branchynet[2] and g.seeds == [0, 1, 2]
+    with pytest.raises(ValueError, match="kind"):
+        g.run("bnet", 0)
 
 
 def test_group_runs_by_name():
     g = _group()
-    runs = {run_name("cifar10", "vgg13", "plain"): g.plain, run_name("cifar10", "vgg13", "branchynet"): g.branchynet,
-            **{run_name("cifar10", "vgg13", lambda_method(lam)): r for lam, r in g.proposed.items()}}
-    grouped = group_runs(runs, ["cifar10"], ["vgg13"], [0.0, 0.1])
-    assert grouped[("cifar10", "vgg13")].proposed[0.1] is g.proposed[0.1]
+    lay = Layout({0: Spec()}, {0: Spec()}, {0: Spec()}, {0.5: Spec()})
+    for i, spec in enumerate(lay.specs()):
+        spec.name = f"r{i}"
+    runs = {"r0": g.plain[0], "r1": g.branchynet[0], "r2": g.proposed[0], "r3": g.grid[0.1]}
+    grouped = group_runs(runs, {("cifar10", "vgg13"): lay}, 0.1)[("cifar10", "vgg13")]
+    assert grouped.grid[0.5] is g.grid[0.1] and grouped.proposed[0] is g.proposed[0] and grouped.headline_lambda == 0.1
 
 
-def test_table1_columns_lambda_choice_and_paper_numbers():
+def test_entropy_candidates_are_log_spaced_from_1e4_nats_and_end_with_final_exit_alone():
+    t = db.entropy_candidates(10, 3, shared=5, random=20, seed=0)
+    assert t.shape == (26, 3) and (t[-1] == -1).all()
+    nats = t[:-1] * math.log(10)
+    assert nats.min() >= 1e-4 * 0.999 and nats.max() <= math.log(10) * 1.001
+    assert nats[0, 0] == pytest.approx(1e-4, rel=1e-3) and (nats[:5, 0] == nats[:5, 1]).all()
+    assert not (nats[5:, 0] == nats[5:, 1]).all()       # the random vectors differ per exit
+
+
+def test_table1_per_seed_and_summary_with_paper_numbers():
     g = _group()
-    t1 = db.table1([g], "probabilities", tolerance=0.01)
-    row = t1.frame.iloc[0]
-    assert row["plain"] == pytest.approx(0.60) and row["BranchyNet (final exit)"] == pytest.approx(0.65)
-    ens = {lam: db.ensemble_accuracy(g.outputs(lam, "val")) for lam in g.proposed}
-    assert t1.chosen_lambda[("cifar10", "vgg13")] == max(ens, key=ens.get)
+    t1, _ = _tables(g)
+    assert len(t1.per_seed) == 3 and t1.values("cifar10", "vgg13", "plain") == pytest.approx([0.60, 0.61, 0.62])
+    row = t1.summary.iloc[0]
+    assert row["plain mean"] == pytest.approx(0.61) and row["plain sd"] == pytest.approx(0.01)
     assert row["paper plain"] == pytest.approx(0.7544) and row["paper proposed"] == pytest.approx(0.8711)
-    assert row["proposed (ensemble)"] == row[f"ens. lambda={t1.chosen_lambda[('cifar10', 'vgg13')]:g}"]
+    assert t1.hard[("cifar10", "vgg13", 0)].exit_counts[0] == N // 2
 
 
-def test_table2_hard_exits_and_training_minutes():
+def test_branchynet_gets_at_least_the_proposed_budget():
     g = _group()
-    t1 = db.table1([g], "probabilities", 0.01)
-    t2 = db.table2([g], t1.chosen_lambda, 0.5, "probabilities", "final")
-    shut, half = t2.hard[("vgg13", 0.0)], t2.hard[("vgg13", 0.1)]
-    assert shut.exit_counts[-1] == N and half.exit_counts[0] == N // 2
-    assert half.mean_fraction < shut.mean_fraction
-    assert t2.frame["shares sum (%)"].tolist() == pytest.approx([100.0, 100.0])
+    assert db.candidate_budget([g]) == 6 * len(db.GATE_GRID)
+    with pytest.raises(ValueError, match="fewer than"):
+        db.table1([g], "probabilities", 0.5, 0.01, bnet_shared=10, bnet_random=10)
+
+
+def test_lambda_choice_is_the_cheapest_within_tolerance_of_the_best_ensemble():
+    g = _group()
+    choice = db.lambda_choice(g, "probabilities", 0.5, 0.01)
+    f = choice.frame.set_index("lambda")
+    assert choice.reference == pytest.approx(f["val ensemble acc"].max())
+    ok = f[f["val hard-exit acc"] >= choice.reference - 0.01 - 1e-12]
+    assert choice.chosen == ok["val MACs / plain"].idxmin() and f.loc[choice.chosen, "chosen"]
+
+
+def _poisoned(g):
+    """The same group whose test labels are shuffled in every run."""
+    perm = torch.randperm(N, generator=torch.Generator().manual_seed(1))
+    for kind in db.KINDS:
+        for run in getattr(g, kind).values():
+            t = run.outs["test"]
+            run.outs["test"] = CachedOutputs(t.logits, t.labels[perm], t.gates)
+    return g
+
+
+def test_selections_do_not_read_test_labels():
+    clean_t1, clean_choice = _tables(_group())
+    bad_t1, bad_choice = _tables(_poisoned(_group()))
+    assert bad_choice.chosen == clean_choice.chosen
+    for key, c in clean_t1.branchynet.items():
+        assert bad_t1.branchynet[key].point["thresholds"] == c.point["thresholds"]
+        assert bad_t1.branchynet[key].point["test_accuracy"] != c.point["test_accuracy"]   # test did change
+
+
+def test_table2_and_training_minutes():
+    g = _group()
+    t1, choice = _tables(g)
+    t2 = db.table2(g, t1, choice, "probabilities", "final")
+    assert len(t2) == 5 and t2["shares sum (%)"].iloc[:4].tolist() == pytest.approx([100.0] * 4)
     minutes = db.training_minutes([g])
-    assert list(minutes.columns) == ["plain", "branchynet", "lam0", "lam0.1"] and (minutes == 1.0).all().all()
+    assert len(minutes) == 12 and (minutes["minutes"] == 1.0).all()
 
 
-def test_claims_intervals_and_paper_values():
+def test_claims_over_seeds_and_the_lambda_bootstrap():
     g = _group()
-    t1 = db.table1([g], "probabilities", 0.01)
-    t2 = db.table2([g], t1.chosen_lambda, 0.5, "probabilities", "final")
-    claims = db.check_claims(t1, t2, [g], "probabilities", 0.5, "test")
-    assert len(claims) == 6
-    order, drop, cut, few, polar, lam = claims
-    row = t1.frame.iloc[0]
-    branchy = row["BranchyNet (final exit)"]
-    step = min(branchy - row["plain"], row["proposed (ensemble)"] - branchy)
-    assert order.ours == pytest.approx(100 * step) and order.interval is None and "one seed" in order.evidence
-    assert order.paper == pytest.approx(min(82.88 - 75.44, 87.11 - 82.88))
-    chosen = t1.chosen_lambda[("cifar10", "vgg13")]
-    hard = t2.hard[("vgg13", chosen)]
-    ens = db.ensemble_accuracy(g.outputs(chosen, "test"))
-    assert drop.ours == pytest.approx(100 * (ens - hard.accuracy)) and drop.interval[0] <= drop.ours <= drop.interval[1]
-    assert drop.paper == pytest.approx(87.11 - 86.70) and drop.claimed == "less"
-    assert cut.ours == pytest.approx(hard.mean_fraction)
-    assert few.ours == pytest.approx(sum(sorted(hard.exit_shares)[-2:])) and few.paper == pytest.approx(0.891)
-    assert polar.ours == pytest.approx(1.0) and polar.verdict == "supported"   # gate logits +-10
-    assert lam.ours > 0 and lam.verdict == "inconclusive at this budget" and lam.interval is None  # one seed
+    t1, choice = _tables(g)
+    polarised = {s: 1.0 for s in SEEDS}
+    claims = db.check_claims(t1, g, choice, polarised, "probabilities", "test")
+    assert len(claims) == 7
+    bnet, prop, drop, cut, few, polar, lam = claims
+    diffs = [100 * (b - p) for b, p in zip(t1.values("cifar10", "vgg13", "BranchyNet (final exit)"),
+                                            t1.values("cifar10", "vgg13", "plain"))]
+    assert bnet.ours == pytest.approx(sum(diffs) / 3) and "3 training seeds" in bnet.evidence
+    assert bnet.paper == pytest.approx(82.88 - 75.44) and prop.paper == pytest.approx(87.11 - 82.88)
+    assert "final exits (mean of 3 seeds): plain 61.00%" in bnet.comparison
+    assert drop.claimed == "less" and drop.paper == pytest.approx(87.11 - 86.70)
+    assert cut.ours == pytest.approx(t1.summary.iloc[0]["proposed MACs / plain mean"])
+    assert few.paper == pytest.approx(0.891) and polar.ours == 1.0
+    assert lam.ours > 0 and lam.interval is not None and "not retraining" in lam.evidence
 
 
-def test_gate_collapse_states():
-    rows = [{"backbone": "a", "lambda": lam, "epoch": e, "branch": b, "mean gate": v}
-            for lam, gates in ((0.0, [0.01, 0.02]), (0.1, [0.97, 0.5]), (1.0, [0.2, 0.6]))
-            for e in (1, 2) for b, v in enumerate(gates, 1)]
+def test_gate_collapse_states_per_model_at_its_last_epoch():
+    rows = [{"model": m, "lambda": 0.0, "epoch": e, "branch": b, "mean gate": v}
+            for m, gates, epochs in (("a", [0.01, 0.02], 3), ("b", [0.97, 0.5], 1), ("c", [0.2, 0.6], 2))
+            for e in range(1, epochs + 1) for b, v in enumerate(gates, 1)]
     states = db.gate_collapse(pd.DataFrame(rows))["state"].tolist()
     assert states == ["all shut (< 0.05)", "first gate open (> 0.95)", "no collapse"]
 
@@ -151,18 +214,27 @@ def test_polarised_share_per_image():
     assert db.polarised_share(gates).tolist() == [1.0, 0.0]
 
 
-def test_conclusions_read_every_number_from_tables():
+def test_conclusions_and_protocol_read_every_number_from_tables():
     g = _group()
-    t1 = db.table1([g], "probabilities", 0.01)
-    t2 = db.table2([g], t1.chosen_lambda, 0.5, "probabilities", "final")
-    claims = db.check_claims(t1, t2, [g], "probabilities", 0.5, "test")
-    history = pd.DataFrame([{"backbone": "vgg13", "lambda": 0.0, "epoch": 1, "branch": 1, "mean gate": 0.01}])
-    text = db.conclusions(t1, t2, claims, db.gate_collapse(history), 0.125, 2)
-    assert f"{100 * t1.frame.iloc[0]['plain']:.2f}%" in text
-    assert "1 of 1 models: all shut" in text and "supported" in text
+    t1, choice = _tables(g)
+    claims = db.check_claims(t1, g, choice, {s: 1.0 for s in SEEDS}, "probabilities", "test")
+    history = pd.DataFrame([{"model": "m", "lambda": 0.0, "epoch": 1, "branch": 1, "mean gate": 0.01}])
+    text = db.conclusions(t1, {("cifar10", "vgg13"): choice}, claims, db.gate_collapse(history), 0.125, 2, 3)
+    assert f"{100 * t1.summary.iloc[0]['plain mean']:.2f}%" in text
+    assert "1 of 1 models: all shut" in text and f"lambda = {choice.chosen:g}" in text
+    params = dict(seeds=[0, 1, 2], optimizer="sgd", schedule="onecycle", lr=0.2, epochs=12, batch_size=256,
+                  weight_decay=5e-4, augment=True, bf16=True, channels_last=True, reference=True,
+                  headline_lambda=0.1, lambda_grid=[0.0, 0.1, 1.0], grid_start="warm", grid_train="heads",
+                  grid_epochs=3, tolerance=0.01, gate_threshold=0.5, bnet_shared=64, bnet_random=400)
+    proto = db.protocol(params, t1, {("cifar10", "vgg13"): choice}, [g])
+    assert {"lambda_grid", "lambda_selection", "bnet_thresholds"} <= set(proto)
+    assert proto["lambda_selection"]["chosen"] == {"cifar10|vgg13": choice.chosen}
+    assert all(n >= proto["bnet_thresholds"]["proposed_budget"]
+               for n in proto["bnet_thresholds"]["candidates_per_network"].values())
 
 
 def test_lambda_claim_allows_ties_but_not_rises():
     assert db.lambda_monotone_drop([0.9, 0.9, 0.8, 0.8]) == pytest.approx(0.1)
     assert db.lambda_monotone_drop([0.9, 0.7, 0.8, 0.6]) == pytest.approx(-0.1)
     assert db.lambda_monotone_drop([0.9, 0.9]) == 0.0
+    assert db.lambda_monotone_drop([0.5, 0.5 + 1e-16]) == 0.0

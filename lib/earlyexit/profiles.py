@@ -58,11 +58,17 @@ PROFILES: dict[str, dict[str, dict]] = {
                        "bc_tolerance": 0.005, "cr_tolerance": 0.005}]},
     },
     "03_differentiable_branching": {
-        "smoke": {**_SMOKE_DATA, "width": 0.0625, "epochs": 2, "latency_images": 40, "latency_warmup": 5},
+        "smoke": {**_SMOKE_DATA, "width": 0.125, "epochs": 1, "batch_size": 128, "seeds": [0, 1],
+                  "lambda_grid": [0.0, 0.1, 1.0], "grid_epochs": 1, "bnet_random": 200, "latency_images": 40,
+                  "latency_warmup": 5},
         "cpu": {},
-        "paper": {"datasets": ["cifar10", "cifar100", "cinic10"], "width": 1.0, "epochs": 50,
+        # Three backbones and data sets at full width with the paper's optimiser (Adam 1e-3, constant, batch
+        # 128, no augmentation), separate networks per notebook, every lambda trained from scratch.
+        "paper": {"datasets": ["cifar10", "cifar100", "cinic10"], "backbones": ["vgg13", "resnet18_cifar", "alexnet_cifar"],
+                  "reference": False, "width": 1.0, "epochs": 50, "batch_size": 128, "optimizer": "adam",
+                  "schedule": "constant", "lr": 1e-3, "weight_decay": 0.0, "augment": False,
                   "exit_after": {"alexnet_cifar": [0, 1, 2, 3, 4]}, "head_features": "conv",
-                  "head_width": 128, "head_pool": 2, "bf16": False, "channels_last": False},
+                  "head_width": 128, "head_pool": 2, "grid_start": "scratch", "bf16": False, "channels_last": False},
     },
     "04_eenet": {
         # the reference network at smoke size; two training seeds so the seed aggregation runs; a tiny recipe grid
