@@ -122,9 +122,13 @@ def seed_runs(setups: list[dict], chosen: dict[str, dict[str, float]], seeds: li
                         for m in METHODS} for s in setups}
 
 
-def setup_runs(setups: list[dict], lrs: list[float], seeds: list[int], **params) -> dict[str, dict[str, RunSpec]]:
+def setup_runs(setups: list[dict], lrs: list[float], seeds: list[int], reference: bool, train_size: int | None,
+               val_size: int, test_size: int | None, epochs: int, batch_size: int, weight_decay: float, schedule: str,
+               warmup: float, crop_pad: int, flip: bool, bce_mode: str, rho: float | None, cr_loss: str, bf16: bool,
+               channels_last: bool) -> dict[str, dict[str, RunSpec]]:
     """{set-up: {method: RunSpec}} at the first seed and the grid's first learning rate (one network per
     method, e.g. for timing)."""
+    params = {k: v for k, v in locals().items() if k not in ("setups", "lrs", "seeds")}
     first = lr_candidates(setups, lrs, seeds, **params)
     return {name: {m: next(iter(by_lr.values())) for m, by_lr in by_m.items()} for name, by_m in first.items()}
 
