@@ -12,17 +12,18 @@ import torch.nn.functional as F
 from earlyexit.backbones import build_backbone
 from earlyexit.claims import VERDICTS, claims_table
 from earlyexit.class_exclusion import (ClassExclusion, ClassExclusionLoss, ConfidenceLoss, SetupEvaluation,
-                                       SingleConfident, _largest_growth, _uneven_shares, authors_thresholds,
-                                       conclusions, early_exit_class_shares, evaluate_setup, exclusion_weights,
-                                       fit_operating_point, matched_cost_gap, mean_remaining_classes,
-                                       paper_setup_keys, search_betas, search_taus)
+                                       SingleConfident, _largest_growth, _uneven_shares, authors_exit_keys,
+                                       authors_thresholds, conclusions, early_exit_class_shares, evaluate_setup,
+                                       exclusion_weights, fit_operating_point, greedy_search, matched_cost_gap,
+                                       mean_remaining_classes, paper_setup_keys, resolve_order, search_betas,
+                                       search_taus)
 from earlyexit.data import tensor_batches
 from earlyexit.evaluate import evaluate_policy
 from earlyexit.losses import build_loss
 from earlyexit.macs import mac_table
 from earlyexit.multiexit import ExitOutputs, MultiExitNet
 from earlyexit.outputs import CachedOutputs, collect_outputs
-from earlyexit.plans.class_exclusion import setup_runs
+from earlyexit.plans.class_exclusion import lr_candidates, method_run
 from earlyexit.stats import bootstrap_mean
 from earlyexit.train import train_cached
 
@@ -183,16 +184,45 @@ def test_greedy_search_respects_the_tolerance_and_trades_accuracy_for_cost(toler
         assert loose.mean_fraction < macs.exit_fractions[-1] and loose.exit_counts[-1] < len(data)
 
 
-def test_search_order_from_stage_macs_on_vgg_small():
+def test_search_orders_on_vgg_small_and_vgg13():
     net = MultiExitNet(build_backbone("vgg_small", width=0.125))
     data = _learned_like(k=7, n=60)
     macs = mac_table(net)
-    found = search_betas(data, 0.5, macs=macs)
+    keys = authors_exit_keys("vgg_small", net.backbone, net.exit_after, macs)
+    # the authors' key ties exits 2-6 (their VGG charges each conv its own block's channels as input)
+    assert search_betas(data, 0.5, macs=macs, order="authors", authors_keys=keys).order == [1, 2, 3, 4, 5, 0]
     # true MACs of the stage before each exit: conv2, conv4, conv6 cost twice conv3, conv5; conv1 least
-    assert found.order == [1, 3, 5, 2, 4, 0]
+    assert search_betas(data, 0.5, macs=macs, order="true_macs").order == [1, 3, 5, 2, 4, 0]
     assert search_betas(data, 0.5, macs=macs, order="forward").order == list(range(6))
     with pytest.raises(ValueError, match="permutation"):
         search_betas(data, 0.01, macs=macs, order=[0, 1])
+    with pytest.raises(ValueError, match="sort key"):
+        resolve_order("authors", 6, macs)
+    net13 = MultiExitNet(build_backbone("vgg13", width=0.5))
+    keys13 = authors_exit_keys("vgg13", net13.backbone, net13.exit_after, mac_table(net13))
+    assert resolve_order("authors", 9, mac_table(net13), keys13) == [1, 2, 3, 4, 5, 6, 7, 8, 0]
+
+
+def _one_exit(correct_early: list[bool], labels: list[int]) -> CachedOutputs:
+    """Two exits: the early head is confident on every image, right where ``correct_early``; the final
+    classifier is always right."""
+    y = torch.tensor(labels)
+    early = torch.full((len(y), 3), NEG)
+    early[torch.arange(len(y)), torch.where(torch.tensor(correct_early), y, (y + 1) % 3)] = POS
+    final = torch.full((len(y), 3), NEG)
+    final[torch.arange(len(y)), y] = POS
+    return CachedOutputs(torch.stack([early, final]), y)
+
+
+def test_acceptance_is_strict_and_clip_on_failure_is_an_option():
+    data = _one_exit([True] * 9 + [False], [0, 1, 2, 0, 1, 2, 0, 1, 2, 0])   # exit 1 alone: 90 %, final 100 %
+    macs = _dummy_macs(2)
+    make = lambda t: SingleConfident(t)  # noqa: E731
+    # a drop of exactly the tolerance is refused (the authors' loop runs while acc > reference - tolerance)
+    assert greedy_search(data, make, [0.9], 1.0, 0.1, macs).thresholds == [1.0]
+    assert greedy_search(data, make, [0.9], 1.0, 0.11, macs).thresholds == [0.9]
+    # their clip: an exit whose first value fails gets it anyway
+    assert greedy_search(data, make, [0.9], 1.0, 0.1, macs, clip_on_failure=True).thresholds == [0.9]
 
 
 def test_operating_point_and_analysis_helpers():
@@ -230,13 +260,15 @@ def test_real_early_exit_equals_offline_for_class_exclusion():
     assert len(set(evaluate_policy(outputs, ClassExclusion([0.3] * 6), table).exit_index.tolist())) > 3
 
 
+OPTIONS = dict(reference=False, train_size=300, val_size=200, test_size=200, epochs=1, batch_size=100,
+               weight_decay=5e-4, schedule="cosine", warmup=0.0, crop_pad=0, flip=False, bce_mode="uniform_scale",
+               rho=None, cr_loss="authors", bf16=False, channels_last=False)
+
+
 def test_100_class_path_with_2x2_pooling_heads(fresh_artifacts, tmp_path, monkeypatch):
     monkeypatch.setenv("EARLYEXIT_DATA", str(tmp_path / "data"))
-    runs = setup_runs([{"name": "c100", "backbone": "vgg_small", "dataset": "synthetic100", "width": 0.125,
-                        "pool": 2}], train_size=300, val_size=200, test_size=200, epochs=1, batch_size=100,
-                      lr=0.05, bc_lr=0.01, weight_decay=5e-4, schedule="cosine", warmup=0.0, crop_pad=0,
-                      flip=False, bce_mode="uniform_scale", rho=None, bf16=False, channels_last=False, seed=0)["c100"]
-    run = train_cached(runs["BC"], progress=False)
+    setup = {"name": "c100", "backbone": "vgg_small", "dataset": "synthetic100", "width": 0.125, "pool": 2}
+    run = train_cached(method_run(setup, "BC", 0.05, 0, **OPTIONS), progress=False)
     assert [h.fc.in_features for h in run.net.heads] == [4 * c for c in (16, 16, 32, 32, 64, 64)]
     assert math.isfinite(run.history[-1]["loss"])
     val, test = run.outputs("val"), run.outputs("test")
@@ -246,8 +278,7 @@ def test_100_class_path_with_2x2_pooling_heads(fresh_artifacts, tmp_path, monkey
     _, _, state = ClassExclusion([0.5] * 6).decide(0, 7, test.logits[0], None, {})
     assert state["remaining"].shape == (200, 100) and state["remaining"].dtype == torch.bool
     with pytest.raises(ValueError, match="unknown key"):
-        setup_runs([{"name": "x", "backbone": "vgg_small", "dataset": "cifar10", "widht": 1}], None, 10, None, 1, 8,
-                   0.1, 0.02, 0.0, "cosine", 0.0, 0, False, "uniform_scale", None, False, False, 0)
+        lr_candidates([{"name": "x", "backbone": "vgg_small", "dataset": "cifar10", "widht": 1}], [0.1], [0], **OPTIONS)
 
 
 # ---------------------------------------------------------------- notebook 01: one set-up evaluated, claims
@@ -272,7 +303,7 @@ def _toy_setup():
     runs = {"plain": _Run(val, test, macs), "BC": _Run(val, test, macs),
             "CR": _Run(_noisy(val, 3), _noisy(test, 4), macs)}
     setup = {"name": "toy", "backbone": "vgg_small", "dataset": "cifar10", "bc_tolerance": 0.01, "cr_tolerance": 0.02}
-    return evaluate_setup(setup, runs, [0.005, 0.02, 0.08])
+    return evaluate_setup(setup, runs, [0.005, 0.02, 0.08], order="forward")
 
 
 def test_matched_cost_gap_is_the_matched_table_on_the_full_set():
