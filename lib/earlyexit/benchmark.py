@@ -29,7 +29,7 @@ from .losses import build_loss
 from .plans import primer
 from .reproduce import _table, default_parameters, notebooks
 from .device import autocast, bf16_supported, cpu_model, describe_device, maybe_compile, resolve_device
-from .train import build_model, train_cached
+from .train import ModelSpec, build_model, train_cached
 
 __all__ = ["primer_spec", "throughput", "flip_tta_accuracy", "speed_networks", "speed_rows", "speed_table",
            "copy_cost_in_macs", "main"]
@@ -127,7 +127,9 @@ def _plan_specs(notebook: str, plan) -> tuple[dict, list]:
 
 
 def speed_networks() -> list[dict]:
-    """The cpu-profile networks of notebooks 00, 01 and 03 with their rules, as run specs."""
+    """The cpu-profile networks of notebooks 00, 01 and 03 with their rules, as run specs, and the
+    class-exclusion paper's VGGsmall x0.25 with its 6 exits (random weights only: the engine's test
+    case for many exits on a small network)."""
     from .plans import class_exclusion as p01, differentiable_branching as p03
     primer_run = primer_spec()
     out = [{"notebook": "00", "name": f"primer {primer_run.model.backbone} x{primer_run.model.width:g}", "rule": "max-softmax",
@@ -136,9 +138,13 @@ def speed_networks() -> list[dict]:
     accepted = inspect.signature(p01.setup_runs).parameters
     setups = p01.setup_runs(**{k: v for k, v in params.items() if k in accepted})
     first = params["setups"][0]
-    out.append({"notebook": "01", "name": f"{first['backbone']} x{first.get('width', 1.0)}, 6 exits",
+    out.append({"notebook": "01", "name": f"{first['backbone']} x{first.get('width', 1.0):g}",
                 "rule": "class exclusion", "spec": setups[first["name"]]["BC"],
                 "tolerance": first.get("bc_tolerance", 0.001)})
+    vgg_small = replace(setups[first["name"]]["BC"], name="vggsmall_x0.25_random",
+                        model=ModelSpec("vgg_small", 0.25, None, "linear", {"pool": 1}))
+    out.append({"notebook": "01", "name": "vgg_small x0.25, 6 exits", "rule": "class exclusion", "spec": vgg_small,
+                "random_only": True})
     params = default_parameters(notebooks()["03"])
     for (dataset, backbone), runs in p03.layout(**params).items():
         spec = runs.proposed[min(runs.proposed)]
@@ -273,7 +279,9 @@ def speed_table(repeats: int = 5, batch1_rows: int = 128, only: str | None = Non
             continue
         spec = entry["spec"]
         label = {"nb": entry["notebook"], "network": entry["name"], "rule": entry["rule"]}
-        if _trained(spec):
+        if entry.get("random_only"):
+            pass
+        elif _trained(spec):
             rows += _trained_rows(entry, repeats, batch1_rows, label)
         else:
             print(f"{entry['notebook']} {entry['name']}: not trained: run make reproduce ONLY={entry['notebook']} "
