@@ -142,10 +142,12 @@ def test_conclusions_quote_the_metrics_and_the_verdicts():
     training = [{"backbone": "bb", "seed": 0, "method": "SDN (no limit)", "steps": 10, "epochs of heads": 2.5,
                  "stopped by": "validation plateau", "final exit test acc": 0.7}]
     metrics = {"options": study.options("gap", True, "nearest", "quantile", ["val", "train"], [], [0, 1]),
-               "ncm_accuracy": ncm, "operating_points": study.operating_points(curves, [0.7, 1.1]).to_dict("records"),
-               "head_training": training, "unsupervised": [], "unsupervised_full": []}
+               "ncm_accuracy": ncm, "operating_points": study.operating_points(curves, [0.4, 0.7, 1.1]).to_dict("records"),
+               "head_training": training, "unsupervised": [], "unsupervised_full": [],
+               "per_seed_differences": study.seed_differences(main, study.CLAIM_PAIRS, [0.7, 1.1]).to_dict("records")}
     text = study.conclusions(metrics, claims)
     assert "bb from 20.5 ± 0.7 (first exit) to 50.5 ± 0.7 (last early exit) against 70.5 ± 0.7" in text
     e2cm = [100 * main[("bb", s)][study.E2CM].point(0.7)["test_accuracy"] for s in (0, 1)]
     assert f"E2CM {sum(e2cm) / 2:.1f}" in text and "E2CM - SDN (equal time): supported (2 of 2 budgets)" in text
     assert "SDN (no limit) 2.5 (70.0)" in text and "Thresholds searched on train" in text
+    assert "at cost <= 0.7/1.1." in text                       # only the budgets the claims judge

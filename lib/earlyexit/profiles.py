@@ -22,7 +22,7 @@ PROFILES: dict[str, dict[str, dict]] = {
                   "channels_last": False},
     },
     "02_e2cm": {
-        "smoke": {**_SMOKE_DATA, "width": 0.125, "epochs": 1, "batch_size": 128, "seeds": [0, 1],
+        "smoke": {**_SMOKE_DATA, "width": 0.125, "epochs": 1, "batch_size": 128, "seeds": [0],
                   "n_thresholds": 300, "head_patience": 1, "head_max_epochs": 2, "unsup_datasets": ["mnist"],
                   "unsup_seeds": [0, 1], "unsup_channels": [8, 8, 16],
                   "unsup_train_size": 1000, "unsup_test_size": 500},
