@@ -147,3 +147,27 @@ def test_autoencoder_reconstructs_the_input_and_its_loss_reads_inputs():
     assert net(x).logits[-1].shape == x.shape and len(net.backbone.stages) == 4
     loss = build_loss("reconstruction", net.num_exits)
     assert loss_target(loss) == "inputs" and loss(net(x), x).item() > 0
+
+
+def test_fit_in_the_rivals_layout_and_precision_gives_the_same_means():
+    net = _net()
+    ref = fit_class_means(net, _loader(), 10)
+    last = fit_class_means(net, _loader(), 10, channels_last=True)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(ref.means + ref.scale, last.means + last.scale))
+    assert all(p.is_contiguous() for p in net.parameters())        # the net is handed back in its own layout
+    low = fit_class_means(net, _loader(), 10, bf16=True, channels_last=True)   # bf16 where the CPU has it
+    assert all(torch.allclose(a, b, rtol=0.05, atol=0.05) for a, b in zip(ref.means, low.means))
+
+
+def test_e2cm_and_rivals_on_a_parent_without_exits(fresh_artifacts):
+    plain = RunSpec("e2cm_plain", ModelSpec("resnet18_cifar", 0.0625, (), "linear"), _parent().data, _parent().loss,
+                    TrainConfig(epochs=1, batch_size=64, bf16=True, channels_last=True))
+    spec = class_means_run(plain, augment=False, exit_after=(0, 2))
+    assert spec.model.exit_after == (0, 2) and spec.fit.options["bf16"] and spec.fit.options["channels_last"]
+    parent = train_cached(plain, progress=False)
+    e2cm = train_cached(spec, parent.data, progress=False)
+    assert len(e2cm.net.heads) == 2 and e2cm.net.num_exits == 3
+    rivals = head_runs(plain, spec, 1e-3, epochs=1, patience=2)
+    assert all(r.model.exit_after == (0, 2) for r in rivals.values())
+    assert rivals["SDN"].train.patience == 2 and rivals["SDN"].train.bf16 and rivals["SDN"].loss.options["weights"][-1] == 1.0
+    assert len(rivals["SDN"].loss.options["weights"]) == 3

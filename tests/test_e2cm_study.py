@@ -13,6 +13,7 @@ from earlyexit.macs import MacTable
 from earlyexit.outputs import CachedOutputs
 from earlyexit.plans import e2cm as study
 from earlyexit.policies import MaxProbability
+from earlyexit.stats import seed_interval
 
 MACS = MacTable(stage_macs=[10, 10, 10], head_macs=[1, 1, 5], exit_stage=[0, 1, 2], backbone_macs=35)
 
@@ -58,17 +59,57 @@ def test_cloud_search_uses_max_probability_for_trained_heads():
     assert isinstance(c.cloud.rule, MaxProbability) and len(c.cloud) == 51 and c.test is outs["test"]
 
 
-def test_claims_compare_e2cm_with_each_rival_and_read_the_poster():
-    curves = {"bb": {"E2CM": _curve("E2CM", 3.0), "SDN (frozen backbone)": _curve("SDN (frozen backbone)", 0.5)}}
-    (c,) = study.equal_time_claims(curves, [0.7], 1.0, "seed 0")
-    assert c.comparison == "E2CM - SDN (frozen backbone) test accuracy at cost <= 0.7"
-    assert c.verdict == "supported" and c.interval[0] > 0 and "one seed" in c.evidence
-    (missing,) = study.equal_time_claims(curves, [0.1], 1.0, "seed 0")
-    assert missing.ours is None and missing.verdict == "inconclusive at this budget" and "no operating point" in missing.evidence
-    combo = {"bb": {"SDN": _curve("SDN", 3.0), "E2CM+SDN": _curve("E2CM+SDN", 0.5)}}
-    (c,) = study.combination_claims(combo, [0.15], "seed 0")
-    assert c.paper == pytest.approx(2.4)          # poster: 82.4 vs 80 at cost 0.15
-    assert c.ours is None                         # and nothing of ours is that cheap
+def _seed_curves(sharpness: dict[str, float], seeds=(0, 1, 2), poison: bool = False) -> dict:
+    """{(backbone, seed): {split: {method: curve}}} on synthetic outputs; ``poison`` shuffles test labels."""
+    out = {}
+    for s in seeds:
+        by_split = {}
+        for split in ("val", "train"):
+            methods = {}
+            for k, (name, sharp) in enumerate(sharpness.items()):
+                search, test = _outputs(300, 10 * s + k + (0 if split == "val" else 5), sharp), _outputs(400, 100 + s, sharp)
+                if poison:
+                    g = torch.Generator().manual_seed(7)
+                    test = CachedOutputs(test.logits, test.labels[torch.randperm(len(test.labels), generator=g)])
+                cloud = threshold_cloud(search, test, MaxProbability((0.0, 0.0)), MACS, 200, "quantile", 0)
+                methods[name] = MethodCurve(name, SimpleNamespace(macs=MACS), cloud, test)
+            by_split[split] = methods
+        out[("bb", s)] = by_split
+    return out
+
+
+SHARP = {study.E2CM: 3.0, "SDN (equal time)": 0.5, "BranchyNet (equal time)": 0.5, "SDN (1 head epoch)": 0.5,
+         "SDN (no limit)": 2.0, "E2CM+SDN (no limit)": 2.0}
+
+
+def test_claims_pair_seeds_and_take_a_t_interval_over_them():
+    main = study.flat(_seed_curves(SHARP), "val")
+    diffs = study.seed_differences(main, study.CLAIM_PAIRS, [0.7])
+    assert len(diffs) == 3 * len(study.CLAIM_PAIRS) and set(diffs["seed"]) == {0, 1, 2}
+    claims = study.e2cm_claims(main, [0.7, 0.1], "profile test")
+    first = next(c for c in claims if c.comparison.startswith("E2CM - SDN (equal time) test accuracy at cost <= 0.7"))
+    values = diffs[(diffs["b"] == "SDN (equal time)")]["difference"].tolist()
+    mean, lo, hi = seed_interval(values)
+    assert first.ours == pytest.approx(mean) and first.interval == pytest.approx((lo, hi))
+    assert "3 backbone seeds" in first.evidence and first.verdict == "supported"
+    assert "final exits E2CM" in first.comparison and "SDN (equal time)" in first.comparison
+    cheap = [c for c in claims if "cost <= 0.1 " in c.comparison]
+    assert cheap and all(c.ours is None and c.verdict == "inconclusive at this budget" for c in cheap)
+    combo = [c for c in claims if c.comparison.startswith("E2CM+SDN (no limit) - SDN (no limit)")]
+    assert len(combo) == 2 and combo[0].paper_source.startswith("IJCNN 2022 poster")
+    (one,) = [c for c in study.e2cm_claims(study.flat(_seed_curves(SHARP, seeds=(0,)), "val"), [0.7], "x")
+              if c.comparison.startswith("E2CM - BranchyNet")]
+    assert "one seed" in one.evidence and one.interval is not None       # paired bootstrap over test images
+
+
+def test_operating_points_do_not_read_test_labels():
+    budgets = [0.4, 0.7, 1.1]
+    clean = study.operating_points(_seed_curves(SHARP), budgets)
+    poisoned = study.operating_points(_seed_curves(SHARP, poison=True), budgets)
+    assert clean["thresholds"].notna().any() and set(clean["search split"]) == {"val", "train"}
+    assert clean["thresholds"].tolist() == poisoned["thresholds"].tolist()
+    assert clean["search accuracy"].equals(poisoned["search accuracy"])
+    assert not clean["test accuracy"].equals(poisoned["test accuracy"])   # the poison did reach the test numbers
 
 
 def _sweep(test_accuracy: list[float], cost: list[float]) -> ThresholdSweep:
@@ -92,20 +133,21 @@ def test_unsupervised_curves_claims_and_means_over_seeds():
 
 
 def test_conclusions_quote_the_metrics_and_the_verdicts():
-    curves = {"bb": {"E2CM": _curve("E2CM", 3.0), "SDN (frozen backbone)": _curve("SDN (frozen backbone)", 0.5)}}
-    claims = study.equal_time_claims(curves, [0.7, 1.1], 1.0, "seed 0")
-    ncm = [{"backbone": "bb", "exit": k + 1, "cost": c, "train acc": a + 0.01, "test acc": a, "overhead % of cost": 0.01,
-            "nearest != argmax p": 0.0} for k, (c, a) in enumerate([(0.3, 0.2), (0.6, 0.5), (1.0, 0.7)])]
-    metrics = {"options": study.options("gap", True, "nearest", "quantile", "val", 1.0),
-               "backbones": {"bb": {"test_accuracy": 0.7}}, "ncm_accuracy": ncm,
-               "e2cm_points": points_table({"bb": {"E2CM": curves["bb"]["E2CM"]}}, [0.7], ("val_accuracy", "test_accuracy")
-                                           ).to_dict("records"),
-               "equal_time": points_table(curves, [0.7, 1.1]).to_dict("records"),
-               "equal_time_steps": [{"backbone": "bb", "method": "SDN (frozen backbone)", "steps": 10,
-                                     "epochs of heads": 2.5, "final exit test acc": 0.7}],
-               "combination": [], "flatten_ablation": [], "unsupervised": [], "unsupervised_full": []}
+    curves = _seed_curves(SHARP, seeds=(0, 1))
+    main = study.flat(curves, "val")
+    claims = study.e2cm_claims(main, [0.7, 1.1], "seed 0")
+    ncm = [{"backbone": "bb", "seed": s, "exit": k + 1, "cost": c, "train acc": a + 0.01, "test acc": a + s / 100,
+            "overhead % of cost": 0.01, "nearest != argmax p": 0.0}
+           for s in (0, 1) for k, (c, a) in enumerate([(0.3, 0.2), (0.6, 0.5), (1.0, 0.7)])]
+    training = [{"backbone": "bb", "seed": 0, "method": "SDN (no limit)", "steps": 10, "epochs of heads": 2.5,
+                 "stopped by": "validation plateau", "final exit test acc": 0.7}]
+    metrics = {"options": study.options("gap", True, "nearest", "quantile", ["val", "train"], [], [0, 1]),
+               "ncm_accuracy": ncm, "operating_points": study.operating_points(curves, [0.4, 0.7, 1.1]).to_dict("records"),
+               "head_training": training, "unsupervised": [], "unsupervised_full": [],
+               "per_seed_differences": study.seed_differences(main, study.CLAIM_PAIRS, [0.7, 1.1]).to_dict("records")}
     text = study.conclusions(metrics, claims)
-    assert "bb from 20.0 (first exit) to 50.0 (last early exit) against 70.0" in text
-    e2cm = "/".join(f"{100 * curves['bb']['E2CM'].point(b)['test_accuracy']:.1f}" for b in (0.7, 1.1))
-    assert f"E2CM {e2cm}" in text and "E2CM - SDN (frozen backbone): supported (2 of 2 budgets)" in text
-    assert "Epochs of head training within the budget: SDN (frozen backbone) 2.5" in text
+    assert "bb from 20.5 ± 0.7 (first exit) to 50.5 ± 0.7 (last early exit) against 70.5 ± 0.7" in text
+    e2cm = [100 * main[("bb", s)][study.E2CM].point(0.7)["test_accuracy"] for s in (0, 1)]
+    assert f"E2CM {sum(e2cm) / 2:.1f}" in text and "E2CM - SDN (equal time): supported (2 of 2 budgets)" in text
+    assert "SDN (no limit) 2.5 (70.0)" in text and "Thresholds searched on train" in text
+    assert "at cost <= 0.7/1.1." in text                       # only the budgets the claims judge

@@ -105,3 +105,16 @@ def test_device_choice_and_checkpoints_load_anywhere(data, fresh_artifacts):
     again = T.train_cached(spec, data, progress=False, device="auto")   # the cache does not depend on the device
     assert torch.equal(_weights(run), _weights(again))
     assert describe_device(torch.device("cpu"))["device"] == "cpu"
+
+
+def test_patience_stops_at_a_validation_plateau_and_keeps_the_key(data, fresh_artifacts, monkeypatch):
+    history = [{"epoch": 0, "step": "init"}] + [{"epoch": e + 1, "val_acc": [a, 0.9]} for e, a in enumerate((0.5, 0.6, 0.6, 0.55))]
+    assert T.plateaued(history, 2, [0]) and not T.plateaued(history, 3, [0]) and not T.plateaued(history[:3], 1, [0])
+    assert T.plateaued(history[:3], 1, [1])                       # exit 1 never improved after epoch 1
+    assert "patience" not in str(SPEC.key) and SPEC.key == SPEC.with_train(patience=None).key
+    assert SPEC.key != SPEC.with_train(patience=2).key
+    monkeypatch.setattr(T, "exit_accuracies", lambda net, loader: [0.5] * net.num_exits)   # a flat validation curve
+    run = train_cached(SPEC.with_train(epochs=10, patience=2), data, progress=False)
+    assert run.epochs_trained == 3                                # best at epoch 1, two epochs without improvement
+    with pytest.raises(ValueError, match="patience"):
+        TrainConfig(patience=0)

@@ -30,6 +30,7 @@ from torch import nn
 
 from .backbones import StagedBackbone, register_backbone
 from .data import Dataset, DataSpec, Split, TensorLoader
+from .device import autocast, bf16_supported
 from .evaluate import ThresholdSweep, evaluate_policy, exit_scores, random_thresholds, select, sweep_thresholds
 from .heads import ClassMeansHead, exit_feature
 from .losses import register_loss
@@ -60,30 +61,50 @@ class ClassMeans:
 
 
 @torch.no_grad()
-def fit_class_means(net: MultiExitNet, loader: Iterable, num_classes: int, feature: str = "gap") -> ClassMeans:
-    """Class means at every early exit of ``net`` (no gradients, no weight or batch-norm change),
-    then the normalisers from a second pass. ``fit_seconds`` is E2CM's whole 'training' time."""
+def fit_class_means(net: MultiExitNet, loader: Iterable, num_classes: int, feature: str = "gap",
+                    bf16: bool = False, channels_last: bool = False) -> ClassMeans:
+    """Class means at every early exit of ``net`` (no gradients, no weight or batch-norm change) and
+    the normalisers, in the precision (``bf16`` autocast where supported) and memory layout the
+    rivals train in, so that its ``fit_seconds`` (E2CM's whole 'training' time) is measured as theirs.
+    One pass over the training set: pooled features are kept and the normalisers are computed from
+    them; flattened maps are too large to keep and take a second pass."""
     t0 = time.perf_counter()
     was_training = net.training
     net.eval()
-    sums, counts = None, None
+    device = next(net.parameters()).device
+    use_bf16 = bf16 and bf16_supported(device)
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
+
+    def features(x: torch.Tensor) -> list[torch.Tensor]:
+        if channels_last and x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, use_bf16):
+            return [exit_feature(h, feature) for h in net.exit_features(x)[:-1]]
+
+    keep = feature == "gap"
+    sums, counts, kept = None, None, []
     for x, y in loader:
-        fs = [exit_feature(h, feature) for h in net.exit_features(x)[:-1]]
+        fs = features(x)
         if sums is None:  # on the device the features are on
             sums = [torch.zeros(num_classes, f.shape[1], dtype=torch.float64, device=f.device) for f in fs]
             counts = torch.zeros(num_classes, dtype=torch.float64, device=y.device)
         for s, f in zip(sums, fs):
             s.index_add_(0, y, f.double())
         counts += torch.bincount(y, minlength=num_classes).double()
+        if keep:
+            kept.append(fs)
     if (counts == 0).any():
         raise ValueError(f"classes {torch.nonzero(counts == 0).flatten().tolist()} have no training samples")
     means = [(s / counts[:, None].to(s.device)).float() for s in sums]
     total = [torch.zeros(num_classes, dtype=torch.float64, device=m.device) for m in means]
     n = 0
-    for x, _ in loader:
-        for t, h, m in zip(total, net.exit_features(x)[:-1], means):
-            t += torch.cdist(exit_feature(h, feature), m, compute_mode="donot_use_mm_for_euclid_dist").double().sum(0)
-        n += len(x)
+    for fs in (kept if keep else (features(x) for x, _ in loader)):
+        for t, f, m in zip(total, fs, means):
+            t += torch.cdist(f, m, compute_mode="donot_use_mm_for_euclid_dist").double().sum(0)
+        n += len(fs[0])
+    if channels_last:
+        net.to(memory_format=torch.contiguous_format)
     net.train(was_training)
     return ClassMeans([m.cpu() for m in means], [(t / n).float().cpu() for t in total], feature,
                       time.perf_counter() - t0)
@@ -103,20 +124,28 @@ def load_class_means(net: MultiExitNet, cm: ClassMeans) -> None:
 
 @FITS.register("class_means")
 def _class_means_step(net: MultiExitNet, data: Dataset, augment: bool = True, seed: int = 0,
-                      batch_size: int = 500, device: torch.device | str = "cpu") -> None:
+                      batch_size: int = 500, bf16: bool = False, channels_last: bool = False,
+                      device: torch.device | str = "cpu") -> None:
     """The fitting step of an E2CM run: class means of the training set (augmented as in the
     authors' code when ``augment``), written into the net's class-means heads."""
     loader = TensorLoader(data.train, data.mean, data.std, batch_size, crop_pad=2 if augment else 0, flip=augment,
-                          seed=seed, device=device)
+                          seed=seed, channels_last=channels_last, device=device)
     feature = net.heads[0].feature if len(net.heads) else "gap"
-    load_class_means(net, fit_class_means(net, loader, data.num_classes, feature))
+    load_class_means(net, fit_class_means(net, loader, data.num_classes, feature, bf16, channels_last))
 
 
-def class_means_run(parent: RunSpec, feature: str = "gap", augment: bool = True, name: str | None = None) -> RunSpec:
-    """The E2CM network of a trained run: its backbone, class-means heads at its exits, no training."""
-    return RunSpec(name or f"{parent.name}_e2cm", replace(parent.model, head="class_means", head_options={"feature": feature}),
-                   parent.data, parent.loss, TrainConfig(epochs=0, seed=parent.train.seed), init_from=parent,
-                   fit=FitSpec("class_means", {"augment": augment, "seed": parent.train.seed}))
+def class_means_run(parent: RunSpec, feature: str = "gap", augment: bool = True, name: str | None = None,
+                    exit_after: tuple[int, ...] | None = None) -> RunSpec:
+    """The E2CM network of a trained run: its backbone, class-means heads at its exits (or at
+    ``exit_after``, for a parent trained without exits), no training. The fit runs in the parent's
+    precision and memory layout (those its trained-head rivals use)."""
+    exits = parent.model.exit_after if exit_after is None else tuple(exit_after)
+    t = parent.train
+    return RunSpec(name or f"{parent.name}_e2cm",
+                   replace(parent.model, exit_after=exits, head="class_means", head_options={"feature": feature}),
+                   parent.data, parent.loss, TrainConfig(epochs=0, seed=t.seed), init_from=parent,
+                   fit=FitSpec("class_means", {"augment": augment, "seed": t.seed, "bf16": t.bf16,
+                                               "channels_last": t.channels_last}))
 
 
 # ---------------------------------------------------------------- the exit rule
@@ -240,6 +269,11 @@ def paired_accuracy_difference(a: MethodCurve, b: MethodCurve, budget: float, dr
     return 100 * mean, 100 * lo, 100 * hi
 
 
+def _labelled(label: str | tuple[str, int]) -> dict:
+    """Table columns of a run label: (backbone, seed) or a backbone alone."""
+    return {"backbone": label[0], "seed": label[1]} if isinstance(label, tuple) else {"backbone": label}
+
+
 def ncm_table(runs: Mapping[str, TrainedRun], prediction: str = "nearest") -> pd.DataFrame:
     """Every sample forced out at each exit of each E2CM run (the last exit is the backbone's own
     classifier): train and test accuracy, cost, the distances' share of the cost spent up to the exit,
@@ -254,7 +288,7 @@ def ncm_table(runs: Mapping[str, TrainedRun], prediction: str = "nearest") -> pd
         macs = run.macs
         for j, cost in enumerate(macs.exit_fractions):
             own = macs.head_macs[j] if j < len(run.net.heads) else 0
-            rows.append({"backbone": label, "exit": j + 1, "cost": cost, "train acc": train_acc[j],
+            rows.append({**_labelled(label), "exit": j + 1, "cost": cost, "train acc": train_acc[j],
                          "test acc": test_acc[j], "overhead % of cost": 100 * own / macs.exit_macs[j],
                          "nearest != argmax p": disagree[j]})
     return pd.DataFrame(rows)

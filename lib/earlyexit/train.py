@@ -81,6 +81,9 @@ class TrainConfig:
     freeze_backbone: bool = False  # train the exit heads only; the backbone stays in eval mode
     time_budget_s: float | None = None  # stop after this much training wall clock (checked every step)
     keep_epoch_checkpoints: bool = False  # also keep epoch_<k>.pt, readable with TrainedRun.at_epoch
+    # early stopping: stop once the mean validation accuracy of the trained exits has not improved for
+    # this many epochs (``epochs`` stays the cap); the run keeps its last epoch's weights
+    patience: int | None = None
 
     def __post_init__(self):
         if self.epochs < 0:
@@ -96,6 +99,8 @@ class TrainConfig:
         if self.time_budget_s is not None and (self.time_budget_s <= 0 or self.schedule != "constant"):
             raise ValueError("a time budget needs time_budget_s > 0 and schedule='constant' (the total step "
                              "count, which other schedules need, is unknown)")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be >= 1 epoch, got {self.patience}")
 
 
 @dataclass(frozen=True)
@@ -132,10 +137,18 @@ class RunSpec:
     def key(self) -> str:
         """Directory name: the run's name and a hash of its whole configuration (parents included)
         and of ``CACHE_FORMAT``."""
-        return f"{self.name}-{config_hash({**self.to_dict(), 'cache_format': CACHE_FORMAT})}"
+        return f"{self.name}-{config_hash({**_unset_dropped(self.to_dict()), 'cache_format': CACHE_FORMAT})}"
 
     def with_train(self, **changes) -> "RunSpec":
         return replace(self, train=replace(self.train, **changes))
+
+
+def _unset_dropped(spec: dict) -> dict:
+    """The spec without options added after runs were cached and left unset (``patience``), so that
+    adding an option does not change the key of any run that does not use it."""
+    train = {k: v for k, v in spec["train"].items() if not (k == "patience" and v is None)}
+    parent = spec.get("init_from")
+    return {**spec, "train": train, "init_from": _unset_dropped(parent) if parent else parent}
 
 
 def build_model(model: ModelSpec, num_classes: int, in_channels: int, image_size: int) -> MultiExitNet:
@@ -328,6 +341,23 @@ def _note_use(spec: RunSpec, reused: bool) -> None:
             f.write(json.dumps({"run": spec.key, "reused": reused}) + "\n")
 
 
+def _trained_exits(net: MultiExitNet) -> list[int]:
+    """Exits whose own classifier has trainable parameters (the backbone's classifier is the last one)."""
+    own = list(net.heads) + [net.backbone.classifier]
+    return [k for k, m in enumerate(own) if any(p.requires_grad for p in m.parameters())]
+
+
+def plateaued(history: list[dict], patience: int, exits: list[int]) -> bool:
+    """Whether the mean validation accuracy over ``exits`` has not improved for ``patience`` epochs
+    (read from the history, so a resumed run decides as an uninterrupted one)."""
+    scores = [sum(h["val_acc"][k] for k in exits) / len(exits) for h in history
+              if h.get("epoch", 0) > 0 and h.get("val_acc")]
+    if not scores:
+        return False
+    best = scores.index(max(scores))
+    return len(scores) - 1 - best >= patience
+
+
 def _train_epochs(spec: RunSpec, net: MultiExitNet, opt: torch.optim.Optimizer, data: Dataset, history: list[dict],
                   start: int, ckpt_path: Path, progress: bool, device: torch.device,
                   compile: bool) -> tuple[list[dict], bool]:
@@ -348,6 +378,7 @@ def _train_epochs(spec: RunSpec, net: MultiExitNet, opt: torch.optim.Optimizer, 
                               channels_last=cfg.channels_last, device=device)
     total_steps = cfg.epochs * len(train_loader)
     spent = sum(h["seconds"] for h in history if h.get("epoch", 0) > 0)
+    trained = _trained_exits(net)
     done = False
     for epoch in range(start, cfg.epochs):
         torch.manual_seed(cfg.seed * 1000 + epoch)
@@ -389,11 +420,12 @@ def _train_epochs(spec: RunSpec, net: MultiExitNet, opt: torch.optim.Optimizer, 
         history.append({"epoch": epoch + 1, "steps": steps, "loss": loss_sum.item() / max(seen, 1),
                         "train_acc": correct.item() / max(seen, 1) if classify else None, "val_acc": val_acc,
                         "seconds": seconds, "bf16": use_bf16, **where})
-        done = done or epoch + 1 == cfg.epochs
+        stalled = cfg.patience is not None and classify and bool(trained) and plateaued(history, cfg.patience, trained)
+        done = done or stalled or epoch + 1 == cfg.epochs
         if progress or os.environ.get(PROGRESS_LINES) == "1":
             shown = f", val acc (final exit) {val_acc[-1]:.4f}" if classify else ""
             print(f"{spec.name} epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]['loss']:.3f}{shown}, {seconds:.0f} s"
-                  + (f" (stopped: {'rehearsal' if rehearsal.active() else 'time budget reached'})"
+                  + (f" (stopped: {'validation plateau' if stalled else 'rehearsal' if rehearsal.active() else 'time budget reached'})"
                      if done and epoch + 1 < cfg.epochs else ""))
         atomic_save(_checkpoint(net, opt, epoch + 1, done, history, spec), ckpt_path)
         if cfg.keep_epoch_checkpoints:
