@@ -35,3 +35,15 @@ def test_a_run_name_means_one_configuration_across_notebooks(profile):
     for spec in profile_runs(profile):
         keys[spec.name].add(spec.key)
     assert {name: k for name, k in keys.items() if len(k) > 1} == {}
+
+
+def test_cpu_notebooks_reuse_the_reference_trainings():
+    """Train once, use everywhere: each notebook's cpu plan asks for the same reference runs."""
+    from earlyexit.prepare import profile_runs
+    uses = {nb: {s.key for s in profile_runs("cpu", only=nb) if s.name.startswith("ref_")}
+            for nb in ("00", "01", "02", "03", "04")}
+    multi = {k for k in uses["00"] if "_multi_" in k}
+    plain = {k for k in uses["01"] if "_plain_" in k}
+    assert len(multi) == 3 and len(plain) == 3
+    assert all(multi <= uses[nb] for nb in ("01", "03", "04"))
+    assert all(plain <= uses[nb] for nb in ("02", "03"))

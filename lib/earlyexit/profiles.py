@@ -12,17 +12,20 @@ PROFILE_NAMES = ("smoke", "cpu", "paper")
 
 # A smoke run trains on 512 images of the CIFAR-10 copy and tests on 500.
 _SMOKE_DATA = {"train_size": 512, "val_size": 256, "test_size": 500}
+# The shared reference network's smoke values: identical in every notebook, so notebooks share trainings
+# in a smoke run as they do in the cpu profile (tests/test_reference.py checks it).
+_SMOKE_REFERENCE = {**_SMOKE_DATA, "width": 0.125, "epochs": 1, "batch_size": 128}
 
 PROFILES: dict[str, dict[str, dict]] = {
     "00_primer": {
-        "smoke": {**_SMOKE_DATA, "width": 0.125, "epochs": 1, "batch_size": 128, "seeds": [0, 1]},
+        "smoke": {**_SMOKE_REFERENCE, "seeds": [0, 1]},
         "cpu": {},
         # not a paper's experiment: the same multi-exit recipe on a full-width ResNet-18, longer, in float32
         "paper": {"backbone": "resnet18_cifar", "width": 1.0, "epochs": 200, "batch_size": 128,
                   "lr": 0.1, "bf16": False, "channels_last": False},
     },
     "02_e2cm": {
-        "smoke": {**_SMOKE_DATA, "width": 0.125, "epochs": 1, "batch_size": 128, "seeds": [0],
+        "smoke": {**_SMOKE_REFERENCE, "seeds": [0],
                   "n_thresholds": 300, "head_patience": 1, "head_max_epochs": 2, "unsup_datasets": ["mnist"],
                   "unsup_seeds": [0, 1], "unsup_channels": [8, 8, 16],
                   "unsup_train_size": 1000, "unsup_test_size": 500},
@@ -36,7 +39,7 @@ PROFILES: dict[str, dict[str, dict]] = {
                   "unsup_seeds": [0, 1, 2, 3, 4], "unsup_epochs": 50},
     },
     "01_class_exclusion": {
-        "smoke": {**_SMOKE_DATA, "epochs": 1, "check_images": 500, "seeds": [0, 1],
+        "smoke": {**_SMOKE_DATA, "epochs": 1, "batch_size": 128, "check_images": 500, "seeds": [0, 1],
                   "setups": [{"name": "vgg13_c10", "backbone": "vgg13", "dataset": "cifar10", "width": 0.125,
                               "bc_tolerance": 0.001, "cr_tolerance": 0.01}]},
         "cpu": {},
@@ -60,7 +63,7 @@ PROFILES: dict[str, dict[str, dict]] = {
                        "bc_tolerance": 0.005, "cr_tolerance": 0.005}]},
     },
     "03_differentiable_branching": {
-        "smoke": {**_SMOKE_DATA, "width": 0.125, "epochs": 1, "batch_size": 128, "seeds": [0, 1],
+        "smoke": {**_SMOKE_REFERENCE, "seeds": [0, 1],
                   "lambda_grid": [0.0, 0.1, 1.0], "grid_epochs": 1, "bnet_random": 200, "latency_images": 40,
                   "latency_warmup": 5},
         "cpu": {},
@@ -74,7 +77,7 @@ PROFILES: dict[str, dict[str, dict]] = {
     },
     "04_eenet": {
         # the reference network at smoke size; two training seeds so the seed aggregation runs; a tiny recipe grid
-        "smoke": {**_SMOKE_DATA, "width": 0.125, "epochs": 1, "batch_size": 128, "seeds": [0, 1], "num_budgets": 3,
+        "smoke": {**_SMOKE_REFERENCE, "seeds": [0, 1], "num_budgets": 3,
                   "scheduler_seeds": [0], "recipe_optimizers": ["adamw"], "recipe_lrs": [1e-3, 1e-2],
                   "recipe_epochs": [10, 30], "scheduler": {"patience": 30}, "bootstrap_draws": 200,
                   "auroc_draws": 20},
