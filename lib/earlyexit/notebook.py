@@ -28,8 +28,11 @@ def start(notebook: str, namespace: dict) -> dict:
     params.update(overrides)
     namespace.update(overrides)
     if rehearsal.active():
+        trimmed = rehearsal.trim_repeats(params)
+        params.update(trimmed)
+        namespace.update(trimmed)
         used = sorted({spec.data.name for spec in call_plan(plan_module(path).plan, params)})
-        print(rehearsal.banner(params["profile"], [n for n in used if not available_offline(n)]))
+        print(rehearsal.banner(params["profile"], [n for n in used if not available_offline(n)], trimmed))
     if changed:
         print(f"profile {params['profile']!r} sets {', '.join(changed)}")
     torch.set_num_threads(params.get("threads", 1))

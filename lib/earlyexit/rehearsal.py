@@ -2,7 +2,8 @@
 
 ``python -m earlyexit.reproduce --profile paper --rehearse`` sets ``EARLYEXIT_REHEARSAL=1`` for the
 notebooks it runs. Then every training stops after ``MAX_STEPS`` optimiser steps, every split is cut
-to at most ``TRAIN_IMAGES`` / ``EVAL_IMAGES`` images, a data set that is not available offline is
+to at most ``TRAIN_IMAGES`` / ``EVAL_IMAGES`` images, lists of repetitions (``REPEATED``: seeds, the
+lambda grid) keep their first two entries, a data set that is not available offline is
 replaced by a synthetic stand-in of the same shape and class count (never written to the data
 cache), trainings go to their own artifacts root (``<artifacts>-rehearsal``, so nothing from a
 rehearsal can enter a real run's cache) and reports and figures to ``<profile>-rehearsal``. Each
@@ -13,8 +14,8 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["ENV", "MAX_STEPS", "BATCH", "TRAIN_IMAGES", "EVAL_IMAGES", "LATENCY_IMAGES", "active", "output_profile",
-           "cap", "banner"]
+__all__ = ["ENV", "MAX_STEPS", "BATCH", "TRAIN_IMAGES", "EVAL_IMAGES", "LATENCY_IMAGES", "REPEATED", "active",
+           "output_profile", "cap", "trim_repeats", "banner"]
 
 ENV = "EARLYEXIT_REHEARSAL"
 MAX_STEPS = 2          # optimiser steps per training (scheduler fits included)
@@ -22,6 +23,9 @@ BATCH = 32             # training batch size at most (the code path is the same 
 TRAIN_IMAGES = 256     # training images per data set (at least two of every class)
 EVAL_IMAGES = 128      # validation and test images per data set
 LATENCY_IMAGES = 16    # images timed one by one
+# List parameters whose entries all run the same code (repetitions over seeds, a sweep over the lambda
+# grid): a rehearsal keeps their first two entries, which still runs every aggregation over them.
+REPEATED = ("seeds", "scheduler_seeds", "unsup_seeds", "lambda_grid")
 
 
 def active() -> bool:
@@ -40,11 +44,22 @@ def cap(n: int | None, limit: int) -> int | None:
     return limit if n is None else min(n, limit)
 
 
-def banner(profile: str, stand_ins: list[str]) -> str:
+def trim_repeats(params: dict) -> dict:
+    """The ``REPEATED`` parameters of ``params`` cut to their first two entries during a rehearsal
+    (only those that change); an empty dict otherwise."""
+    if not active():
+        return {}
+    return {name: list(params[name])[:2] for name in REPEATED
+            if isinstance(params.get(name), (list, tuple)) and len(params[name]) > 2}
+
+
+def banner(profile: str, stand_ins: list[str], trimmed: dict | None = None) -> str:
     """The notice each rehearsed notebook prints at its top."""
     subs = ", ".join(stand_ins) if stand_ins else "none (every data set was available offline)"
+    cut = "; ".join(f"{k} cut to {v}" for k, v in (trimmed or {}).items())
     return (f"REHEARSAL of profile {profile!r}: every training stops after {MAX_STEPS} optimiser steps (batches of at most "
             f"{BATCH}), splits are cut to "
-            f"{TRAIN_IMAGES} training and {EVAL_IMAGES} validation/test images; numbers mean nothing. "
+            f"{TRAIN_IMAGES} training and {EVAL_IMAGES} validation/test images"
+            f"{'; ' + cut if cut else ''}; numbers mean nothing. "
             f"Synthetic stand-ins for data not available offline: {subs}. Outputs go to reports/"
             f"{output_profile(profile)}/ and figures/{output_profile(profile)}/.")
