@@ -22,6 +22,7 @@ from typing import Sequence
 
 import torch
 
+from . import rehearsal
 from .macs import MacTable
 from .outputs import CachedOutputs
 from .policies import ExitPolicy, PerExitThresholds, run_exit_policy
@@ -128,6 +129,7 @@ def random_thresholds(n: int, confidence: torch.Tensor, space: str = "quantile",
     spreads the draws where the confidences lie (class-mean pseudo-probabilities sit in a narrow band)."""
     if space not in ("uniform", "quantile"):
         raise ValueError(f"space must be 'uniform' or 'quantile', got {space!r}")
+    n = rehearsal.cap(n, rehearsal.THRESHOLD_VECTORS)
     g = torch.Generator().manual_seed(seed)
     j = confidence.shape[0]
     u = torch.rand(n, j, generator=g, dtype=torch.float64)

@@ -2,7 +2,8 @@
 
 ``python -m earlyexit.reproduce --profile paper --rehearse`` sets ``EARLYEXIT_REHEARSAL=1`` for the
 notebooks it runs. Then every training stops after ``MAX_STEPS`` optimiser steps, every split is cut
-to at most ``TRAIN_IMAGES`` / ``EVAL_IMAGES`` images, lists of repetitions (``REPEATED``: seeds, the
+to at most ``TRAIN_IMAGES`` / ``EVAL_IMAGES`` images, random threshold searches to
+``THRESHOLD_VECTORS`` vectors, lists of repetitions (``REPEATED``: seeds, the
 lambda grid) keep their first two entries, a data set that is not available offline is
 replaced by a synthetic stand-in of the same shape and class count (never written to the data
 cache), trainings go to their own artifacts root (``<artifacts>-rehearsal``, so nothing from a
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["ENV", "MAX_STEPS", "BATCH", "TRAIN_IMAGES", "EVAL_IMAGES", "LATENCY_IMAGES", "REPEATED", "active",
+__all__ = ["ENV", "MAX_STEPS", "BATCH", "TRAIN_IMAGES", "EVAL_IMAGES", "LATENCY_IMAGES", "THRESHOLD_VECTORS", "REPEATED", "active",
            "output_profile", "cap", "trim_repeats", "banner"]
 
 ENV = "EARLYEXIT_REHEARSAL"
@@ -23,6 +24,7 @@ BATCH = 32             # training batch size at most (the code path is the same 
 TRAIN_IMAGES = 256     # training images per data set (at least two of every class)
 EVAL_IMAGES = 128      # validation and test images per data set
 LATENCY_IMAGES = 16    # images timed one by one
+THRESHOLD_VECTORS = 256  # random per-exit threshold vectors per search (evaluate.random_thresholds)
 # List parameters whose entries all run the same code (repetitions over seeds, a sweep over the lambda
 # grid): a rehearsal keeps their first two entries, which still runs every aggregation over them.
 REPEATED = ("seeds", "scheduler_seeds", "unsup_seeds", "lambda_grid")
@@ -59,7 +61,8 @@ def banner(profile: str, stand_ins: list[str], trimmed: dict | None = None) -> s
     cut = "; ".join(f"{k} cut to {v}" for k, v in (trimmed or {}).items())
     return (f"REHEARSAL of profile {profile!r}: every training stops after {MAX_STEPS} optimiser steps (batches of at most "
             f"{BATCH}), splits are cut to "
-            f"{TRAIN_IMAGES} training and {EVAL_IMAGES} validation/test images"
+            f"{TRAIN_IMAGES} training and {EVAL_IMAGES} validation/test images, random threshold searches to "
+            f"{THRESHOLD_VECTORS} vectors"
             f"{'; ' + cut if cut else ''}; numbers mean nothing. "
             f"Synthetic stand-ins for data not available offline: {subs}. Outputs go to reports/"
             f"{output_profile(profile)}/ and figures/{output_profile(profile)}/.")

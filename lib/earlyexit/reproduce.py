@@ -43,6 +43,7 @@ import argparse
 import html
 import importlib
 import inspect
+import json
 import logging
 import math
 import os
@@ -576,11 +577,52 @@ def run(profile: str, chosen: dict[str, Path], out: TextIO | None = None, tty: b
     return results
 
 
+def run_parallel(profile: str, chosen: dict[str, Path], jobs: int, out: TextIO | None = None) -> list[dict]:
+    """A rehearsal's notebooks in up to ``jobs`` runner processes at once, one notebook each, started in
+    order as earlier ones end; every line a child prints reaches ``out`` prefixed by its notebook. Only
+    for rehearsals: there notebooks share no training, so two processes never train the same run."""
+    import subprocess
+    from .report import write_summary
+    out = out or sys.stdout
+    lock = threading.Lock()
+
+    def relay(nb: str, stream) -> None:
+        for line in stream:
+            with lock:
+                print(f"{nb}| {line.rstrip()}", file=out, flush=True)
+
+    pending, running, results = list(chosen), [], []
+    while pending or running:
+        while pending and len(running) < jobs:
+            nb = pending.pop(0)
+            result_file = Path(tempfile.mkstemp(prefix=f"{nb}-results-", suffix=".json")[1])
+            child = subprocess.Popen([sys.executable, "-m", "earlyexit.reproduce", "--profile", profile, "--only", nb,
+                                      "--rehearse", "--results", str(result_file)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            reader = threading.Thread(target=relay, args=(nb, child.stdout), daemon=True)
+            reader.start()
+            running.append((nb, child, reader, result_file))
+        time.sleep(0.5)
+        for entry in [e for e in running if e[1].poll() is not None]:
+            nb, child, reader, result_file = entry
+            reader.join()
+            running.remove(entry)
+            text = result_file.read_text() if result_file.exists() else ""
+            result_file.unlink(missing_ok=True)
+            results += json.loads(text) if text.strip() else [{"notebook": chosen[nb].stem, "minutes": 0.0, "trained": 0,
+                                                               "reused": 0, "status": f"FAILED: runner exit {child.returncode}"}]
+    order = [p.stem for p in chosen.values()]
+    results.sort(key=lambda r: order.index(r["notebook"]) if r["notebook"] in order else len(order))
+    summary = write_summary(profile)
+    print(f"\nprofile {profile}: {len(results)} notebook(s) in {jobs} processes; comparisons in {_relative(summary)}",
+          file=out)
+    return results
+
+
 def training_counts(log: Path) -> tuple[int, int]:
     """(trained, reused) distinct runs in a notebook's training log (see ``train._note_use``): a run
     counts as reused when every call found it finished in the cache, as trained when one call trained
     or resumed it."""
-    import json
     if not log.exists():
         return 0, 0
     reused: dict[str, bool] = {}
@@ -737,7 +779,6 @@ def check(profile: str, chosen: dict[str, Path], fresh: bool = False, scratch: P
 def compare_reports(committed_dir: Path, fresh_dir: Path, names: list[str], out: TextIO | None = None) -> int:
     """Compare ``<name>_metrics.json`` of each notebook in two report folders; the exit status of
     ``--check`` (1 when a value moved beyond tolerance or a metrics file is missing)."""
-    import json
     out = out or sys.stdout
     print("\ncomparison with the committed metrics (timings and environment are not compared):", file=out)
     ok = True
@@ -780,9 +821,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --check: train everything again on an empty artifacts root")
     parser.add_argument("--scratch", help="with --check: where the rerun's reports and figures go "
                                           "(default: a new temporary folder)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="with --rehearse: run up to this many notebooks at once, one process each")
+    parser.add_argument("--results", help=argparse.SUPPRESS)   # a child of --jobs writes its result rows here
     args = parser.parse_args(argv)
     if (args.fresh or args.scratch) and not args.check:
         parser.error("--fresh and --scratch go with --check")
+    if args.jobs < 1 or (args.jobs > 1 and not args.rehearse):
+        parser.error("--jobs N (N >= 1) goes with --rehearse: a real run's notebooks share trainings")
     if args.rehearse:
         os.environ[rehearsal.ENV] = "1"   # read by the library in this process and in the notebooks' kernels
     try:
@@ -797,8 +843,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             status, results = check(args.profile, chosen, fresh=args.fresh, scratch=args.scratch)
         else:
-            results = run(args.profile, chosen)
+            results = run_parallel(args.profile, chosen, args.jobs) if args.jobs > 1 else run(args.profile, chosen)
             status = 0 if all(r["status"] == "ok" for r in results) else 1
+            if args.results:
+                Path(args.results).write_text(json.dumps(results))
     except (ConfigError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
