@@ -35,7 +35,8 @@ def start(notebook: str, namespace: dict) -> dict:
         print(rehearsal.banner(params["profile"], [n for n in used if not available_offline(n)], trimmed))
     if changed:
         print(f"profile {params['profile']!r} sets {', '.join(changed)}")
-    torch.set_num_threads(params.get("threads", 1))
+    # a rehearsal's steps are tiny, and `reproduce --jobs` runs notebooks side by side: one thread each
+    torch.set_num_threads(1 if rehearsal.active() else params.get("threads", 1))
     if "device" in params:
         print(f"device: {set_default_device(params['device'])}")
     use_style()
