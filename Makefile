@@ -37,7 +37,7 @@ dry-run: setup
 	$(BIN)/python -m earlyexit.reproduce --profile $(PROFILE) --dry-run $(if $(ONLY),--only $(ONLY))
 
 test: setup
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=15
 
 # JupyterLab on this environment's kernel, loopback only, opening the primer. To use a profile there, edit
 # `profile = "cpu"` in a notebook's parameters cell (e.g. to "smoke") and run all cells.
