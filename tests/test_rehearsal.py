@@ -15,7 +15,7 @@ def test_paper_profile_rehearsal_runs_every_notebook(tmp_path):
     env.pop("EARLYEXIT_REHEARSAL", None)
     try:
         done = subprocess.run([sys.executable, "-m", "earlyexit.reproduce", "--profile", "paper", "--rehearse", "--jobs", "2"],
-                              capture_output=True, text=True, timeout=1800, env=env)
+                              capture_output=True, text=True, timeout=3600, env=env)
         cache_used = (tmp_path / "artifacts-rehearsal").exists() and any((tmp_path / "artifacts-rehearsal").iterdir())
     finally:
         shutil.rmtree(tmp_path / "artifacts-rehearsal", ignore_errors=True)   # gigabytes of paper-sized checkpoints
