@@ -14,7 +14,7 @@ def test_paper_profile_rehearsal_runs_every_notebook(tmp_path):
     env = {**os.environ, "EARLYEXIT_ARTIFACTS": str(tmp_path / "artifacts")}
     env.pop("EARLYEXIT_REHEARSAL", None)
     try:
-        done = subprocess.run([sys.executable, "-m", "earlyexit.reproduce", "--profile", "paper", "--rehearse", "--jobs", "2"],
+        done = subprocess.run([sys.executable, "-m", "earlyexit.reproduce", "--profile", "paper", "--rehearse"],
                               capture_output=True, text=True, timeout=3600, env=env)
         cache_used = (tmp_path / "artifacts-rehearsal").exists() and any((tmp_path / "artifacts-rehearsal").iterdir())
     finally:

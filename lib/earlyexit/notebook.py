@@ -7,6 +7,8 @@ evaluation uses (the ``device`` parameter: "auto" = CUDA, else MPS, else CPU), f
 """
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 import torch
 
@@ -16,7 +18,9 @@ from .device import set_default_device
 from .plots import use_style
 from .reproduce import call_plan, default_parameters, notebooks, plan_module, resolve_parameters
 
-__all__ = ["start"]
+__all__ = ["start", "THREADS_ENV"]
+
+THREADS_ENV = "EARLYEXIT_THREADS"   # overrides every notebook's ``threads`` parameter when set
 
 
 def start(notebook: str, namespace: dict) -> dict:
@@ -35,8 +39,8 @@ def start(notebook: str, namespace: dict) -> dict:
         print(rehearsal.banner(params["profile"], [n for n in used if not available_offline(n)], trimmed))
     if changed:
         print(f"profile {params['profile']!r} sets {', '.join(changed)}")
-    # a rehearsal's steps are tiny, and `reproduce --jobs` runs notebooks side by side: one thread each
-    torch.set_num_threads(1 if rehearsal.active() else params.get("threads", 1))
+    # `reproduce --jobs` runs notebooks side by side and gives each one thread (EARLYEXIT_THREADS)
+    torch.set_num_threads(int(os.environ.get(THREADS_ENV, params.get("threads", 1))))
     if "device" in params:
         print(f"device: {set_default_device(params['device'])}")
     use_style()

@@ -63,6 +63,6 @@ def banner(profile: str, stand_ins: list[str], trimmed: dict | None = None) -> s
             f"{BATCH}), splits are cut to "
             f"{TRAIN_IMAGES} training and {EVAL_IMAGES} validation/test images, random threshold searches to "
             f"{THRESHOLD_VECTORS} vectors"
-            f"{'; ' + cut if cut else ''}; one torch thread; numbers mean nothing. "
+            f"{'; ' + cut if cut else ''}; numbers mean nothing. "
             f"Synthetic stand-ins for data not available offline: {subs}. Outputs go to reports/"
             f"{output_profile(profile)}/ and figures/{output_profile(profile)}/.")

@@ -598,7 +598,8 @@ def run_parallel(profile: str, chosen: dict[str, Path], jobs: int, out: TextIO |
             result_file = Path(tempfile.mkstemp(prefix=f"{nb}-results-", suffix=".json")[1])
             child = subprocess.Popen([sys.executable, "-m", "earlyexit.reproduce", "--profile", profile, "--only", nb,
                                       "--rehearse", "--results", str(result_file)],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env={**os.environ, "EARLYEXIT_THREADS": "1"})
             reader = threading.Thread(target=relay, args=(nb, child.stdout), daemon=True)
             reader.start()
             running.append((nb, child, reader, result_file))
