@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 from dataclasses import replace
 import statistics
 import time
@@ -27,7 +26,7 @@ import torch
 
 from .losses import build_loss
 from .plans import primer
-from .reproduce import _table, default_parameters, notebooks
+from .reproduce import _table, call_plan, default_parameters, notebooks
 from .device import autocast, bf16_supported, cpu_model, describe_device, maybe_compile, resolve_device
 from .train import ModelSpec, build_model, train_cached
 
@@ -36,9 +35,7 @@ __all__ = ["primer_spec", "throughput", "flip_tta_accuracy", "speed_networks", "
 
 
 def primer_spec():
-    params = default_parameters(notebooks()["00"])
-    accepted = inspect.signature(primer.plan).parameters
-    return primer.plan(**{k: v for k, v in params.items() if k in accepted})[0]
+    return call_plan(primer.plan, default_parameters(notebooks()["00"]))[0]
 
 
 def throughput(spec, bf16: bool, channels_last: bool, steps: int = 6, batch: int = 256,
@@ -120,12 +117,6 @@ PRIMER_THRESHOLD = 0.625   # notebook 00's max-softmax operating point (cpu prof
 GATE_THRESHOLD = 0.5       # notebook 03's hard-gate threshold
 
 
-def _plan_specs(notebook: str, plan) -> tuple[dict, list]:
-    params = default_parameters(notebooks()[notebook])
-    accepted = inspect.signature(plan).parameters
-    return params, plan(**{k: v for k, v in params.items() if k in accepted})
-
-
 def speed_networks() -> list[dict]:
     """The cpu-profile networks of notebooks 00, 01 and 03 with their rules, as run specs, and the
     class-exclusion paper's VGGsmall x0.25 with its 6 exits (random weights only: the engine's test
@@ -134,9 +125,8 @@ def speed_networks() -> list[dict]:
     primer_run = primer_spec()
     out = [{"notebook": "00", "name": f"primer {primer_run.model.backbone} x{primer_run.model.width:g}", "rule": "max-softmax",
             "spec": primer_run}]
-    params, _ = _plan_specs("01", p01.plan)
-    accepted = inspect.signature(p01.setup_runs).parameters
-    setups = p01.setup_runs(**{k: v for k, v in params.items() if k in accepted})
+    params = default_parameters(notebooks()["01"])
+    setups = call_plan(p01.setup_runs, params)
     first = params["setups"][0]
     out.append({"notebook": "01", "name": f"{first['backbone']} x{first.get('width', 1.0):g}",
                 "rule": "class exclusion", "spec": setups[first["name"]]["BC"],
