@@ -8,7 +8,7 @@ from earlyexit.data import DataSpec, tensor_batches
 from earlyexit.e2cm import (E2CMExit, class_means_run, clustering_accuracy, e2cm_policy, fit_class_means,
                             load_class_means, prediction_disagreement, threshold_cloud)
 from earlyexit.evaluate import evaluate_policy
-from earlyexit.heads import exit_feature
+from earlyexit.heads import euclidean_distances, exit_feature
 from earlyexit.losses import build_loss, loss_target
 from earlyexit.macs import mac_table
 from earlyexit.multiexit import MultiExitNet
@@ -20,6 +20,16 @@ from earlyexit.train import LossSpec, ModelSpec, RunSpec, TrainConfig, build_mod
 def _net(head="class_means", seed=0, **options):
     torch.manual_seed(seed)
     return MultiExitNet(build_backbone("resnet18_cifar", num_classes=10, width=0.0625), [0, 2, 4], head, **options)
+
+
+@pytest.mark.parametrize("dim", [7, 20000])
+def test_distances_do_not_depend_on_the_batch(dim):
+    g = torch.Generator().manual_seed(dim)
+    x, means = torch.randn(33, dim, generator=g) * 3 + 1, torch.randn(10, dim, generator=g)
+    batched = euclidean_distances(x, means)
+    one_by_one = torch.cat([euclidean_distances(x[i:i + 1], means) for i in range(len(x))])
+    assert torch.equal(batched, one_by_one)
+    assert torch.allclose(batched, torch.cdist(x.double(), means.double()).float(), rtol=1e-6)
 
 
 def _loader(n=96, seed=0):

@@ -32,7 +32,7 @@ from .backbones import StagedBackbone, register_backbone
 from .data import Dataset, DataSpec, Split, TensorLoader
 from .device import autocast, bf16_supported
 from .evaluate import ThresholdSweep, evaluate_policy, exit_scores, random_thresholds, select, sweep_thresholds
-from .heads import ClassMeansHead, exit_feature
+from .heads import ClassMeansHead, euclidean_distances, exit_feature
 from .losses import register_loss
 from .macs import mac_table
 from .multiexit import ExitOutputs, MultiExitNet
@@ -101,7 +101,7 @@ def fit_class_means(net: MultiExitNet, loader: Iterable, num_classes: int, featu
     n = 0
     for fs in (kept if keep else (features(x) for x, _ in loader)):
         for t, f, m in zip(total, fs, means):
-            t += torch.cdist(f, m, compute_mode="donot_use_mm_for_euclid_dist").double().sum(0)
+            t += euclidean_distances(f, m).double().sum(0)
         n += len(fs[0])
     if channels_last:
         net.to(memory_format=torch.contiguous_format)
@@ -392,7 +392,7 @@ class _CentroidLogits(nn.Module):
         self.register_buffer("centroids", centroids)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return -torch.cdist(z.float(), self.centroids, compute_mode="donot_use_mm_for_euclid_dist") ** 2
+        return -euclidean_distances(z.float(), self.centroids) ** 2
 
 
 @torch.no_grad()

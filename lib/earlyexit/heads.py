@@ -20,7 +20,25 @@ import torch
 from torch import nn
 
 __all__ = ["ExitHead", "LinearHead", "ConvHead", "GatedHead", "ClassMeansHead", "ClassMeansLinearHead", "FEATURE_MODES",
-           "exit_feature", "build_head", "HEAD_KINDS"]
+           "exit_feature", "euclidean_distances", "build_head", "HEAD_KINDS"]
+
+# Feature columns per float64 block of ``euclidean_distances``: small enough to stay in cache.
+_DISTANCE_BLOCK = 8192
+
+
+def euclidean_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Float32 distances between the rows of ``x`` (N x D) and of ``y`` (K x D).
+
+    Accumulated in float64 as |x|^2 + |y|^2 - 2 x.y over blocks of columns: a matrix product, so it
+    is fast even for flattened feature maps (D ~ 10^5: 10x faster than torch.cdist's direct mode),
+    and its float64 rounding (~1e-16 relative) sits far below float32's, so a row's distance does not
+    depend on the batch it is computed in (real early exit == cached outputs)."""
+    x, y = x.flatten(1), y.flatten(1)
+    d2 = torch.zeros(len(x), len(y), dtype=torch.float64, device=x.device)
+    for j in range(0, x.shape[1], _DISTANCE_BLOCK):
+        a, b = x[:, j:j + _DISTANCE_BLOCK].double(), y[:, j:j + _DISTANCE_BLOCK].double()
+        d2 += a.square().sum(1, keepdim=True) + b.square().sum(1) - 2 * (a @ b.T)
+    return d2.clamp_min_(0).sqrt_().float()
 
 
 class ExitHead(nn.Module):
@@ -113,8 +131,8 @@ def _feature_dim(in_shape: tuple[int, ...], mode: str) -> int:
 class ClassMeansHead(nn.Module):
     """E2CM's exit: logits_k = -||f - mu_k|| / s_k, f the exit feature, mu_k the mean feature of class
     k and s_k the mean distance of all training samples to mu_k. Buffers only; ``e2cm.fit_class_means``
-    fills them. Distances are computed directly (not via a matrix product), so a row's value does not
-    depend on the batch it is in and the real early exit agrees bit for bit with cached outputs."""
+    fills them. Distances come from ``euclidean_distances`` (float64 accumulation), so a row's value
+    does not depend on the batch it is in and the real early exit agrees with cached outputs."""
 
     has_gate = False
 
@@ -127,8 +145,7 @@ class ClassMeansHead(nn.Module):
         self.register_buffer("scale", torch.ones(num_classes))
 
     def scores(self, h: torch.Tensor) -> torch.Tensor:
-        d = torch.cdist(exit_feature(h, self.feature), self.means, compute_mode="donot_use_mm_for_euclid_dist")
-        return -d / self.scale
+        return -euclidean_distances(exit_feature(h, self.feature), self.means) / self.scale
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, None]:
         return self.scores(h), None

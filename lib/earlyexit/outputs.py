@@ -56,7 +56,7 @@ def collect_outputs(net: MultiExitNet, loader: TensorLoader) -> CachedOutputs:
 
 # Bumped whenever the forward computes heads differently (to the last bit): cached outputs of another
 # format are recomputed from the checkpoint, so offline decisions stay identical to the real forward's.
-OUTPUTS_FORMAT = 2
+OUTPUTS_FORMAT = 3
 
 
 def cached_outputs(run, split: str) -> CachedOutputs:
