@@ -13,6 +13,9 @@ BIN      := $(VENV)/bin
 # Local copies of the data sets (CIFAR-10 JPEG archive, MNIST, Fashion-MNIST) beside the checkout,
 # used when present; otherwise the data sets are downloaded by torchvision.
 LOCAL_DATA ?= $(wildcard $(abspath ../shared/data))
+# Test processes (pytest-xdist): the paper rehearsal runs in one while the rest of the suite runs in the
+# other; each uses one torch thread (tests/conftest.py), so two fit two cores.
+TEST_WORKERS ?= 2
 export EARLYEXIT_LOCAL_DATA ?= $(LOCAL_DATA)
 
 .PHONY: setup reproduce report test lab bench benchmark dry-run clean-smoke
@@ -37,7 +40,7 @@ dry-run: setup
 	$(BIN)/python -m earlyexit.reproduce --profile $(PROFILE) --dry-run $(if $(ONLY),--only $(ONLY))
 
 test: setup
-	$(BIN)/python -m pytest tests --durations=15
+	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist worksteal --durations=15
 
 # JupyterLab on this environment's kernel, loopback only, opening the primer. To use a profile there, edit
 # `profile = "cpu"` in a notebook's parameters cell (e.g. to "smoke") and run all cells.

@@ -12,7 +12,7 @@ from earlyexit.heads import euclidean_distances, exit_feature
 from earlyexit.losses import build_loss, loss_target
 from earlyexit.macs import mac_table
 from earlyexit.multiexit import MultiExitNet
-from earlyexit.outputs import collect_outputs
+from earlyexit.outputs import collect_outputs, outputs_of_runs
 from earlyexit.plans.e2cm import head_runs
 from earlyexit.train import LossSpec, ModelSpec, RunSpec, TrainConfig, build_model, train_cached
 
@@ -181,3 +181,28 @@ def test_e2cm_and_rivals_on_a_parent_without_exits(fresh_artifacts):
     assert all(r.model.exit_after == (0, 2) for r in rivals.values())
     assert rivals["SDN"].train.patience == 2 and rivals["SDN"].train.bf16 and rivals["SDN"].loss.options["weights"][-1] == 1.0
     assert len(rivals["SDN"].loss.options["weights"]) == 3
+
+
+def test_runs_sharing_a_frozen_backbone_get_the_same_outputs_from_one_pass(tmp_path):
+    """outputs_of_runs groups head-only runs by identical stages and gives each exactly what its own
+    forward gives; a run whose backbone differs is computed on its own."""
+    from types import SimpleNamespace
+
+    base = _net("linear", seed=0)
+    other_heads = _net("linear", seed=1)
+    other_heads.backbone.load_state_dict(base.backbone.state_dict())
+    for p in other_heads.backbone.classifier.parameters():   # a retrained final classifier is a head too
+        torch.nn.init.normal_(p)
+    own_backbone = _net("linear", seed=2)
+    data, model = object(), SimpleNamespace(image_size=None)
+    runs = [SimpleNamespace(net=n, data=data, device=torch.device("cpu"), spec=SimpleNamespace(model=model),
+                            directory=tmp_path / str(i), epoch=None, loader=lambda split: _loader())
+            for i, n in enumerate([base, other_heads, own_backbone])]
+    for r in runs:
+        r.directory.mkdir()
+    together = outputs_of_runs(runs, "test")
+    for r, out in zip(runs, together):
+        alone = collect_outputs(r.net, _loader())
+        assert torch.equal(out.logits, alone.logits) and torch.equal(out.labels, alone.labels)
+    assert not torch.equal(together[0].logits[-1], together[1].logits[-1])
+    assert torch.equal(outputs_of_runs(runs[:1], "test")[0].logits, together[0].logits)  # read back from the cache

@@ -22,6 +22,7 @@ from ..claims import Claim, claim, paper_number, paper_numbers
 from ..data import DATASET_SHAPES, DataSpec
 from ..e2cm import CloudSearch, MethodCurve, autoencoder_run, class_means_run, e2cm_policy, paired_accuracy_difference
 from ..macs import mac_table
+from ..outputs import outputs_of_runs
 from ..report import comparison
 from ..stats import seed_interval
 from ..train import LossSpec, ModelSpec, RunSpec, TrainConfig, TrainedRun, build_model, train_cached
@@ -160,6 +161,8 @@ def method_curves(parent: TrainedRun, e2cm: TrainedRun, searches: Sequence[Cloud
     specs = rival_specs(parent, e2cm, head_lr, patience, max_epochs, feature, head_steps(runs["SDN (equal time)"]))
     runs.update({name: train_cached(spec, parent.data, progress=False) for name, spec in specs.items()
                  if name not in runs})
+    for split in {s.split for s in searches} | {"test"}:
+        outputs_of_runs(list(runs.values()), split)   # one backbone pass for every head-only rival
     rules = {E2CM: e2cm_policy(e2cm.net, prediction=prediction)}
     return {s.split: {name: s.curve(name, run, rules.get(name)) for name, run in runs.items()} for s in searches}
 
