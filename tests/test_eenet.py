@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from earlyexit.claims import VERDICTS, claim
-from earlyexit.eenet import (EENetConfig, EENetPolicy, UtilityScheduler, _assignment, _weighted_auroc, auroc, auroc_gain,
-                             budget_grid, compare_at_budgets, conclusions, correctness_auroc, exit_features,
-                             exit_share_shift, fit_eenet, fit_geometric, geometric_shares, patience_points,
-                             quantile_thresholds, utility_weights, versus_best_baseline)
+from earlyexit.eenet import (BASELINES, EENetConfig, EENetPolicy, UtilityScheduler, _assignment, _weighted_auroc,
+                             auroc, auroc_gain, budget_grid, compare_at_budgets, conclusions, correctness_auroc,
+                             exit_features, exit_share_shift, fit_eenet, fit_geometric, geometric_shares,
+                             patience_points, quantile_thresholds, utility_weights, versus_best_baseline)
 from earlyexit.evaluate import evaluate_policy
 from earlyexit.macs import MacTable
 from earlyexit.outputs import CachedOutputs, collect_outputs
@@ -147,8 +147,10 @@ def test_auroc_against_pairs():
 def test_compare_at_budgets_and_auroc_rows():
     run = FakeRun()
     rows, fits = compare_at_budgets(run, [0.6], FAST, seeds=(0,))
-    assert {r["method"] for r in rows} == {"EENet", "max-prob (MSDNet)", "entropy (BranchyNet)"}
-    assert all(abs(r["cost_error"]) < 0.1 for r in rows)
+    assert {r["method"] for r in rows} == {"EENet", *BASELINES}
+    assert all(abs(r["cost_error"]) < 0.1 for r in rows if "searched" not in r["method"])
+    for r in rows:   # a searched baseline spends at most the budget on validation, the split it was chosen on
+        assert "searched" not in r["method"] or r["val_cost"] <= 0.6 + 1e-9
     table = correctness_auroc(fits[("EENet", 0.6)].policy, run.outputs("test"))
     assert [r["exit"] for r in table] == [1, 2, 3]
     assert all(0.5 < r[s] <= 1 for r in table[:2] for s in ("utility score", "max probability", "entropy confidence"))
@@ -165,7 +167,7 @@ def two_budgets():
 
 def test_each_fit_records_the_splits_it_read(two_budgets):
     _, _, fits = two_budgets
-    assert len(fits) == 6 and all(f.splits_read == ("val",) for f in fits.values())
+    assert len(fits) == 2 * (1 + len(BASELINES)) and all(f.splits_read == ("val",) for f in fits.values())
 
 
 def test_weighted_auroc_is_auroc_of_the_resampled_data():
@@ -184,7 +186,7 @@ def test_versus_best_baseline_picks_the_better_baseline_on_validation_and_pairs_
     for r in versus.table:
         acc = {x["method"]: x["test_accuracy"] for x in rows if x["budget"] == r["budget"]}
         val = {x["method"]: x["val_accuracy"] for x in rows if x["budget"] == r["budget"]}
-        assert r["baseline val acc"] == max(val["max-prob (MSDNet)"], val["entropy (BranchyNet)"]) == val[r["best baseline"]]
+        assert r["baseline val acc"] == max(val[m] for m in BASELINES) == val[r["best baseline"]]
         assert r["baseline acc"] == acc[r["best baseline"]]
         assert r["EENet - baseline (points)"] == pytest.approx(100 * (acc["EENet"] - r["baseline acc"]))
         assert r["95% interval low"] <= r["EENet - baseline (points)"] <= r["95% interval high"]

@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import rehearsal
-from .evaluate import evaluate_policy
+from .evaluate import evaluate_policy, random_thresholds, select, sweep_thresholds
 from .macs import MacTable
 from .outputs import CachedOutputs
 from .claims import Claim, paper_number
@@ -69,7 +69,7 @@ from .policies import Entropy, ExitPolicy, MaxProbability, Patience, normalised_
 from .stats import bootstrap_weighted, paired_bootstrap, seed_interval
 
 __all__ = ["EENetConfig", "BudgetedFit", "UtilityScheduler", "EENetPolicy", "exit_features", "quantile_thresholds",
-           "geometric_shares", "fit_eenet", "fit_geometric", "budget_grid", "compare_at_budgets", "auroc",
+           "geometric_shares", "fit_eenet", "fit_geometric", "fit_searched", "budget_grid", "compare_at_budgets", "auroc",
            "correctness_auroc", "BASELINES", "patience_points", "utility_weights", "BudgetComparison",
            "versus_best_baseline", "exit_share_shift", "auroc_gain", "conclusions", "protocol", "Recipe", "RecipeSweep",
            "recipe_grid", "sweep_recipes", "scheduler_macs", "fit_eenet_budgets", "across_networks", "OPTIMIZERS",
@@ -502,6 +502,26 @@ def fit_geometric(run: RunLike, budget: float, score: str = "maxprob") -> Budget
                        result.accuracy, result.mean_fraction)
 
 
+def fit_searched(run: RunLike, budget: float, score: str = "maxprob", vectors: int = 2000, seed: int = 0) -> BudgetedFit:
+    """Baseline with a tuning budget like EENet's: ``vectors`` random per-exit thresholds drawn at
+    validation quantiles of the confidence (plus 'never exit'), and the most accurate on validation
+    among those whose validation cost is within ``budget`` (the cheapest when none is)."""
+    if score not in _CONFIDENCE:
+        raise ValueError(f"score must be one of {sorted(_CONFIDENCE)}, got {score!r}")
+    val = _validation(run)
+    measure, policy_cls, sign = _CONFIDENCE[score]
+    conf = torch.stack([measure(z) for z in val.logits[:-1]])
+    rule = policy_cls((0.0,) * (val.num_exits - 1))
+    # validation on both sides of the sweep: the search reads nothing else
+    cloud = sweep_thresholds(val, val, rule, sign * random_thresholds(vectors, conf, "quantile", seed), run.macs)
+    i = select(cloud.val_cost, cloud.val_accuracy, budget=budget)
+    policy = cloud.policy(int(cloud.val_cost.argmin()) if i is None else i)
+    result = evaluate_policy(val, policy, run.macs)
+    name = {"maxprob": "max-prob, searched", "entropy": "entropy, searched"}[score]
+    return BudgetedFit(name, budget, policy, result.exit_shares, result.mean_fraction, result.accuracy,
+                       result.mean_fraction)
+
+
 # ---------------------------------------------------------------- sweeps and diagnostics
 class _ReadLog:
     """A run as the fitting functions see it: records every split they read, so that "fitted on
@@ -526,9 +546,11 @@ def budget_grid(run: RunLike, count: int = 9) -> list[float]:
 
 
 def compare_at_budgets(run: RunLike, budgets: Sequence[float], config: EENetConfig = EENetConfig(),
-                       seeds: Sequence[int] = (0, 1, 2)) -> tuple[list[dict], dict[tuple[str, float], BudgetedFit]]:
-    """Fit EENet (every budget in one stacked pass) and both geometric baselines on validation at every
-    budget; report each on test. Returns one row per (budget, method) and the fits keyed by (method, budget)."""
+                       seeds: Sequence[int] = (0, 1, 2), baseline_vectors: int = 2000
+                       ) -> tuple[list[dict], dict[tuple[str, float], BudgetedFit]]:
+    """Fit EENet (every budget in one stacked pass), both geometric baselines and both searched baselines
+    (``baseline_vectors`` threshold vectors each) on validation at every budget; report each on test.
+    Returns one row per (budget, method) and the fits keyed by (method, budget)."""
     test = run.outputs("test")
     log = _ReadLog(run)
     eenet = fit_eenet_budgets(log, budgets, config, seeds)
@@ -536,7 +558,9 @@ def compare_at_budgets(run: RunLike, budgets: Sequence[float], config: EENetConf
     rows, fits = [], {}
     for budget in budgets:
         for fitting in (lambda r: eenet[budget], lambda r: fit_geometric(r, budget, "maxprob"),
-                        lambda r: fit_geometric(r, budget, "entropy")):
+                        lambda r: fit_geometric(r, budget, "entropy"),
+                        lambda r: fit_searched(r, budget, "maxprob", baseline_vectors),
+                        lambda r: fit_searched(r, budget, "entropy", baseline_vectors)):
             log = _ReadLog(run)
             fit = fitting(log)
             fit.splits_read = eenet_read if fit.method == "EENet" else tuple(sorted(set(log.read)))
@@ -658,15 +682,22 @@ def correctness_auroc(policy: EENetPolicy, outputs: CachedOutputs) -> list[dict]
 
 
 # ---------------------------------------------------------------- tables and evidence for the verdicts
-BASELINES = ("max-prob (MSDNet)", "entropy (BranchyNet)")
+BASELINES = ("max-prob (MSDNet)", "entropy (BranchyNet)", "max-prob, searched", "entropy, searched")
 
-def protocol(config: EENetConfig, sweep: RecipeSweep, seeds: Sequence[int], networks: Sequence[str]) -> dict:
+
+def protocol(config: EENetConfig, sweep: RecipeSweep, seeds: Sequence[int], networks: Sequence[str],
+             baseline_vectors: int) -> dict:
     """How every compared configuration of notebook 04 is chosen (saved with its metrics)."""
     return {
-        "fitting_split": "validation: EENet schedulers, geometric ratios and every quantile threshold",
+        "fitting_split": "validation: EENet schedulers, geometric ratios and every threshold",
         "baseline_selected_on": "validation",
-        "baseline_rule": "per budget, the more accurate on validation of max probability and entropy, each with "
-                         "a geometric exit distribution planned to cost the budget and validation quantile thresholds",
+        "baseline_rule": "per budget, the most accurate on validation of four rule-based baselines: max probability "
+                         "and entropy, each with a geometric exit distribution planned to cost the budget "
+                         "(validation quantile thresholds), and each searched: the most accurate of "
+                         f"{baseline_vectors} random per-exit threshold vectors whose validation cost is within "
+                         "the budget",
+        "baseline_tuning": {"threshold_vectors_per_rule_and_budget": baseline_vectors,
+                            "eenet_fits_per_budget": len(sweep.rows) // max(len(sweep.budgets), 1)},
         "patience": "PABEE patience 1..K-1: no budget knob, fixed points reported beside the curves",
         "detach_previous_scores": config.detach_previous,
         "scheduler_recipes": sweep.protocol(),
@@ -849,14 +880,14 @@ class NetworkStudy:
 
 
 def study_network(run: RunLike, budgets: Sequence[float], config: EENetConfig, seeds: Sequence[int],
-                  draws: int = 2000, auroc_draws: int = 200) -> NetworkStudy:
+                  draws: int = 2000, auroc_draws: int = 200, baseline_vectors: int = 2000) -> NetworkStudy:
     """Fit every rule on the network's validation outputs at every budget, then measure on test what
     the claims need: EENet minus the validation-chosen baseline over all budgets and the tighter half,
     the utility score's AUROC gain at the middle budget, the shift of EENet's last-exit share from the
     lowest to the highest budget, the largest relative cost error and the splits the fits read.
     ``auroc_draws``: the AUROC bootstrap re-ranks every exit's three scores per resample, the costliest
     interval here, and only supplements the interval over training seeds that decides the claim."""
-    rows, fits = compare_at_budgets(run, budgets, config, seeds)
+    rows, fits = compare_at_budgets(run, budgets, config, seeds, baseline_vectors)
     versus = versus_best_baseline(run, rows, fits, draws=draws)
     test = run.outputs("test")
     middle = budgets[len(budgets) // 2]
