@@ -25,7 +25,7 @@ shared with the offline evaluator, which is why both agree row for row.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -91,32 +91,33 @@ class MultiExitNet(nn.Module):
     def _exit_stage(self, k: int) -> int:
         return self.exit_after[k] if k < len(self.exit_after) else len(self.backbone.stages) - 1
 
-    def _head_output(self, k: int, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def exit_output(self, k: int, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Exit k's (logits, gate logit or None) from the stage output it reads."""
         if k < len(self.heads):
             return self.heads[k](h)
         return self.backbone.classifier(h), None
 
-    def forward(self, x: torch.Tensor) -> ExitOutputs:
-        logits, gates = [], []
+    def exit_inputs(self, x: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+        """(k, the stage output exit k reads) for every exit in order, running each stage once: the one
+        walk through the stages that every full and early-exit forward shares."""
         stage_done = -1
         for k in range(self.num_exits):
             for s in range(stage_done + 1, self._exit_stage(k) + 1):
                 x = self.backbone.stages[s](x)
             stage_done = self._exit_stage(k)
-            out, gate = self._head_output(k, x)
+            yield k, x
+
+    def forward(self, x: torch.Tensor) -> ExitOutputs:
+        logits, gates = [], []
+        for k, h in self.exit_inputs(x):
+            out, gate = self.exit_output(k, h)
             logits.append(out)
             gates.append(gate)
         return ExitOutputs(logits, gates)
 
     def exit_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The stage outputs that each exit reads (the last one feeds the classifier)."""
-        feats, stage_done = [], -1
-        for k in range(self.num_exits):
-            for s in range(stage_done + 1, self._exit_stage(k) + 1):
-                x = self.backbone.stages[s](x)
-            stage_done = self._exit_stage(k)
-            feats.append(x)
-        return feats
+        return [h for _, h in self.exit_inputs(x)]
 
     @torch.no_grad()
     def early_exit(self, x: torch.Tensor, policy: ExitPolicy,
@@ -144,12 +145,9 @@ class MultiExitNet(nn.Module):
     def _early_exit_one(self, x: torch.Tensor, policy: ExitPolicy) -> tuple[torch.Tensor, torch.Tensor]:
         """One row: stage, head, decision (``decide_one``: Python values, no masks), and stop when the
         policy says so. No gathers, no per-row bookkeeping."""
-        state, stage_done, last = policy.init_state(1), -1, self.num_exits - 1
-        for k in range(self.num_exits):
-            for s in range(stage_done + 1, self._exit_stage(k) + 1):
-                x = self.backbone.stages[s](x)
-            stage_done = self._exit_stage(k)
-            logits, gate = self._head_output(k, x)
+        state, last = policy.init_state(1), self.num_exits - 1
+        for k, h in self.exit_inputs(x):
+            logits, gate = self.exit_output(k, h)
             stop, pred, state = policy.decide_one(k, self.num_exits, logits, gate, state)
             if k == last or stop:
                 return (torch.full((1,), pred, dtype=torch.long, device=logits.device),
@@ -174,7 +172,7 @@ class MultiExitNet(nn.Module):
             for s in range(run["stage_done"] + 1, self._exit_stage(k) + 1):
                 h = self.backbone.stages[s](h)
             run.update(h=h, pos=pos, stage_done=self._exit_stage(k))
-            logits, gate = self._head_output(k, h)
+            logits, gate = self.exit_output(k, h)
             if pos is not None:
                 logits = logits.index_select(0, pos)
                 gate = None if gate is None else gate.index_select(0, pos)

@@ -77,13 +77,9 @@ def _collect_shared(nets: Sequence[MultiExitNet], loader: TensorLoader) -> list[
     collectors = [_Collector() for _ in nets]
     for x, y in loader:
         outs = [([], []) for _ in nets]
-        h, stage_done = x, -1
-        for k in range(first.num_exits):
-            for s in range(stage_done + 1, first._exit_stage(k) + 1):
-                h = first.backbone.stages[s](h)
-            stage_done = first._exit_stage(k)
+        for k, h in first.exit_inputs(x):
             for net, (logits, gates) in zip(nets, outs):
-                z, g = net._head_output(k, h)
+                z, g = net.exit_output(k, h)
                 logits.append(z)
                 gates.append(g)
         for c, (logits, gates) in zip(collectors, outs):
