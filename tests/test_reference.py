@@ -47,3 +47,11 @@ def test_cpu_notebooks_reuse_the_reference_trainings():
     assert len(multi) == 3 and len(plain) == 3
     assert all(multi <= uses[nb] for nb in ("01", "03", "04"))
     assert all(plain <= uses[nb] for nb in ("02", "03"))
+
+
+def test_the_benchmark_notebook_trains_nothing_of_its_own_in_the_cpu_profile():
+    """05 compares every rule on the networks 00-03 train: its cpu plan is inside theirs."""
+    from earlyexit.prepare import profile_runs
+    earlier = {s.key for s in profile_runs("cpu", only="00,01,02,03,04")}
+    own = {s.key for s in profile_runs("cpu", only="05")}
+    assert len(own) == 15 and own <= earlier

@@ -28,9 +28,10 @@ from .losses import build_loss
 from .plans import primer
 from .reproduce import _table, call_plan, default_parameters, notebooks
 from .device import autocast, bf16_supported, cpu_model, describe_device, maybe_compile, resolve_device
+from .speed import speed_rows, timings
 from .train import ModelSpec, build_model, train_cached
 
-__all__ = ["primer_spec", "throughput", "flip_tta_accuracy", "speed_networks", "speed_rows", "speed_table",
+__all__ = ["primer_spec", "throughput", "flip_tta_accuracy", "speed_networks", "speed_table",
            "copy_cost_in_macs", "main"]
 
 
@@ -215,50 +216,6 @@ def _calibrated(form, x: torch.Tensor, rule: str, shares: list[float]):
     return ClassExclusion(betas)
 
 
-def _times(fn, repeats: int) -> list[float]:
-    fn()
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
-def _cell(times: list[float], per: int) -> str:
-    ms = [1e3 * t / per for t in times]
-    return f"{statistics.median(ms):.3f} [{min(ms):.3f}-{max(ms):.3f}]"
-
-
-@torch.no_grad()
-def speed_rows(form, x: torch.Tensor, policy, table, batch: int, repeats: int, label: dict) -> dict:
-    """Plain backbone vs real early exit of ``form`` (a network as it will be timed, normally
-    ``inference_form(net)``) on ``x``: one batch of ``batch`` rows, or ``len(x)`` rows one by one
-    when batch is 1. Plain and early-exit repeats are interleaved."""
-    x = x[:batch] if batch > 1 else x
-    xs = x.contiguous(memory_format=form.input_format)
-    if batch == 1:
-        rows = [xs[i:i + 1] for i in range(len(xs))]
-        plain = lambda: [form.backbone(r) for r in rows]  # noqa: E731
-        early = lambda: [form.early_exit(r, policy, table.exit_macs) for r in rows]  # noqa: E731
-    else:
-        plain = lambda: form.backbone(xs)  # noqa: E731
-        early = lambda: form.early_exit(xs, policy, table.exit_macs)  # noqa: E731
-    tp, te = [], []
-    for _ in range(repeats):
-        tp += _times(plain, 1)
-        te += _times(early, 1)
-    result = early()
-    exits = torch.cat([r.exit_index for r in result]) if batch == 1 else result.exit_index
-    mean_macs = torch.tensor(table.exit_macs, dtype=torch.float64)[exits].mean().item()
-    predicted = table.backbone_macs / mean_macs
-    realised = statistics.median(tp) / statistics.median(te)
-    shares = torch.bincount(exits, minlength=len(table.exit_macs)).float() / len(exits)
-    return {**label, "batch": batch, "exit shares": " ".join(f"{s:.2f}" for s in shares.tolist()),
-            "plain ms/img": _cell(tp, len(x)), "early exit ms/img": _cell(te, len(x)),
-            "predicted": predicted, "realised": realised, "realised/predicted": realised / predicted}
-
-
 def speed_table(repeats: int = 5, batch1_rows: int = 128, only: str | None = None) -> list[dict]:
     from .inference import inference_form
     from .macs import mac_table
@@ -322,8 +279,8 @@ def copy_cost_in_macs(repeats: int = 7) -> dict:
     conv = torch.nn.Conv2d(32, 32, 3, padding=1, bias=True).to(memory_format=torch.channels_last).eval()
     index = torch.arange(0, 256, 2)
     with torch.no_grad():
-        t_conv = statistics.median(_times(lambda: conv(h), repeats)) / (256 * 32 * 32 * 32 * 32 * 9)
-        t_copy = statistics.median(_times(lambda: gather_rows(h, index), repeats)) / (128 * 32 * 32 * 32)
+        t_conv = statistics.median(timings(lambda: conv(h), repeats)) / (256 * 32 * 32 * 32 * 32 * 9)
+        t_copy = statistics.median(timings(lambda: gather_rows(h, index), repeats)) / (128 * 32 * 32 * 32)
     return {"ns per MAC": 1e9 * t_conv, "ns per copied element": 1e9 * t_copy, "copy in MACs": t_copy / t_conv}
 
 

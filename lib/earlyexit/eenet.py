@@ -509,11 +509,12 @@ def fit_searched(run: RunLike, budget: float, score: str = "maxprob", vectors: i
     if score not in _CONFIDENCE:
         raise ValueError(f"score must be one of {sorted(_CONFIDENCE)}, got {score!r}")
     val = _validation(run)
-    measure, policy_cls, sign = _CONFIDENCE[score]
+    measure, policy_cls, _ = _CONFIDENCE[score]
     conf = torch.stack([measure(z) for z in val.logits[:-1]])
     rule = policy_cls((0.0,) * (val.num_exits - 1))
     # validation on both sides of the sweep: the search reads nothing else
-    cloud = sweep_thresholds(val, val, rule, sign * random_thresholds(vectors, conf, "quantile", seed), run.macs)
+    cloud = sweep_thresholds(val, val, rule, rule.threshold_of(random_thresholds(vectors, conf, "quantile", seed)),
+                             run.macs)
     i = select(cloud.val_cost, cloud.val_accuracy, budget=budget)
     policy = cloud.policy(int(cloud.val_cost.argmin()) if i is None else i)
     result = evaluate_policy(val, policy, run.macs)

@@ -28,7 +28,7 @@ from .outputs import CachedOutputs
 from .policies import ExitPolicy, PerExitThresholds, run_exit_policy
 
 __all__ = ["PolicyResult", "evaluate_policy", "exit_table", "compare_real_and_offline", "ExitScores",
-           "exit_scores", "random_thresholds", "ThresholdSweep", "sweep_thresholds", "shared_threshold_sweep",
+           "exit_scores", "random_thresholds", "threshold_outcomes", "ThresholdSweep", "sweep_thresholds", "shared_threshold_sweep",
            "pareto_front", "convex_hull", "select"]
 
 
@@ -149,16 +149,30 @@ def _exit_points(confidence: torch.Tensor, cuts: torch.Tensor) -> torch.Tensor:
     return fire.to(torch.uint8).argmax(1)
 
 
+def _outcomes(scores: ExitScores, costs: torch.Tensor, cuts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per threshold vector and row: right or wrong [T, N] and the cost paid [T, N]."""
+    at = _exit_points(scores.confidence, cuts)
+    correct = scores.prediction == scores.labels
+    return correct[at, torch.arange(correct.shape[1])], costs[at]
+
+
 def _accuracy_and_cost(scores: ExitScores, costs: torch.Tensor, cuts: torch.Tensor,
                        chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    correct = scores.prediction == scores.labels
-    cols = torch.arange(correct.shape[1])
     accs, spent = [], []
     for c in cuts.split(chunk):
-        at = _exit_points(scores.confidence, c)
-        accs.append(correct[at, cols].double().mean(1))
-        spent.append(costs[at].mean(1))
+        right, paid = _outcomes(scores, costs, c)
+        accs.append(right.double().mean(1))
+        spent.append(paid.mean(1))
     return torch.cat(accs), torch.cat(spent)
+
+
+def threshold_outcomes(outputs: CachedOutputs, rule: PerExitThresholds, thresholds: torch.Tensor,
+                       macs: MacTable) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row outcomes of threshold vectors [T, K-1] (the rule's own unit): correct [T, N] (bool) and
+    cost [T, N] (fraction of the plain backbone), for bootstraps over rows."""
+    thresholds = torch.as_tensor(thresholds, dtype=torch.float32)
+    costs = torch.tensor(macs.exit_fractions, dtype=torch.float64)
+    return _outcomes(exit_scores(outputs, rule), costs, rule.cut(thresholds))
 
 
 @dataclass

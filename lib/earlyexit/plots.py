@@ -19,7 +19,7 @@ from . import rehearsal
 from .paths import output_root, project_root
 
 __all__ = ["use_style", "save_figure", "figure_dir", "accuracy_vs_cost", "exit_histogram", "stacked_exit_shares",
-           "budget_calibration", "PAPER_WIDTHS", "PAPER_FONT_SIZES"]
+           "budget_calibration", "fronts_with_bands", "PAPER_WIDTHS", "PAPER_FONT_SIZES"]
 
 # widths of a two-column paper (IEEE / ACM style), inches
 PAPER_WIDTHS = {"column": 3.5, "page": 7.16}
@@ -158,5 +158,28 @@ def budget_calibration(ax: plt.Axes, budgets: Sequence[float], realised: dict[st
         ax.plot(target, cost, marker="o", ms=4, label=label)
     ax.set_xlabel("target budget (fraction of backbone MACs)")
     ax.set_ylabel("realised test cost")
+    ax.legend(frameon=True, fontsize=8)
+    return ax
+
+
+def fronts_with_bands(ax: plt.Axes, curves: dict[str, tuple[Sequence[float], Sequence[float]]],
+                      bands: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float]]],
+                      bounds: dict[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+                      xlabel: str = "mean MACs / plain-network MACs") -> plt.Axes:
+    """Each method's front (``curves``: label -> (cost, accuracy), points joined by cost) over its 95%
+    band (``bands``: label -> (costs, low, high)), and limits such as the oracle (``bounds``) as dashed
+    lines. Accuracies are fractions; the axis shows %."""
+    for i, (label, (cost, acc)) in enumerate(curves.items()):
+        color = f"C{i % 10}"
+        order = sorted(range(len(cost)), key=lambda j: cost[j])
+        ax.plot([cost[j] for j in order], [100 * acc[j] for j in order], color=color, lw=1.3, label=label)
+        if label in bands:
+            at, low, high = bands[label]
+            ax.fill_between(at, [100 * v for v in low], [100 * v for v in high], color=color, alpha=0.18, lw=0)
+    for i, (label, (cost, acc)) in enumerate((bounds or {}).items()):   # the first in black, the others grey
+        ax.plot(cost, [100 * a for a in acc], color="k" if i == 0 else "0.55", lw=1.1 if i == 0 else 0.8,
+                ls=("--", ":", "-.", (0, (5, 1, 1, 1)))[i % 4], label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
     ax.legend(frameon=True, fontsize=8)
     return ax

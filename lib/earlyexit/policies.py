@@ -75,6 +75,10 @@ class PerExitThresholds(ExitPolicy):
         """Thresholds in the rule's own unit -> thresholds on ``confidence``."""
         return thresholds
 
+    def threshold_of(self, cuts: torch.Tensor) -> torch.Tensor:
+        """The inverse of ``cut``: thresholds on ``confidence`` -> the rule's own unit."""
+        return cuts
+
     def _cuts(self) -> list[torch.Tensor]:
         """Each exit's threshold on ``confidence`` (float32, as every sweep compares), made once."""
         cuts = self.__dict__.get("_cut_cache")
@@ -113,6 +117,9 @@ class Entropy(PerExitThresholds):
 
     def cut(self, thresholds):
         return -thresholds
+
+    def threshold_of(self, cuts):
+        return -cuts
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,17 @@ PROFILES: dict[str, dict[str, dict]] = {
                   "exit_after": {"alexnet_cifar": [0, 1, 2, 3, 4]}, "head_features": "conv",
                   "head_width": 128, "head_pool": 2, "grid_start": "scratch", "bf16": False, "channels_last": False},
     },
+    "05_benchmark": {
+        # the reference network at smoke size (its forms shared with 00-03); small searches and bootstraps
+        "smoke": {**_SMOKE_REFERENCE, "seeds": [0, 1], "vectors": 200, "shared_grid": 11, "eenet_budgets": 3,
+                  "scheduler_seeds": [0], "scheduler": {"epochs": 30, "patience": 30}, "bootstrap_draws": 200,
+                  "speed_repeats": 1, "speed_rows": 8},
+        "cpu": {},
+        # the primer's paper-profile network (full-width ResNet-18, 200 epochs, float32) in every form
+        "paper": {"backbone": "resnet18_cifar", "width": 1.0, "epochs": 200, "batch_size": 128, "lr": 0.1,
+                  "bf16": False, "channels_last": False,
+                  "class_exclusion": {"setup": "resnet18_c10", "bce_mode": "uniform_scale", "rho": None}},
+    },
     "04_eenet": {
         # the reference network at smoke size; two training seeds so the seed aggregation runs; a tiny recipe grid
         "smoke": {**_SMOKE_REFERENCE, "seeds": [0, 1], "num_budgets": 3,

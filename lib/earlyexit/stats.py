@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["bootstrap_weighted", "paired_bootstrap", "bootstrap_mean", "seed_interval", "T_975"]
+__all__ = ["bootstrap_weighted", "bootstrap_many", "paired_bootstrap", "bootstrap_mean", "seed_interval", "T_975"]
 
 # two-sided 95% quantiles of Student's t for 1..30 degrees of freedom
 T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -25,6 +25,14 @@ def bootstrap_weighted(stat: Callable[[torch.Tensor], torch.Tensor], n: int, dra
     multiplicities (how often each image is drawn in each of D resamples; all ones for the full set)
     to D values, so per-image columns enter as matrix products, and anything built from several of
     them (a matching, a ratio, a maximum, an AUROC) is recomputed in every resample."""
+    return bootstrap_many(lambda w: stat(w)[:, None], n, draws, seed, level, chunk)[0]
+
+
+def bootstrap_many(stat: Callable[[torch.Tensor], torch.Tensor], n: int, draws: int = 2000, seed: int = 0,
+                   level: float = 0.95, chunk: int = 100) -> list[tuple[float, float, float]]:
+    """``bootstrap_weighted`` for M statistics computed together from the same resamples: ``stat``
+    maps [D, n] multiplicities to [D, M] values. A statistic undefined in a resample (NaN: a cost the
+    front never reaches) is left out of that statistic's quantiles."""
     g = torch.Generator().manual_seed(seed)
     values = []
     for start in range(0, draws, chunk):
@@ -32,8 +40,9 @@ def bootstrap_weighted(stat: Callable[[torch.Tensor], torch.Tensor], n: int, dra
         counts = torch.zeros(len(idx), n, dtype=torch.float64).scatter_add_(1, idx, torch.ones(idx.shape, dtype=torch.float64))
         values.append(stat(counts))
     tail = (1 - level) / 2
-    lo, hi = torch.quantile(torch.cat(values).double(), torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
-    return float(stat(torch.ones(1, n, dtype=torch.float64))[0]), lo, hi
+    bounds = torch.nanquantile(torch.cat(values).double(), torch.tensor([tail, 1 - tail], dtype=torch.float64), dim=0)
+    full = stat(torch.ones(1, n, dtype=torch.float64))[0]
+    return [(float(v), float(lo), float(hi)) for v, lo, hi in zip(full.tolist(), bounds[0].tolist(), bounds[1].tolist())]
 
 
 def paired_bootstrap(a: torch.Tensor, b: torch.Tensor, draws: int = 2000, seed: int = 0,

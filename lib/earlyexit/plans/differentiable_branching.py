@@ -95,7 +95,9 @@ def layout(datasets: list[str], backbones: list[str], width: float, exit_after: 
                     lay.branchynet[seed] = RunSpec(_name(dataset, backbone, width, "branchynet", seed),
                                                    ModelSpec(backbone, width, exits, branchy_head, options), data,
                                                    LossSpec("weighted_ce", {"weights": branchynet_weights}), cfg)
-                lay.proposed[seed] = RunSpec(_name(dataset, backbone, width, f"lam{headline_lambda:g}", seed), gated,
+                # "ref": the reference network's recipe (the paper profile's own recipe keeps the plain name)
+                method = f"{'ref_' if reference else ''}lam{headline_lambda:g}"
+                lay.proposed[seed] = RunSpec(_name(dataset, backbone, width, method, seed), gated,
                                              data, soft(headline_lambda),
                                              replace(train, seed=seed, keep_epoch_checkpoints=True))
             first = seeds[0]
