@@ -42,3 +42,18 @@ def test_profiles_only_name_existing_notebooks_and_profiles():
     assert set(PROFILES) <= stems
     for per_profile in PROFILES.values():
         assert set(per_profile) <= set(R.PROFILE_NAMES)
+
+
+def test_timings_keep_the_latest_run_of_each_notebook_and_bench_prints_them(tmp_path, monkeypatch):
+    from earlyexit.benchmark import notebook_minutes
+    from earlyexit.reproduce import record_timings
+    monkeypatch.setenv("EARLYEXIT_OUTPUT", str(tmp_path))
+    row = {"status": "ok", "trained": 1, "reused": 0}
+    record_timings("smoke", [{"notebook": "00_primer", "minutes": 1.0, **row},
+                             {"notebook": "05_benchmark", "minutes": 2.0, **row}])
+    record_timings("smoke", [{"notebook": "05_benchmark", "minutes": 0.5, **row}])   # a rerun of one notebook
+    rows = notebook_minutes()
+    smoke = {r["notebook"]: r for r in rows if r["profile"] == "smoke"}
+    assert smoke["00_primer"]["seconds"] == 60.0 and smoke["05_benchmark"]["seconds"] == 30.0
+    assert smoke["05_benchmark"]["cpu"] and smoke["05_benchmark"]["threads"]
+    assert [r["notebook"] for r in rows if r["profile"] == "cpu"] == ["not run here: make reproduce PROFILE=cpu"]

@@ -6,7 +6,9 @@
    at batch 1 and 256, one thread, median [min-max] of ms per image over interleaved repeats. Trained
    networks are used when their checkpoints are complete in artifacts/; random weights always, with each
    rule's thresholds (for gates: the gate biases) calibrated so that chosen shares of the timed rows leave
-   at chosen exits: none, half at the middle exit, 60% spread evenly over the early exits.
+   at chosen exits: none, half at the middle exit, 60% spread evenly over the early exits. Then every
+   rule of notebook 05 at its operating points nearest the costs that notebook times (fronts fitted on
+   validation as there), on its first seed's cpu networks.
 
 1. Training throughput of the primer network (notebook 00, cpu profile) in float32 vs bf16 autocast +
    channels_last, 2 threads, batch 256: the measured gain of the mixed-precision option.
@@ -14,6 +16,7 @@
    seed; trained once and cached, the same run every notebook uses) on the CIFAR-10 copy: training minutes
    and test accuracy of the final exit, plain and with horizontal-flip test-time augmentation. Goal: at
    least 85% final-exit test accuracy, the bar for a network whose numbers carry a verdict.
+3. Seconds per notebook of the latest smoke and cpu runs (``reproduce`` records them with the machine).
 """
 from __future__ import annotations
 
@@ -31,7 +34,8 @@ from .device import autocast, bf16_supported, cpu_model, describe_device, maybe_
 from .speed import speed_rows, timings
 from .train import ModelSpec, build_model, train_cached
 
-__all__ = ["primer_spec", "throughput", "flip_tta_accuracy", "speed_networks", "speed_table",
+__all__ = ["primer_spec", "throughput", "flip_tta_accuracy", "speed_networks", "speed_table", "method_speed_table",
+           "notebook_minutes",
            "copy_cost_in_macs", "main"]
 
 
@@ -284,6 +288,45 @@ def copy_cost_in_macs(repeats: int = 7) -> dict:
     return {"ns per MAC": 1e9 * t_conv, "ns per copied element": 1e9 * t_copy, "copy in MACs": t_copy / t_conv}
 
 
+def method_speed_table(repeats: int = 5, batch1_rows: int = 128) -> list[dict] | None:
+    """Notebook 05's rules on its first seed's cpu networks (fronts fitted on validation as the notebook
+    fits them): realised / predicted speed-up at the points nearest its ``speed_costs``, batch 1 and 256,
+    one thread. None when a network is not trained yet."""
+    from . import comparison
+    from .eenet import EENetConfig
+    from .plans import benchmark as p05
+    params = default_parameters(notebooks()["05"])
+    specs = {name: runs[0] for name, runs in call_plan(p05.networks, params).items()}
+    if not all(_trained(s) for s in specs.values()):
+        return None
+    runs = {name: train_cached(s, progress=False) for name, s in specs.items()}
+    fronts = comparison.seed_fronts(runs, params["vectors"], params["shared_grid"], EENetConfig(**params["scheduler"]),
+                                    params["eenet_budgets"], params["scheduler_seeds"], params["e2cm_prediction"],
+                                    params["restrict_final"])
+    rows = []
+    for front in fronts.values():
+        rows += comparison.speed_points(front, runs[front.network], params["speed_costs"], repeats, batch1_rows)
+    return rows
+
+
+def notebook_minutes() -> list[dict]:
+    """Minutes per notebook of the latest smoke and cpu runs (``reproduce`` records them in
+    reports/<profile>/timings.json), with the machine each ran on."""
+    import json
+    from .reproduce import TIMINGS
+    from .report import reports_dir
+    rows = []
+    for profile in ("smoke", "cpu"):
+        path = reports_dir(profile) / TIMINGS
+        if not path.exists():
+            rows.append({"profile": profile, "notebook": f"not run here: make reproduce PROFILE={profile}"})
+            continue
+        for name, r in json.loads(path.read_text()).items():
+            rows.append({"profile": profile, "notebook": name, "status": r["status"], "seconds": 60 * r["minutes"],
+                         "trained": r["trained"], "reused": r["reused"], "cpu": r["cpu"], "threads": r["threads"]})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m earlyexit.benchmark", description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2, help="threads for the training throughput table")
@@ -299,11 +342,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"real early exit vs plain backbone, inference form (BN folded, channels_last), float32, 1 thread, "
               f"{cpu}; ms/img median [min-max] of {args.repeats} repeats; batch 1 = rows timed one by one")
         print(_table(speed_table(args.repeats, only=args.only)))
+        methods = method_speed_table(args.repeats) if not args.only or "05" in args.only.split(",") else []
+        print("\nnotebook 05: every rule at its operating points nearest the costs timed there (first seed's networks, "
+              "fronts fitted on validation)")
+        print(_table(methods) if methods else "not trained: run make reproduce ONLY=05")
         print("\ncopying one activation element costs about as much as MACs of a 3x3 conv "
               "(multiexit.COPY_MACS drives compact-or-carry):")
         print(_table([copy_cost_in_macs()]))
         if args.speed_only:
             return 0
+    print("\nseconds per notebook, latest run of each profile (reports/<profile>/timings.json)")
+    print(_table(notebook_minutes()))
     torch.set_num_threads(args.threads)
     spec = primer_spec()
     rows = throughput_table(args.threads)

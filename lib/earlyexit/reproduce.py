@@ -521,8 +521,34 @@ def failure_summary(exc: BaseException, executed: Path, log_path: Path) -> list[
     return lines
 
 
-def run(profile: str, chosen: dict[str, Path], out: TextIO | None = None, tty: bool | None = None) -> list[dict]:
-    """Execute the chosen notebooks on ``profile``, showing live progress on ``out`` (stdout)."""
+TIMINGS = "timings.json"   # reports/<profile>/: minutes per notebook of the latest run of each, and the machine
+
+
+def record_timings(profile: str, results: list[dict]) -> Path:
+    """Merge the runner's rows into reports/<profile>/timings.json: per notebook, the latest run's minutes,
+    trainings and the machine it ran on (``make bench`` prints them)."""
+    import torch
+    from .device import cpu_model
+    from .notebook import THREADS_ENV
+    from .report import reports_dir
+    path = reports_dir(profile) / TIMINGS
+    try:
+        done = json.loads(path.read_text())
+    except (OSError, ValueError):
+        done = {}
+    machine = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
+               "threads": os.environ.get(THREADS_ENV, "the notebook's threads parameter")}
+    for r in results:
+        done[r["notebook"]] = {**{k: r[k] for k in ("status", "minutes", "trained", "reused")}, **machine}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(sorted(done.items())), indent=1) + "\n")
+    return path
+
+
+def run(profile: str, chosen: dict[str, Path], out: TextIO | None = None, tty: bool | None = None,
+        record: bool = True) -> list[dict]:
+    """Execute the chosen notebooks on ``profile``, showing live progress on ``out`` (stdout); ``record``:
+    merge the minutes per notebook into reports/<profile>/timings.json."""
     import papermill
     from .report import write_summary
     from .report import reports_dir
@@ -572,6 +598,8 @@ def run(profile: str, chosen: dict[str, Path], out: TextIO | None = None, tty: b
                 print(line, file=out)
         print(f"[{i}/{len(jobs)}] {path.stem}: {status} in {minutes:.1f} min", file=out, flush=True)
     summary = write_summary(profile)
+    if record:
+        record_timings(profile, results)
     print(f"\nprofile {profile}: executed notebooks in {_relative(out_dir)}, logs in {_relative(out_dir / 'logs')}, "
           f"comparisons in {_relative(summary)}", file=out)
     return results
@@ -615,6 +643,7 @@ def run_parallel(profile: str, chosen: dict[str, Path], jobs: int, out: TextIO |
     order = [p.stem for p in chosen.values()]
     results.sort(key=lambda r: order.index(r["notebook"]) if r["notebook"] in order else len(order))
     summary = write_summary(profile)
+    record_timings(profile, results)
     print(f"\nprofile {profile}: {len(results)} notebook(s) in {jobs} processes; comparisons in {_relative(summary)}",
           file=out)
     return results
@@ -844,7 +873,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             status, results = check(args.profile, chosen, fresh=args.fresh, scratch=args.scratch)
         else:
-            results = run_parallel(args.profile, chosen, args.jobs) if args.jobs > 1 else run(args.profile, chosen)
+            results = (run_parallel(args.profile, chosen, args.jobs) if args.jobs > 1
+                       else run(args.profile, chosen, record=not args.results))   # a --jobs child: its parent records
             status = 0 if all(r["status"] == "ok" for r in results) else 1
             if args.results:
                 Path(args.results).write_text(json.dumps(results))
