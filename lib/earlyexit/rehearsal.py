@@ -21,9 +21,9 @@ __all__ = ["ENV", "MAX_STEPS", "BATCH", "TRAIN_IMAGES", "EVAL_IMAGES", "LATENCY_
 ENV = "EARLYEXIT_REHEARSAL"
 MAX_STEPS = 2          # optimiser steps per training (scheduler fits included)
 BATCH = 32             # training batch size at most (the code path is the same at any batch size)
-TRAIN_IMAGES = 128     # training images per data set (at least two of every class)
-EVAL_IMAGES = 64       # validation and test images per data set
-LATENCY_IMAGES = 16    # images timed one by one
+TRAIN_IMAGES = 64      # training images per data set (at least two of every class)
+EVAL_IMAGES = 32       # validation and test images per data set
+LATENCY_IMAGES = 8     # images timed one by one
 THRESHOLD_VECTORS = 256  # random per-exit threshold vectors per search (evaluate.random_thresholds)
 # List parameters whose entries all run the same code (repetitions over seeds, a sweep over the lambda
 # grid): a rehearsal keeps their first two entries, which still runs every aggregation over them.
