@@ -1,12 +1,12 @@
 """Differentiable branching: the recursion against its closed form, the cost regulariser, the loss,
-the hard-gate exit, and the batch-1 latency helper."""
+the hard-gate exit, and batch-1 timing through the real early exit."""
 import math
 
 import pytest
 import torch
 
 from earlyexit.backbones import build_backbone
-from earlyexit.diffbranch import (SoftConditionalLoss, batch1_latency, ensemble_accuracy, exit_probabilities,
+from earlyexit.diffbranch import (SoftConditionalLoss, ensemble_accuracy, exit_probabilities,
                                   expected_cost, normalised_exit_costs, soft_conditional)
 from earlyexit.evaluate import evaluate_policy
 from earlyexit.losses import build_loss
@@ -115,16 +115,20 @@ def test_ensemble_and_hard_gate_on_cached_outputs():
     assert ensemble_accuracy(out) == 1.0
 
 
-def test_batch1_latency_uses_real_early_exit():
-    net = _gated_net()
+def test_batch1_timing_uses_real_early_exit():
+    from earlyexit.speed import display, speed_rows
+    net = _gated_net().eval()
     macs = mac_table(net)
     images = torch.randn(6, 3, 32, 32)
     rule = GateThreshold([0.5] * (net.num_exits - 1))
-    lat = batch1_latency(net, images, rule, macs.exit_macs, warmup=2)
+    row = speed_rows(net, images, rule, macs, 1, 2, {"model": "gated"})
     real = net.early_exit(images, rule, macs.exit_macs)
-    assert lat.images == 6 and lat.threads == 1 and lat.mean_ms > 0
-    assert torch.equal(lat.exit_index, real.exit_index)
-    assert torch.get_num_threads() == 1
+    shares = torch.bincount(real.exit_index, minlength=net.num_exits).double() / 6
+    assert row["images"] == 6 and len(row["plain ms"]) == len(row["early exit ms"]) == 2
+    assert row["exit shares"] == shares.tolist()
+    assert row["predicted"] == pytest.approx(macs.backbone_macs / real.macs.double().mean().item())
+    shown = display([row])[0]
+    assert shown["plain ms"].count("[") == 1 and shown["model"] == "gated"
 
 
 def test_hard_gate_real_forward_reaches_final_exit_and_matches_offline():

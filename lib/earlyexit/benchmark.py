@@ -31,7 +31,7 @@ from .losses import build_loss
 from .plans import primer
 from .reproduce import _table, call_plan, default_parameters, notebooks
 from .device import autocast, bf16_supported, cpu_model, describe_device, maybe_compile, resolve_device
-from .speed import speed_rows, timings
+from .speed import display, speed_rows, timings
 from .train import ModelSpec, build_model, train_cached
 
 __all__ = ["primer_spec", "throughput", "flip_tta_accuracy", "speed_networks", "speed_table", "method_speed_table",
@@ -341,11 +341,11 @@ def main(argv: list[str] | None = None) -> int:
         cpu = cpu_model()
         print(f"real early exit vs plain backbone, inference form (BN folded, channels_last), float32, 1 thread, "
               f"{cpu}; ms/img median [min-max] of {args.repeats} repeats; batch 1 = rows timed one by one")
-        print(_table(speed_table(args.repeats, only=args.only)))
+        print(_table(display(speed_table(args.repeats, only=args.only))))
         methods = method_speed_table(args.repeats) if not args.only or "05" in args.only.split(",") else []
         print("\nnotebook 05: every rule at its operating points nearest the costs timed there (first seed's networks, "
               "fronts fitted on validation)")
-        print(_table(methods) if methods else "not trained: run make reproduce ONLY=05")
+        print(_table(display(methods)) if methods else "not trained: run make reproduce ONLY=05")
         print("\ncopying one activation element costs about as much as MACs of a 3x3 conv "
               "(multiexit.COPY_MACS drives compact-or-carry):")
         print(_table([copy_cost_in_macs()]))

@@ -30,7 +30,6 @@ from __future__ import annotations
 import math
 import re
 import statistics
-import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol, Sequence
 
@@ -46,12 +45,12 @@ from .losses import register_loss
 from .macs import MacTable
 from .multiexit import ExitOutputs, MultiExitNet
 from .outputs import CachedOutputs
-from .policies import Entropy, ExitPolicy, GateThreshold, NeverExit
+from .policies import Entropy, GateThreshold
 from .stats import bootstrap_weighted, seed_interval
 
 __all__ = ["MIXING", "COST_REFERENCES", "soft_conditional", "exit_probabilities", "expected_cost",
            "normalised_exit_costs", "SoftConditionalLoss", "ensemble_accuracy", "ensemble_prediction",
-           "gate_probabilities", "Latency", "batch1_latency",
+           "gate_probabilities",
            # selections, tables, figures and claims of the notebook
            "PAPER", "PAPER_BACKBONES", "GATE_GRID", "ENTROPY_LOW_NATS", "KINDS", "BackboneRuns", "hard_gate_rule",
            "entropy_candidates", "BranchyChoice", "fit_branchynet", "LambdaChoice", "select_lambda", "lambda_choice",
@@ -155,46 +154,6 @@ def ensemble_prediction(outputs: CachedOutputs, mixing: str = "probabilities") -
     gates = [torch.sigmoid(g) for g in outputs.gates[:-1]]
     parts = [torch.softmax(z, 1) for z in outputs.logits] if mixing == "probabilities" else list(outputs.logits)
     return soft_conditional(parts, gates).argmax(1)
-
-
-# ---------------------------------------------------------------- batch-1 CPU latency
-@dataclass
-class Latency:
-    mean_ms: float
-    median_ms: float
-    images: int
-    threads: int
-    exit_index: torch.Tensor   # [images] exit taken by each timed image
-
-    def summary(self) -> dict:
-        return {"mean_ms": self.mean_ms, "median_ms": self.median_ms, "images": self.images, "threads": self.threads}
-
-
-@torch.no_grad()
-def batch1_latency(net: MultiExitNet, images: torch.Tensor, policy: ExitPolicy, exit_costs: Sequence[float],
-                   warmup: int = 50, threads: int = 1) -> Latency:
-    """Mean wall time of the real early-exit forward, one image at a time, after ``warmup`` untimed
-    images. One thread: 2-thread PyTorch collapses when another process holds a core."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    images = images[:rehearsal.cap(len(images), rehearsal.LATENCY_IMAGES)]
-    warmup = rehearsal.cap(warmup, 2)
-    try:
-        net.eval()
-        for x in images[:warmup]:
-            net.early_exit(x[None], policy, exit_costs)
-        times, exits = [], []
-        for x in images:
-            t0 = time.perf_counter()
-            r = net.early_exit(x[None], policy, exit_costs)
-            times.append(time.perf_counter() - t0)
-            exits.append(r.exit_index)
-    finally:
-        torch.set_num_threads(previous)
-    return Latency(1e3 * statistics.fmean(times), 1e3 * statistics.median(times), len(times), threads,
-                   torch.cat(exits))
-
-
 
 
 # ---------------------------------------------------------------- the notebook's runs and selections
@@ -474,42 +433,48 @@ def table2(group: BackboneRuns, t1: Table1, choice: LambdaChoice, mixing: str, c
 @dataclass
 class LatencyTable:
     frame: pd.DataFrame
-    latency: dict[str, Latency]    # 'plain' and one label per timed model
+    timed: dict[str, dict]     # one ``speed.speed_rows`` result per timed model
     header: str
 
     def speed_up(self, label: str) -> float:
-        """t_plain / t - 1, in %."""
-        return 100 * (self.latency["plain"].mean_ms / self.latency[label].mean_ms - 1)
+        """t_plain / t - 1, in % (medians)."""
+        return 100 * (self.timed[label]["realised"] - 1)
 
 
 def latency_table(group: BackboneRuns, choice: LambdaChoice, gate_threshold: float, images: int,
-                  warmup: int) -> LatencyTable:
-    """Batch-1 wall time of the real early-exit forward (``batch1_latency``, one thread) of the first seed's
-    network at the fixed lambda and of the grid's chosen network, with hard gates, against the first seed's
-    plain backbone through the same code path, all in their inference form (``inference.inference_form``)."""
+                  repeats: int) -> LatencyTable:
+    """Batch-1 wall time of the real early-exit forward with hard gates (``speed.speed_rows``: the first
+    ``images`` test images one by one, one thread, ``repeats`` interleaved with the plain backbone's) of the
+    first seed's network at the fixed lambda and of the grid's chosen network, each in its inference form
+    (``inference.inference_form``) against its own backbone in the same form."""
     from .inference import inference_form
+    from .speed import speed_rows
     seed = group.seeds[0]
-    plain = group.run("plain", seed)
-    x, _ = next(iter(plain.loader("test", batch_size=images)))
-    latency = {"plain": batch1_latency(inference_form(plain.net), x, NeverExit(), plain.macs.exit_macs, warmup)}
-    rows = []
-    for label, kind, key in ((f"lambda={group.headline_lambda:g} (fixed), seed {seed}", "proposed", seed),
-                             (f"lambda={choice.chosen:g} (val), warm start", "grid", choice.chosen)):
-        run = group.run(kind, key)
-        lat = latency[label] = batch1_latency(inference_form(run.net), x, hard_gate_rule(run.net.num_exits, gate_threshold),
-                                              run.macs.exit_macs, warmup)
-        shares = torch.bincount(lat.exit_index, minlength=run.net.num_exits) / lat.images
-        rows.append({"model": label, "plain ms": latency["plain"].mean_ms, "ms": lat.mean_ms,
-                     "speed-up (%)": 100 * (latency["plain"].mean_ms / lat.mean_ms - 1),
-                     "time saved (%)": 100 * (1 - lat.mean_ms / latency["plain"].mean_ms),
-                     "exits (timed images)": exit_list(shares.tolist())})
+    x, _ = next(iter(group.run("plain", seed).loader("test", batch_size=images)))
+    x = x[:rehearsal.cap(len(x), rehearsal.LATENCY_IMAGES)]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    timed, rows = {}, []
+    try:
+        for label, kind, key in ((f"lambda={group.headline_lambda:g} (fixed), seed {seed}", "proposed", seed),
+                                 (f"lambda={choice.chosen:g} (val), warm start", "grid", choice.chosen)):
+            run = group.run(kind, key)
+            r = timed[label] = speed_rows(inference_form(run.net), x, hard_gate_rule(run.net.num_exits, gate_threshold),
+                                          run.macs, 1, rehearsal.cap(repeats, 1), {"model": label})
+            rows.append({"model": label, "plain ms": statistics.median(r["plain ms"]),
+                         "ms": statistics.median(r["early exit ms"]), "speed-up (%)": 100 * (r["realised"] - 1),
+                         "time saved (%)": 100 * (1 - 1 / r["realised"]),
+                         "MAC-predicted speed-up (%)": 100 * (r["predicted"] - 1),
+                         "exits (timed images)": exit_list(r["exit shares"])})
+    finally:
+        torch.set_num_threads(previous)
     p = _paper_table2_row(group.paper_backbone)
     rows.append({"model": p["backbone"], "ms": p["ms"], "speed-up (%)": p["speed-up (%)"],
                  "exits (timed images)": p["exits (timed images)"]})
-    header = (f"batch-1 latency: {latency['plain'].images} test images after {warmup} warm-up images, "
-              f"{latency['plain'].threads} torch thread, float32, inference form (batch norm folded, channels_last), "
-              "real early-exit forward")
-    return LatencyTable(pd.DataFrame(rows), latency, header)
+    header = (f"batch-1 latency: {len(x)} test images one by one, median of {rehearsal.cap(repeats, 1)} repeats "
+              "interleaved with the plain backbone's, 1 torch thread, float32, inference form (batch norm folded, "
+              "channels_last), real early-exit forward")
+    return LatencyTable(pd.DataFrame(rows), timed, header)
 
 
 def _paper_table2_row(backbone: str) -> dict:
@@ -664,7 +629,7 @@ def paper_comparisons(t1: Table1, t2: dict[str, pd.DataFrame], lat: dict[str, La
             pap = paper_value(table=2, backbone=s, quantity="speed_up")
             out.append(comparison(f"{d} {s} batch-1 speed-up t_plain/t - 1", round(lat[bb].speed_up(label), 1),
                                   None if pap is None else pap.value, "%",
-                                  f"1 CPU thread, {lat[bb].latency[label].images} images, inference form"))
+                                  f"1 CPU thread, {lat[bb].timed[label]['images']} images, inference form"))
     return out
 
 
@@ -887,7 +852,7 @@ def metrics(data: dict, runs: dict, parameters: dict, t1: Table1, choices: dict[
         "branchynet_choice": {f"{d}|{bb}|s{s}": c.point for (d, bb, s), c in t1.branchynet.items()},
         "lambda_grid": {f"{d}|{bb}": c.frame.to_dict("records") for (d, bb), c in choices.items()},
         "table2": {bb: f.to_dict("records") for bb, f in t2.items()},
-        "latency": {f"{bb}|{k}": v.summary() for bb, t in lat.items() for k, v in t.latency.items()},
+        "latency": {f"{bb}|{k}": v for bb, t in lat.items() for k, v in t.timed.items()},
         "gate_polarisation": {bb: {f"s{s}": v for s, v in p.items()} for bb, p in polarised.items()},
         "gate_history": history.to_dict("records"),
     }

@@ -65,7 +65,7 @@ PROFILES: dict[str, dict[str, dict]] = {
     "03_differentiable_branching": {
         "smoke": {**_SMOKE_REFERENCE, "seeds": [0, 1],
                   "lambda_grid": [0.0, 0.1, 1.0], "grid_epochs": 1, "bnet_random": 200, "latency_images": 40,
-                  "latency_warmup": 5},
+                  "latency_repeats": 1},
         "cpu": {},
         # Three backbones and data sets at full width with the paper's optimiser (Adam 1e-3, constant, batch
         # 128, no augmentation), separate networks per notebook, every lambda trained from scratch.
