@@ -17,6 +17,9 @@
    and test accuracy of the final exit, plain and with horizontal-flip test-time augmentation. Goal: at
    least 85% final-exit test accuracy, the bar for a network whose numbers carry a verdict.
 3. Seconds per notebook of the latest smoke and cpu runs (``reproduce`` records them with the machine).
+
+``--breakdown`` prints instead, for the speed table's networks, where the early exit's time goes exit by
+exit when no row leaves (``speed.exit_breakdown``): the fixed cost each exit adds.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ from .speed import display, speed_rows, timings
 from .train import ModelSpec, build_model, train_cached
 
 __all__ = ["primer_spec", "throughput", "flip_tta_accuracy", "speed_networks", "speed_table", "method_speed_table",
-           "notebook_minutes",
+           "notebook_minutes", "breakdown_tables",
            "copy_cost_in_macs", "main"]
 
 
@@ -288,6 +291,35 @@ def copy_cost_in_macs(repeats: int = 7) -> dict:
     return {"ns per MAC": 1e9 * t_conv, "ns per copied element": 1e9 * t_copy, "copy in MACs": t_copy / t_conv}
 
 
+def breakdown_tables(repeats: int = 5, batch1_rows: int = 64, only: str | None = None) -> dict[str, list[dict]]:
+    """``speed.exit_breakdown`` of the speed table's networks (trained when their checkpoints are complete,
+    random weights otherwise), batch 1 and 256, with the rule each is timed with; the title names the case."""
+    from .inference import inference_form
+    from .macs import mac_table
+    from .speed import exit_breakdown
+    out = {}
+    for entry in speed_networks():
+        if only and entry["notebook"] not in only.split(","):
+            continue
+        trained = not entry.get("random_only") and _trained(entry["spec"])
+        if trained:
+            run = train_cached(entry["spec"], progress=False)
+            net, table = run.net, run.macs
+            x, _ = next(iter(run.loader("test", batch_size=256)))
+        else:
+            torch.manual_seed(0)
+            net = build_model(entry["spec"].model, 10, 3, 32).eval()
+            table = mac_table(net)
+            x = torch.randn(256, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        form = inference_form(net)
+        policy = _calibrated(form, x, entry["rule"], [0.0] * (net.num_exits - 1))   # nobody leaves
+        for batch in (1, 256):
+            name = (f"{entry['notebook']} {entry['name']} ({'trained' if trained else 'random weights'}), "
+                    f"{entry['rule']}, batch {batch}")
+            out[name] = exit_breakdown(form, x[:batch1_rows] if batch == 1 else x, policy, table, batch, repeats)
+    return out
+
+
 def method_speed_table(repeats: int = 5, batch1_rows: int = 128) -> list[dict] | None:
     """Notebook 05's rules on its first seed's cpu networks (fronts fitted on validation as the notebook
     fits them): realised / predicted speed-up at the points nearest its ``speed_costs``, batch 1 and 256,
@@ -335,7 +367,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-training", action="store_true", help="skip the backbone quality table")
     parser.add_argument("--only", default=None, help="notebooks for the speed table, e.g. 01,03")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--breakdown", action="store_true",
+                        help="only the per-exit time breakdown (stages, head, decision) of the speed networks")
     args = parser.parse_args(argv)
+    if args.breakdown:
+        torch.set_num_threads(1)
+        print(f"where the early exit's time goes when no row leaves: ms per image, median of {args.repeats} repeats, "
+              f"1 thread, {cpu_model()}, inference form")
+        for name, rows in breakdown_tables(args.repeats, only=args.only).items():
+            print(f"\n{name}\n{_table(rows)}")
+        return 0
     if not args.skip_speed:
         torch.set_num_threads(1)
         cpu = cpu_model()

@@ -103,7 +103,7 @@ def mac_table(net: MultiExitNet) -> MacTable:
     bb = net.backbone
     in_shapes = [bb.input_shape] + bb.stage_shapes()
     stage_macs = [count_macs(stage, in_shapes[i]) for i, stage in enumerate(bb.stages)]
-    exit_stage = [net._exit_stage(k) for k in range(net.num_exits)]
+    exit_stage = [net.exit_stage(k) for k in range(net.num_exits)]
     head_macs = [count_macs(head, in_shapes[s + 1]) for head, s in zip(net.heads, exit_stage)]
     classifier_macs = count_macs(bb.classifier, in_shapes[-1])
     head_macs.append(classifier_macs)

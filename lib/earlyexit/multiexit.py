@@ -88,7 +88,8 @@ class MultiExitNet(nn.Module):
     def num_classes(self) -> int:
         return self.backbone.num_classes
 
-    def _exit_stage(self, k: int) -> int:
+    def exit_stage(self, k: int) -> int:
+        """The backbone stage whose output exit k reads."""
         return self.exit_after[k] if k < len(self.exit_after) else len(self.backbone.stages) - 1
 
     def exit_output(self, k: int, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -102,9 +103,9 @@ class MultiExitNet(nn.Module):
         walk through the stages that every full and early-exit forward shares."""
         stage_done = -1
         for k in range(self.num_exits):
-            for s in range(stage_done + 1, self._exit_stage(k) + 1):
+            for s in range(stage_done + 1, self.exit_stage(k) + 1):
                 x = self.backbone.stages[s](x)
-            stage_done = self._exit_stage(k)
+            stage_done = self.exit_stage(k)
             yield k, x
 
     def forward(self, x: torch.Tensor) -> ExitOutputs:
@@ -169,9 +170,9 @@ class MultiExitNet(nn.Module):
                 carried = len(h) - len(pos)
                 if ahead is None or carried * ahead[k - 1] > COPY_MACS * len(pos) * h[0].numel():
                     h, pos = gather_rows(h, pos), None
-            for s in range(run["stage_done"] + 1, self._exit_stage(k) + 1):
+            for s in range(run["stage_done"] + 1, self.exit_stage(k) + 1):
                 h = self.backbone.stages[s](h)
-            run.update(h=h, pos=pos, stage_done=self._exit_stage(k))
+            run.update(h=h, pos=pos, stage_done=self.exit_stage(k))
             logits, gate = self.exit_output(k, h)
             if pos is not None:
                 logits = logits.index_select(0, pos)

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-__all__ = ["timings", "speed_rows", "display"]
+__all__ = ["timings", "speed_rows", "display", "exit_breakdown"]
 
 
 def timings(fn, repeats: int) -> list[float]:
@@ -62,3 +62,44 @@ def display(rows: list[dict]) -> list[dict]:
 
     return [{**r, "exit shares": " ".join(f"{v:.2f}" for v in r["exit shares"]), "plain ms": cell(r["plain ms"]),
              "early exit ms": cell(r["early exit ms"])} for r in rows]
+
+
+@torch.no_grad()
+def exit_breakdown(form, x: torch.Tensor, policy, table, batch: int, repeats: int) -> list[dict]:
+    """Where the early-exit forward's time goes, exit by exit, when every row goes on to the end: ms per
+    image of the stages run before each exit, of its head and of the policy's decision (``decide`` on the
+    batch, ``decide_one`` at batch 1, as ``early_exit`` calls them), medians over ``repeats``, beside the
+    MACs that predict them (% of the plain backbone). What the MACs do not predict (the decision, and a
+    head slower than its MACs) is the fixed cost each exit adds whether or not a row leaves there."""
+    rows = [x[i:i + 1] for i in range(len(x))] if batch == 1 else [x[:batch]]
+    k_total = form.num_exits
+    times = [[[], [], []] for _ in range(k_total)]       # per exit: stages, head, decision
+    for rep in range(repeats + 1):                        # the first pass warms up and is dropped
+        spent = [[0.0, 0.0, 0.0] for _ in range(k_total)]
+        for r in rows:
+            state, t = policy.init_state(len(r)), time.perf_counter()
+            for k, h in form.exit_inputs(r.contiguous(memory_format=form.input_format)):
+                t1 = time.perf_counter()
+                logits, gate = form.exit_output(k, h)
+                t2 = time.perf_counter()
+                if batch == 1:
+                    _, _, state = policy.decide_one(k, k_total, logits, gate, state)
+                else:
+                    _, _, state = policy.decide(k, k_total, logits, gate, state)
+                t3 = time.perf_counter()
+                for j, d in enumerate((t1 - t, t2 - t1, t3 - t2)):
+                    spent[k][j] += d
+                t = time.perf_counter()
+        if rep:
+            for k in range(k_total):
+                for j in range(3):
+                    times[k][j].append(1e3 * spent[k][j] / (len(rows) * len(rows[0])))
+    macs, out, previous = table.backbone_macs, [], -1
+    for k in range(k_total):
+        stage = form.exit_stage(k)
+        stage_macs = sum(table.stage_macs[previous + 1:stage + 1])
+        previous = stage
+        stages, head, decision = (statistics.median(v) for v in times[k])
+        out.append({"exit": k + 1, "stages ms": stages, "head ms": head, "decision ms": decision,
+                    "stages MACs %": 100 * stage_macs / macs, "head MACs %": 100 * table.head_macs[k] / macs})
+    return out
