@@ -44,7 +44,7 @@ from .stats import bootstrap_many, seed_interval
 __all__ = ["Front", "METHODS", "seed_fronts", "threshold_front", "policy_front", "exclusion_candidates", "confident_candidates",
            "patience_candidates", "first_right_cost", "oracle_curve", "oracle_cost", "curve_accuracy", "accuracy_band",
            "curve_cost_to_reach", "fixed_cost_rows", "reach_rows", "nearest_point", "speed_points", "method_rows",
-           "display_rows", "oracle_rows", "oracle_line", "protocol", "conclusions"]
+           "display_rows", "oracle_rows", "oracle_line", "protocol", "conclusions", "plot_fronts"]
 
 
 class RunLike(Protocol):
@@ -493,3 +493,21 @@ def conclusions(rows: Sequence[dict], oracles: Sequence[dict], speed: Sequence[d
                      f"{max(s['realised/predicted'] for s in ratios):.2f}; {met} of {len(ratios)} operating points meet "
                      f"the goal of {goal:g}.")
     return "\n".join(lines)
+
+
+def plot_fronts(ax, fronts: Mapping[str, Front], draws: int = 1000):
+    """Every front on test with its 95% bootstrap band (at the costs of its own points), and the oracle
+    curve of each network (the first network's in black)."""
+    from .plots import fronts_with_bands
+    curves, bands, oracles = {}, {}, {}
+    for m, f in fronts.items():
+        cost, acc = f.curve()
+        curves[m] = (cost[0].tolist(), acc[0].tolist())
+        at = sorted({round(float(c), 4) for c in cost[0].tolist()})
+        band = accuracy_band(f, at, draws)
+        bands[m] = (at, [b[1] for b in band], [b[2] for b in band])
+        oracles.setdefault(f"oracle ({f.network})", oracle_line(f))
+    fronts_with_bands(ax, curves, bands, oracles)
+    low = min(min(a) for _, a in curves.values())
+    ax.set_ylim(100 * low - 2, 100 * max(max(a) for _, a in oracles.values()) + 1)
+    return ax
