@@ -33,7 +33,8 @@ import torch
 from . import rehearsal
 from .class_exclusion import ClassExclusion, SingleConfident
 from .e2cm import e2cm_policy
-from .eenet import EENetConfig, budget_grid, fit_eenet_budgets
+from .eenet import EENetConfig, RecipeSweep, budget_grid, fit_eenet_budgets, recipe_grid, sweep_budgets, \
+    sweep_recipes
 from .evaluate import evaluate_policy, exit_scores, pareto_front, random_thresholds, sweep_thresholds, \
     threshold_outcomes
 from .macs import MacTable
@@ -41,7 +42,7 @@ from .outputs import CachedOutputs
 from .policies import Entropy, ExitPolicy, GateThreshold, MaxProbability, Patience, PerExitThresholds
 from .stats import bootstrap_many, seed_interval
 
-__all__ = ["Front", "METHODS", "seed_fronts", "threshold_front", "policy_front", "exclusion_candidates", "confident_candidates",
+__all__ = ["Front", "METHODS", "seed_fronts", "eenet_recipe", "threshold_front", "policy_front", "exclusion_candidates", "confident_candidates",
            "patience_candidates", "first_right_cost", "oracle_curve", "oracle_cost", "curve_accuracy", "accuracy_band",
            "curve_cost_to_reach", "fixed_cost_rows", "reach_rows", "nearest_point", "speed_points", "method_rows",
            "display_rows", "oracle_rows", "oracle_line", "protocol", "conclusions", "plot_fronts"]
@@ -200,6 +201,16 @@ def seed_fronts(runs: Mapping[str, RunLike], vectors: int, grid: int, eenet_conf
                                                    GateThreshold((0.0,) * (len(gated.macs.exit_macs) - 1)), vectors,
                                                    grid, seed),
     }
+
+
+def eenet_recipe(run: RunLike, eenet_budgets: int, optimizers: Sequence[str], lrs: Sequence[float],
+                 epochs: Sequence[int], recipe_budgets: int, config: EENetConfig,
+                 scheduler_seeds: Sequence[int]) -> RecipeSweep:
+    """EENet's training recipe chosen on ``run``'s validation outputs as notebook 04 chooses it
+    (``eenet.sweep_recipes`` at ``recipe_budgets`` budgets of the grid)."""
+    budgets = budget_grid(run, eenet_budgets)
+    return sweep_recipes(run, sweep_budgets(budgets, recipe_budgets), recipe_grid(optimizers, lrs, epochs), config,
+                         scheduler_seeds)
 
 
 # ---------------------------------------------------------------- the oracle
@@ -443,12 +454,14 @@ def oracle_line(front: Front, points: int = 200) -> tuple[list[float], list[floa
     return cost[0, idx].tolist(), acc[0, idx].tolist()
 
 
-def protocol(vectors: int, grid: int, eenet_config: EENetConfig, eenet_budgets: int, scheduler_seeds: Sequence[int],
-             fronts: Mapping[str, Front], runs: Mapping[str, Sequence]) -> dict:
-    """How every method's operating points were chosen, for the metrics file."""
+def protocol(vectors: int, grid: int, eenet_config: EENetConfig, eenet_recipe: dict, eenet_budgets: int,
+             scheduler_seeds: Sequence[int], fronts: Mapping[str, Front], runs: Mapping[str, Sequence]) -> dict:
+    """How every method's operating points were chosen, for the metrics file (``eenet_recipe``: the
+    recipe sweep's ``RecipeSweep.protocol()``)."""
     return {"selection": "validation Pareto front of each method's candidates; test read only at those points",
             "threshold_vectors": vectors, "shared_grid": grid,
-            "eenet": {"budgets": eenet_budgets, "scheduler_seeds": list(scheduler_seeds), "config": vars(eenet_config)},
+            "eenet": {"budgets": eenet_budgets, "scheduler_seeds": list(scheduler_seeds), "config": vars(eenet_config),
+                      "recipe": eenet_recipe},
             "methods": {m: {"network": f.network, "candidates": f.candidates, "tuning": f.tuning,
                             "front_points": len(f.policies)} for m, f in fronts.items()},
             "networks": {name: [r.spec.key for r in rs] for name, rs in runs.items()}}

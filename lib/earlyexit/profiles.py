@@ -78,7 +78,8 @@ PROFILES: dict[str, dict[str, dict]] = {
     "05_benchmark": {
         # the reference network at smoke size (its forms shared with 00-03); small searches and bootstraps
         "smoke": {**_SMOKE_REFERENCE, "seeds": [0, 1], "vectors": 200, "shared_grid": 11, "eenet_budgets": 3,
-                  "scheduler_seeds": [0], "scheduler": {"epochs": 30, "patience": 30}, "bootstrap_draws": 200,
+                  "scheduler_seeds": [0], "scheduler": {"patience": 30}, "recipe_optimizers": ["adamw"],
+                  "recipe_lrs": [1e-3, 1e-2], "recipe_epochs": [10, 30], "bootstrap_draws": 200,
                   "speed_repeats": 1, "speed_rows": 8},
         "cpu": {},
         # the primer's paper-profile network (full-width ResNet-18, 200 epochs, float32) in every form
