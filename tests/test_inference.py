@@ -158,7 +158,8 @@ def test_float32_folded_predictions_match_the_original_on_nearly_all_rows():
 
 
 def test_bench_calibration_sends_the_chosen_shares_out():
-    from earlyexit.benchmark import _calibrated, _scenario_shares, speed_rows
+    from earlyexit.benchmark import _calibrated, _scenario_shares
+    from earlyexit.speed import speed_rows
     torch.manual_seed(0)
     net = MultiExitNet(build_backbone("vgg_small", width=0.125)).eval()
     table = mac_table(net)
@@ -169,4 +170,18 @@ def test_bench_calibration_sends_the_chosen_shares_out():
         counts = torch.bincount(form.early_exit(x, policy).exit_index, minlength=7).tolist()
         assert counts[3] == 20 and counts[6] == 20, (rule, counts)
     row = speed_rows(form, x, policy, table, 256, 1, {"network": "tiny"})
-    assert row["predicted"] > 1 and row["exit shares"].split()[3] == "0.50"
+    assert row["predicted"] > 1 and row["exit shares"][3] == 0.5
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_exit_breakdown_times_every_exit_with_its_macs(batch):
+    from earlyexit.speed import exit_breakdown
+    net = MultiExitNet(build_backbone("vgg13", width=0.0625)).eval()
+    table = mac_table(net)
+    form = inference_form(net)
+    rows = exit_breakdown(form, torch.randn(8, 3, 32, 32), ClassExclusion([0.0] * (net.num_exits - 1)), table,
+                          batch, repeats=2)
+    assert [r["exit"] for r in rows] == list(range(1, net.num_exits + 1))
+    assert all(r["stages ms"] > 0 and r["head ms"] > 0 and r["decision ms"] > 0 for r in rows)
+    stages_and_heads = sum(r["stages MACs %"] + r["head MACs %"] for r in rows)
+    assert stages_and_heads == pytest.approx(100 * table.exit_macs[-1] / table.backbone_macs)
