@@ -332,14 +332,14 @@ def method_speed_table(repeats: int = 5, batch1_rows: int = 128) -> list[dict] |
     if not all(_trained(s) for s in specs.values()):
         return None
     runs = {name: train_cached(s, progress=False) for name, s in specs.items()}
-    base = EENetConfig(**params["scheduler"])
-    config = comparison.eenet_recipe(runs["multi"], params["eenet_budgets"], params["recipe_optimizers"],
-                                     params["recipe_lrs"], params["recipe_epochs"], params["recipe_budgets"], base,
-                                     params["scheduler_seeds"]).config(base)
-    fronts = comparison.seed_fronts(runs, params["vectors"], params["shared_grid"], config, params["eenet_budgets"],
-                                    params["scheduler_seeds"], params["e2cm_prediction"], params["restrict_final"])
+    recipe = {key: params[f"recipe_{key}"] for key in ("optimizers", "lrs", "epochs", "budgets")}
+    _, fronts = comparison.benchmark_fronts({name: [run] for name, run in runs.items()}, params["seeds"][:1],
+                                            params["vectors"], params["shared_grid"],
+                                            EENetConfig(**params["scheduler"]), params["eenet_budgets"],
+                                            params["scheduler_seeds"], recipe, params["e2cm_prediction"],
+                                            params["restrict_final"])
     rows = []
-    for front in fronts.values():
+    for front in fronts[params["seeds"][0]].values():
         rows += comparison.speed_points(front, runs[front.network], params["speed_costs"], repeats, batch1_rows)
     return rows
 

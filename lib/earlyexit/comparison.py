@@ -42,7 +42,7 @@ from .outputs import CachedOutputs
 from .policies import Entropy, ExitPolicy, GateThreshold, MaxProbability, Patience, PerExitThresholds
 from .stats import bootstrap_many, seed_interval
 
-__all__ = ["Front", "METHODS", "seed_fronts", "eenet_recipe", "threshold_front", "policy_front", "exclusion_candidates", "confident_candidates",
+__all__ = ["Front", "METHODS", "seed_fronts", "benchmark_fronts", "threshold_front", "policy_front", "exclusion_candidates", "confident_candidates",
            "patience_candidates", "first_right_cost", "oracle_curve", "oracle_cost", "curve_accuracy", "accuracy_band",
            "curve_cost_to_reach", "fixed_cost_rows", "reach_rows", "nearest_point", "speed_points", "method_rows",
            "display_rows", "oracle_rows", "oracle_line", "protocol", "conclusions", "plot_fronts"]
@@ -83,6 +83,10 @@ class Front:
         total = w.sum(1, keepdim=True)
         return w @ self.test_cost.T / total, w @ self.test_correct.double().T / total
 
+    def oracle(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The oracle curve (cost, accuracy) of this front's network on test, [1, M+1] (``oracle_curve``)."""
+        return oracle_curve(first_right_cost(self.exit_correct, self.exit_costs), self.exit_costs[0])
+
     def points(self) -> list[dict]:
         """Each point on both splits (accuracy and cost as fractions)."""
         cost, acc = self.curve()
@@ -102,13 +106,6 @@ def _score_vectors(score: torch.Tensor, vectors: int, grid: int, seed: int) -> t
     return torch.cat([shared.float()[:, None].expand(-1, score.shape[0]), cloud])
 
 
-def _front_of(method: str, network: str, tuning: str, run: RunLike, policies: Sequence[ExitPolicy],
-              val_cost: torch.Tensor, val_accuracy: torch.Tensor, test_correct: torch.Tensor,
-              test_cost: torch.Tensor, exit_correct: torch.Tensor, candidates: int) -> Front:
-    return Front(method, network, tuning, candidates, list(policies), val_cost, val_accuracy, test_correct,
-                 test_cost, exit_correct, list(run.macs.exit_fractions))
-
-
 def threshold_front(method: str, network: str, run: RunLike, rule: PerExitThresholds, vectors: int, grid: int,
                     seed: int = 0) -> Front:
     """A per-exit threshold rule (``rule`` is a template): its candidates on validation, the Pareto
@@ -120,10 +117,10 @@ def threshold_front(method: str, network: str, run: RunLike, rule: PerExitThresh
     front = pareto_front(sweep.val_cost, sweep.val_accuracy)
     correct, cost = threshold_outcomes(test, rule, thresholds[front], run.macs)
     scores = exit_scores(test, rule)
-    return _front_of(method, network, f"{len(cuts)} threshold vectors ({vectors} random at validation quantiles, "
-                     f"{grid} shared, never), validation Pareto front", run, [sweep.policy(i) for i in front],
-                     sweep.val_cost[front], sweep.val_accuracy[front], correct, cost,
-                     scores.prediction == scores.labels, len(cuts))
+    return Front(method, network, f"{len(cuts)} threshold vectors ({vectors} random at validation quantiles, "
+                 f"{grid} shared, never), validation Pareto front", len(cuts), [sweep.policy(i) for i in front],
+                 sweep.val_cost[front], sweep.val_accuracy[front], correct, cost, scores.prediction == scores.labels,
+                 list(run.macs.exit_fractions))
 
 
 def policy_front(method: str, network: str, run: RunLike, policies: Sequence[ExitPolicy], tuning: str) -> Front:
@@ -136,11 +133,11 @@ def policy_front(method: str, network: str, run: RunLike, policies: Sequence[Exi
     front = pareto_front(cost, acc)
     fractions = torch.tensor(run.macs.exit_fractions, dtype=torch.float64)
     tests = [evaluate_policy(test, policies[i], run.macs) for i in front]
-    return _front_of(method, network, f"{len(policies)} {tuning}, validation Pareto front", run,
-                     [policies[i] for i in front], cost[front], acc[front],
-                     torch.stack([r.prediction == test.labels for r in tests]),
-                     torch.stack([fractions[r.exit_index] for r in tests]),
-                     test.logits.argmax(2) == test.labels, len(policies))
+    return Front(method, network, f"{len(policies)} {tuning}, validation Pareto front", len(policies),
+                 [policies[i] for i in front], cost[front], acc[front],
+                 torch.stack([r.prediction == test.labels for r in tests]),
+                 torch.stack([fractions[r.exit_index] for r in tests]), test.logits.argmax(2) == test.labels,
+                 list(run.macs.exit_fractions))
 
 
 def exclusion_candidates(val: CachedOutputs, vectors: int, grid: int, seed: int = 0,
@@ -203,14 +200,28 @@ def seed_fronts(runs: Mapping[str, RunLike], vectors: int, grid: int, eenet_conf
     }
 
 
-def eenet_recipe(run: RunLike, eenet_budgets: int, optimizers: Sequence[str], lrs: Sequence[float],
-                 epochs: Sequence[int], recipe_budgets: int, config: EENetConfig,
-                 scheduler_seeds: Sequence[int]) -> RecipeSweep:
+def _eenet_recipe(run: RunLike, eenet_budgets: int, recipe: Mapping, config: EENetConfig,
+                  scheduler_seeds: Sequence[int]) -> RecipeSweep:
     """EENet's training recipe chosen on ``run``'s validation outputs as notebook 04 chooses it
-    (``eenet.sweep_recipes`` at ``recipe_budgets`` budgets of the grid)."""
-    budgets = budget_grid(run, eenet_budgets)
-    return sweep_recipes(run, sweep_budgets(budgets, recipe_budgets), recipe_grid(optimizers, lrs, epochs), config,
+    (``eenet.sweep_recipes`` at ``recipe["budgets"]`` budgets of the grid)."""
+    budgets = sweep_budgets(budget_grid(run, eenet_budgets), recipe["budgets"])
+    return sweep_recipes(run, budgets, recipe_grid(recipe["optimizers"], recipe["lrs"], recipe["epochs"]), config,
                          scheduler_seeds)
+
+
+def benchmark_fronts(runs: Mapping[str, Sequence[RunLike]], seeds: Sequence[int], vectors: int, grid: int,
+                     eenet_config: EENetConfig, eenet_budgets: int, scheduler_seeds: Sequence[int], recipe: Mapping,
+                     e2cm_prediction: str = "nearest", restrict_final: bool = True
+                     ) -> tuple[RecipeSweep, dict[int, dict[str, Front]]]:
+    """Every method's fronts on every training seed (``runs``: network name -> one run per seed).
+    EENet's recipe (``recipe``: optimizers, lrs, epochs, budgets) is chosen once, on the first seed's
+    multi network, and used on every seed, so that its tuning reads validation only."""
+    sweep = _eenet_recipe(runs["multi"][0], eenet_budgets, recipe, eenet_config, scheduler_seeds)
+    config = sweep.config(eenet_config)
+    fronts = {s: seed_fronts({name: rs[i] for name, rs in runs.items()}, vectors, grid, config, eenet_budgets,
+                             scheduler_seeds, e2cm_prediction, restrict_final)
+              for i, s in enumerate(seeds)}
+    return sweep, fronts
 
 
 # ---------------------------------------------------------------- the oracle
@@ -298,7 +309,7 @@ def fixed_cost_rows(front: Front, costs: Sequence[float], draws: int = 1000, see
     test images, the oracle's least cost at that accuracy and the share of the oracle's saving the
     rule achieves (1 - cost) / (1 - oracle cost)."""
     stats = accuracy_band(front, costs, draws, seed)
-    oc, oa = oracle_curve(first_right_cost(front.exit_correct, front.exit_costs), front.exit_costs[0])
+    oc, oa = front.oracle()
     rows = []
     for c, (acc, lo, hi) in zip(costs, stats):
         o = float(oracle_cost(oc, oa, acc)[0]) if np.isfinite(acc) else float("nan")
@@ -438,7 +449,7 @@ def oracle_rows(fronts: Mapping[str, Front]) -> list[dict]:
         if front.network in seen:
             continue
         seen.add(front.network)
-        cost, acc = oracle_curve(first_right_cost(front.exit_correct, front.exit_costs), front.exit_costs[0])
+        cost, acc = front.oracle()
         final = float(front.final_correct.double().mean())
         rows.append({"network": front.network, "final-exit accuracy": final, "oracle accuracy": float(acc[0, -1]),
                      "oracle cost": float(cost[0, -1]),
@@ -448,7 +459,7 @@ def oracle_rows(fronts: Mapping[str, Front]) -> list[dict]:
 
 def oracle_line(front: Front, points: int = 200) -> tuple[list[float], list[float]]:
     """The oracle curve of ``front``'s network, thinned to about ``points`` points for plotting."""
-    cost, acc = oracle_curve(first_right_cost(front.exit_correct, front.exit_costs), front.exit_costs[0])
+    cost, acc = front.oracle()
     step = max(1, cost.shape[1] // points)
     idx = list(range(0, cost.shape[1], step)) + [cost.shape[1] - 1]
     return cost[0, idx].tolist(), acc[0, idx].tolist()
