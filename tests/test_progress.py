@@ -61,6 +61,18 @@ def test_eta_uses_epochs_seen_when_a_run_resumes(tmp_path, monkeypatch):
     assert "elapsed 3:20" in shown[1] and "left ~5:00" in shown[1]
 
 
+def test_eta_of_a_time_budgeted_run_is_at_most_its_budget_left(tmp_path, monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(R.time, "perf_counter", lambda: now[0])
+    out = io.StringIO()
+    p = R.Progress("nb", tmp_path / "x.log", out=out, tty=False, refresh=0)
+    p.cell_start(0, 1, _cell("train()"))
+    now[0] = 30.0
+    p.stream("stdout", "heads epoch 1/100: loss 1.000, val acc (final exit) 0.5000, 30 s, time budget 40 s left\n")
+    shown = out.getvalue().splitlines()
+    assert "left ~0:40" in shown[0]                  # not 99 epochs x 30 s
+
+
 def test_portable_replaces_machine_prefixes():
     root = str(R.project_root())
     text = f"saved {root}/figures/cpu/a.png; python at {R.sys.prefix}/lib/x.py"

@@ -212,6 +212,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _EPOCH_LINE = re.compile(r"^(?P<run>\S.*?) epoch (?P<k>\d+)/(?P<n>\d+): (?P<rest>.*)$")
 _LOSS = re.compile(r"\bloss (?P<v>[-+0-9.einfa]+)")
 _VAL_ACC = re.compile(r"\bval acc[^0-9]*(?P<v>[0-9.]+)")
+_BUDGET_LEFT = re.compile(r"\btime budget (?P<v>[0-9.]+) s left")   # a wall-clock-budgeted training ends by then
 _METER = re.compile(r"\d+/\d+ \[")          # the right-hand part of a tqdm bar: "80/176 [00:30<00:35, ...]"
 _BAR_RUN = re.compile(r"^(?P<run>\S.*?) epoch \d+/\d+")
 
@@ -375,7 +376,9 @@ class Progress:
         k0, t_start = self._runs[run]
         elapsed = now - t_start
         left = elapsed / (k - k0 + 1) * (n - k)
-        loss, acc = _LOSS.search(m["rest"]), _VAL_ACC.search(m["rest"])
+        loss, acc, budget = _LOSS.search(m["rest"]), _VAL_ACC.search(m["rest"]), _BUDGET_LEFT.search(m["rest"])
+        if budget:
+            left = min(left, float(budget["v"]))
         parts = [f"    {run} epoch {k}/{n}"]
         if loss:
             parts.append(f"loss {loss['v']}")

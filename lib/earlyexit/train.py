@@ -424,6 +424,8 @@ def _train_epochs(spec: RunSpec, net: MultiExitNet, opt: torch.optim.Optimizer, 
         done = done or stalled or epoch + 1 == cfg.epochs
         if progress or os.environ.get(PROGRESS_LINES) == "1":
             shown = f", val acc (final exit) {val_acc[-1]:.4f}" if classify else ""
+            if cfg.time_budget_s is not None and not done:
+                shown += f", time budget {max(cfg.time_budget_s - spent, 0.0):.0f} s left"
             print(f"{spec.name} epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]['loss']:.3f}{shown}, {seconds:.0f} s"
                   + (f" (stopped: {'validation plateau' if stalled else 'rehearsal' if rehearsal.active() else 'time budget reached'})"
                      if done and epoch + 1 < cfg.epochs else ""))
