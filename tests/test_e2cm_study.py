@@ -59,8 +59,16 @@ def test_cloud_search_uses_max_probability_for_trained_heads():
     assert isinstance(c.cloud.rule, MaxProbability) and len(c.cloud) == 51 and c.test is outs["test"]
 
 
-def _seed_curves(sharpness: dict[str, float], seeds=(0, 1, 2), poison: bool = False) -> dict:
-    """{(backbone, seed): {split: {method: curve}}} on synthetic outputs; ``poison`` shuffles test labels."""
+def _fake_run(method: str, capped: bool) -> SimpleNamespace:
+    """A trained run's fields the claims read: 'no limit' heads stop at a plateau (epoch 4 of 10) or,
+    ``capped``, at the 10-epoch cap."""
+    train = SimpleNamespace(time_budget_s=60.0 if "equal time" in method else None, patience=2, epochs=10)
+    return SimpleNamespace(macs=MACS, spec=SimpleNamespace(train=train), epochs_trained=10 if capped else 4)
+
+
+def _seed_curves(sharpness: dict[str, float], seeds=(0, 1, 2), poison: bool = False, capped: bool = False) -> dict:
+    """{(backbone, seed): {split: {method: curve}}} on synthetic outputs; ``poison`` shuffles test labels;
+    ``capped``: the 'no limit' heads hit their epoch cap."""
     out = {}
     for s in seeds:
         by_split = {}
@@ -72,7 +80,7 @@ def _seed_curves(sharpness: dict[str, float], seeds=(0, 1, 2), poison: bool = Fa
                     g = torch.Generator().manual_seed(7)
                     test = CachedOutputs(test.logits, test.labels[torch.randperm(len(test.labels), generator=g)])
                 cloud = threshold_cloud(search, test, MaxProbability((0.0, 0.0)), MACS, 200, "quantile", 0)
-                methods[name] = MethodCurve(name, SimpleNamespace(macs=MACS), cloud, test)
+                methods[name] = MethodCurve(name, _fake_run(name, capped), cloud, test)
             by_split[split] = methods
         out[("bb", s)] = by_split
     return out
@@ -97,6 +105,9 @@ def test_claims_pair_seeds_and_take_a_t_interval_over_them():
     assert cheap and all(c.ours is None and c.verdict == "inconclusive at this budget" for c in cheap)
     combo = [c for c in claims if c.comparison.startswith("E2CM+SDN (no limit) - SDN (no limit)")]
     assert len(combo) == 2 and combo[0].paper_source.startswith("IJCNN 2022 poster")
+    assert "heads trained to a validation plateau," in combo[0].setting
+    capped = study.e2cm_claims(study.flat(_seed_curves(SHARP, capped=True), "val"), [0.7], "profile test")
+    assert "6 of 6 runs stopped at the cap (10 epoch(s))" in capped[-1].setting    # said, not called a plateau
     (one,) = [c for c in study.e2cm_claims(study.flat(_seed_curves(SHARP, seeds=(0,)), "val"), [0.7], "x")
               if c.comparison.startswith("E2CM - BranchyNet")]
     assert "one seed" in one.evidence and one.interval is not None       # paired bootstrap over test images

@@ -178,6 +178,27 @@ def _key_columns(key: tuple[str, int]) -> dict:
     return {"backbone": key[0], "seed": key[1]}
 
 
+def stopped_by(method: str, run: TrainedRun) -> str:
+    """Why a compared method's training ended: E2CM's fit, the time budget, a validation plateau or
+    the epoch cap (a 'no time limit' run that hit its cap did not reach a plateau)."""
+    cfg = run.spec.train
+    if method == E2CM:
+        return "fit only"
+    if cfg.time_budget_s:
+        return "time budget"
+    return "validation plateau" if cfg.patience and run.epochs_trained < cfg.epochs else f"{cfg.epochs} epoch(s)"
+
+
+def no_limit_stops(curves: Mapping[tuple[str, int], Mapping[str, MethodCurve]]) -> str:
+    """How the 'no time limit' heads ended, for the claim's setting: a plateau, or how many hit the cap."""
+    stops = [stopped_by(name, c.run) for methods in curves.values() for name, c in methods.items() if name in NO_LIMIT]
+    capped = [s for s in stops if s != "validation plateau"]
+    if not capped:
+        return "heads trained to a validation plateau"
+    return (f"heads trained to a validation plateau or an epoch cap: {len(capped)} of {len(stops)} runs stopped at "
+            f"the cap ({capped[0]}) before a plateau")
+
+
 def head_training_table(curves: Mapping[tuple[str, int], Mapping[str, MethodCurve]]) -> pd.DataFrame:
     """What each rival trained: optimiser steps, the same in head epochs, why it stopped, and the
     accuracy of its final exit (joint training can damage the backbone's classifier; E2CM's is the backbone's)."""
@@ -187,11 +208,8 @@ def head_training_table(curves: Mapping[tuple[str, int], Mapping[str, MethodCurv
             run = c.run
             steps = head_steps(run)
             per_epoch = max(1, len(run.data.train) // run.spec.train.batch_size)
-            cfg = run.spec.train
-            stop = ("fit only" if name == E2CM else "time budget" if cfg.time_budget_s else
-                    "validation plateau" if cfg.patience and run.epochs_trained < cfg.epochs else f"{cfg.epochs} epoch(s)")
             rows.append({**_key_columns(key), "method": name, "steps": steps, "epochs of heads": steps / per_epoch,
-                         "stopped by": stop, "final exit test acc": c.test.exit_accuracies()[-1]})
+                         "stopped by": stopped_by(name, run), "final exit test acc": c.test.exit_accuracies()[-1]})
     return pd.DataFrame(rows)
 
 
@@ -336,7 +354,7 @@ def e2cm_claims(curves: Mapping[tuple[str, int], Mapping[str, MethodCurve]], bud
                         "IJCNN 2022 poster and defense slide 19: fixed training-time budget, ResNet-152 and "
                         "WideResNet-101 (curves only)")
     combo = pair_claims(curves, "Without a time limit, E2CM combined with SDN improves on SDN", CLAIM_PAIRS[-1:],
-                        budgets, f"heads trained to a validation plateau, {setting}",
+                        budgets, f"{no_limit_stops(curves)}, {setting}",
                         "IJCNN 2022 poster table, ResNet-152 on CIFAR-10", poster=True)
     return equal + combo
 
@@ -409,7 +427,7 @@ def options(feature: str, fit_augment: bool, prediction: str, threshold_space: s
 
 def protocol(runs: Mapping[tuple[str, int], TrainedRun], e2cm_runs: Mapping[tuple[str, int], TrainedRun],
              training: pd.DataFrame, search_splits: list[str], n_thresholds: int, threshold_space: str,
-             head_lr: float, head_patience: int, **_) -> dict:
+             head_lr: float, head_patience: int, head_max_epochs: int, **_) -> dict:
     """How every compared configuration was chosen (the metrics file's protocol object)."""
     name = lambda key: f"{key[0]}, seed {key[1]}"  # noqa: E731
     no_limit = training[training["method"].isin(NO_LIMIT)]
@@ -426,7 +444,8 @@ def protocol(runs: Mapping[tuple[str, int], TrainedRun], e2cm_runs: Mapping[tupl
                       "time, one backbone epoch) of wall clock; SDN is also trained for one head epoch",
         "no time limit": f"SDN and E2CM+SDN heads train until the mean validation accuracy of their exits has "
                          f"not improved for {head_patience} epochs (patience raised where needed so that they take "
-                         "at least the equal-time SDN's steps); the last epoch's weights are kept",
+                         f"at least the equal-time SDN's steps) or for at most {head_max_epochs} epochs "
+                         "(no_limit_head_epochs says which); the last epoch's weights are kept",
         "rivals": f"Adam {head_lr:g}, loss CE(final) + sum_i c_i CE(exit i), c_i the exit's cost fraction, in the "
                   "backbone's precision and memory layout",
         "intervals": "t interval over backbone seeds of the per-seed difference (one seed: paired bootstrap over "
