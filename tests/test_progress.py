@@ -46,12 +46,18 @@ def test_status_line_names_the_cell_and_the_live_bar(tmp_path):
     assert line.endswith("net = build()")
 
 
-def test_eta_uses_epochs_seen_when_a_run_resumes(tmp_path, monkeypatch):
+def _clocked_progress(tmp_path, monkeypatch) -> tuple[R.Progress, io.StringIO, list[float]]:
+    """A non-terminal Progress inside a training cell, with a clock the test sets (``now[0]``)."""
     now = [0.0]
     monkeypatch.setattr(R.time, "perf_counter", lambda: now[0])
     out = io.StringIO()
     p = R.Progress("nb", tmp_path / "x.log", out=out, tty=False, refresh=0)
     p.cell_start(0, 1, _cell("train()"))
+    return p, out, now
+
+
+def test_eta_uses_epochs_seen_when_a_run_resumes(tmp_path, monkeypatch):
+    p, out, now = _clocked_progress(tmp_path, monkeypatch)
     now[0] = 100.0
     p.stream("stdout", "run epoch 6/10: loss 1.000, val acc (final exit) 0.5000, 99 s\n")   # resumed at 6
     now[0] = 200.0
@@ -62,11 +68,7 @@ def test_eta_uses_epochs_seen_when_a_run_resumes(tmp_path, monkeypatch):
 
 
 def test_eta_of_a_time_budgeted_run_is_at_most_its_budget_left(tmp_path, monkeypatch):
-    now = [0.0]
-    monkeypatch.setattr(R.time, "perf_counter", lambda: now[0])
-    out = io.StringIO()
-    p = R.Progress("nb", tmp_path / "x.log", out=out, tty=False, refresh=0)
-    p.cell_start(0, 1, _cell("train()"))
+    p, out, now = _clocked_progress(tmp_path, monkeypatch)
     now[0] = 30.0
     p.stream("stdout", "heads epoch 1/100: loss 1.000, val acc (final exit) 0.5000, 30 s, time budget 40 s left\n")
     shown = out.getvalue().splitlines()
