@@ -1,4 +1,5 @@
 """Notebook 05's library: the oracle bound, fronts chosen on validation, reading fronts at fixed costs."""
+import dataclasses
 import math
 
 import pytest
@@ -119,3 +120,16 @@ def test_fixed_cost_and_reach_rows_have_intervals_around_the_estimate():
     reach = cmp.reach_rows(front, 0.01, draws=200)
     assert reach["target accuracy"] == pytest.approx(reach["final-exit accuracy"] - 0.01)
     assert reach["low"] <= reach["cost"] <= reach["high"] <= 1.0
+
+
+def test_reach_targets_the_most_accurate_final_exit_among_the_networks():
+    run = FakeRun(_outputs(300, seed=6), _outputs(500, seed=7), [0.2, 0.5, 1.0])
+    front = cmp.threshold_front("max-softmax", "net", run, MaxProbability((0.0, 0.0)), 200, 11)
+    own = cmp.reach_rows(front, 0.01, draws=100)
+    weak = torch.zeros_like(front.final_correct)          # a network whose final exit is never right
+    strong = torch.ones_like(front.final_correct)          # one whose final exit is always right
+    assert cmp.reach_rows(front, 0.01, torch.stack([front.final_correct, weak]), draws=100)["cost"] == pytest.approx(own["cost"])
+    beyond = cmp.reach_rows(front, 0.01, torch.stack([weak, strong]), draws=100)
+    assert beyond["reference accuracy"] == 1.0 and math.isnan(beyond["cost"])
+    fronts = {"a": front, "b": dataclasses.replace(front, network="other", exit_correct=front.exit_correct[[0, 1, 0]])}
+    assert cmp.final_exits(fronts).shape == (2, front.final_correct.numel())
