@@ -164,8 +164,9 @@ def test_bench_calibration_sends_the_chosen_shares_out():
     net = MultiExitNet(build_backbone("vgg_small", width=0.125)).eval()
     table = mac_table(net)
     x = torch.randn(40, 3, 32, 32) * 2 * torch.rand(40, 1, 1, 1)
-    for rule in ("max-softmax", "class exclusion"):
-        form = inference_form(net)
+    gated = MultiExitNet(build_backbone("vgg_small", width=0.125), head="gated").eval()
+    for rule, model in (("max-softmax", net), ("class exclusion", net), ("gates >= 0.5", gated)):
+        form = inference_form(model)
         policy = _calibrated(form, x, rule, _scenario_shares("half at middle exit", 6))
         counts = torch.bincount(form.early_exit(x, policy).exit_index, minlength=7).tolist()
         assert counts[3] == 20 and counts[6] == 20, (rule, counts)

@@ -185,9 +185,10 @@ def _scenario_shares(scenario: str, early: int) -> list[float]:
 
 def _calibrated(form, x: torch.Tensor, rule: str, shares: list[float]):
     """The notebook's rule on a random-weight network, tuned so that ``shares`` of ``x`` leave at each
-    early exit. Gates: the gate biases move (GateThreshold keeps its fixed t)."""
+    early exit. Gates: the gate biases move (the hard-gate rule keeps its fixed t)."""
     from .class_exclusion import ClassExclusion
-    from .policies import GateThreshold, MaxProbability
+    from .diffbranch import hard_gate_rule
+    from .policies import MaxProbability
     with torch.no_grad():
         out = form(x.contiguous(memory_format=form.input_format))
     logits = torch.stack([z.float() for z in out.logits[:-1]])
@@ -198,7 +199,7 @@ def _calibrated(form, x: torch.Tensor, rule: str, shares: list[float]):
         with torch.no_grad():
             for head, tk in zip(form.heads, t):
                 head.gate.bias -= tk if tk != float("inf") else 1e4
-        return GateThreshold(GATE_THRESHOLD)
+        return hard_gate_rule(form.num_exits, GATE_THRESHOLD)
     # class exclusion: beta_k by bisection, exit by exit (more exclusion = more rows leave at k)
     from .outputs import CachedOutputs
     from .policies import run_exit_policy
@@ -263,7 +264,8 @@ def speed_table(repeats: int = 5, batch1_rows: int = 128, only: str | None = Non
 
 def _trained_rows(entry: dict, repeats: int, batch1_rows: int, label: dict) -> list[dict]:
     from .inference import inference_form
-    from .policies import GateThreshold, MaxProbability
+    from .diffbranch import hard_gate_rule
+    from .policies import MaxProbability
     run = train_cached(entry["spec"], progress=False)
     if entry["rule"] == "max-softmax":
         policy = MaxProbability([PRIMER_THRESHOLD] * (run.net.num_exits - 1))
@@ -272,7 +274,7 @@ def _trained_rows(entry: dict, repeats: int, batch1_rows: int, label: dict) -> l
         policy = fit_operating_point("BC", run.outputs("val"), run.outputs("test"), run.macs,
                                      entry["tolerance"]).policy
     else:
-        policy = GateThreshold(GATE_THRESHOLD)
+        policy = hard_gate_rule(run.net.num_exits, GATE_THRESHOLD)
     x, _ = next(iter(run.loader("test", batch_size=256)))
     form = inference_form(run.net)
     return [speed_rows(form, x if b > 1 else x[:batch1_rows], policy, run.macs, b, repeats,
