@@ -281,6 +281,29 @@ def _trained_rows(entry: dict, repeats: int, batch1_rows: int, label: dict) -> l
                        {**label, "weights": "trained"}) for b in (1, 256)]
 
 
+def default_costs_row(repeats: int = 5, rows: int = 64) -> dict:
+    """``early_exit`` called without ``exit_costs`` reads the ones ``mac_table`` stored on the network
+    and never profiles: the same batch-1 forward of the primer network (random weights) timed both
+    ways, interleaved, ms per image."""
+    from .inference import inference_form
+    from .macs import mac_table
+    from .policies import MaxProbability
+    torch.manual_seed(0)
+    net = build_model(primer_spec().model, 10, 3, 32).eval()
+    table = mac_table(net)
+    form = inference_form(net)
+    x = torch.randn(rows, 3, 32, 32).contiguous(memory_format=form.input_format)
+    policy = MaxProbability([PRIMER_THRESHOLD] * (net.num_exits - 1))
+    given, default = [], []
+    with torch.no_grad():
+        for _ in range(repeats):
+            given += timings(lambda: [form.early_exit(x[i:i + 1], policy, table.exit_macs) for i in range(rows)], 1)
+            default += timings(lambda: [form.early_exit(x[i:i + 1], policy) for i in range(rows)], 1)
+    given_ms, default_ms = (1e3 * statistics.median(t) / rows for t in (given, default))
+    return {"network": "primer (random weights)", "batch": 1, "costs given ms": round(given_ms, 3),
+            "default costs ms": round(default_ms, 3), "default / given": round(default_ms / given_ms, 2)}
+
+
 def copy_cost_in_macs(repeats: int = 7) -> dict:
     """How many 3x3-conv MACs take as long as copying one activation element (``multiexit.COPY_MACS``)."""
     from .multiexit import gather_rows
@@ -389,9 +412,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{cpu}; ms/img median [min-max] of {args.repeats} repeats; batch 1 = rows timed one by one")
         print(_table(display(speed_table(args.repeats, only=args.only))))
         methods = method_speed_table(args.repeats) if not args.only or "05" in args.only.split(",") else []
-        print("\nnotebook 05: every rule at its operating points nearest the costs timed there (first seed's networks, "
-              "fronts fitted on validation)")
-        print(_table(display(methods)) if methods else "not trained: run make reproduce ONLY=05")
+        if not args.only or "05" in args.only.split(","):
+            print("\nnotebook 05: every rule at its operating points nearest the costs timed there (first seed's "
+                  "networks, fronts fitted on validation)")
+            print(_table(display(methods)) if methods else "not trained: run make reproduce ONLY=05")
+        print(f"\nearly_exit without exit_costs reads the stored MAC table, never profiles (median of {args.repeats}):")
+        print(_table([default_costs_row(args.repeats)]))
         print("\ncopying one activation element costs about as much as MACs of a 3x3 conv "
               "(multiexit.COPY_MACS drives compact-or-carry):")
         print(_table([copy_cost_in_macs()]))
