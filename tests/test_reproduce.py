@@ -57,3 +57,10 @@ def test_timings_keep_the_latest_run_of_each_notebook_and_bench_prints_them(tmp_
     assert smoke["00_primer"]["seconds"] == 60.0 and smoke["05_benchmark"]["seconds"] == 30.0
     assert smoke["05_benchmark"]["cpu"] and smoke["05_benchmark"]["threads"]
     assert [r["notebook"] for r in rows if r["profile"] == "cpu"] == ["not run here: make reproduce PROFILE=cpu"]
+
+
+def test_tables_show_every_rows_columns():
+    from earlyexit.reproduce import _table
+    text = _table([{"profile": "smoke", "notebook": "not run here"}, {"profile": "cpu", "notebook": "00", "seconds": 69.2}])
+    header, _, last = text.splitlines()
+    assert header.split() == ["profile", "notebook", "seconds"] and last.split() == ["cpu", "00", "69.20"]

@@ -34,7 +34,7 @@ from .losses import build_loss
 from .plans import primer
 from .reproduce import _table, call_plan, default_parameters, notebooks
 from .device import autocast, bf16_supported, cpu_model, describe_device, maybe_compile, resolve_device
-from .speed import display, speed_rows, timings
+from .speed import display, interleaved, speed_rows, timings
 from .train import ModelSpec, build_model, train_cached
 
 __all__ = ["primer_spec", "throughput", "flip_tta_accuracy", "speed_networks", "speed_table", "method_speed_table",
@@ -294,11 +294,9 @@ def default_costs_row(repeats: int = 5, rows: int = 64) -> dict:
     form = inference_form(net)
     x = torch.randn(rows, 3, 32, 32).contiguous(memory_format=form.input_format)
     policy = MaxProbability([PRIMER_THRESHOLD] * (net.num_exits - 1))
-    given, default = [], []
     with torch.no_grad():
-        for _ in range(repeats):
-            given += timings(lambda: [form.early_exit(x[i:i + 1], policy, table.exit_macs) for i in range(rows)], 1)
-            default += timings(lambda: [form.early_exit(x[i:i + 1], policy) for i in range(rows)], 1)
+        given, default = interleaved(lambda: [form.early_exit(x[i:i + 1], policy, table.exit_macs) for i in range(rows)],
+                                     lambda: [form.early_exit(x[i:i + 1], policy) for i in range(rows)], repeats)
     given_ms, default_ms = (1e3 * statistics.median(t) / rows for t in (given, default))
     return {"network": "primer (random weights)", "batch": 1, "costs given ms": round(given_ms, 3),
             "default costs ms": round(default_ms, 3), "default / given": round(default_ms / given_ms, 2)}

@@ -831,11 +831,11 @@ def compare_reports(committed_dir: Path, fresh_dir: Path, names: list[str], out:
 def _table(rows: list[dict]) -> str:
     if not rows:
         return "(nothing)"
-    cols = list(rows[0])
+    cols = list(dict.fromkeys(c for r in rows for c in r))   # every row's columns, in order of appearance
     fmt = lambda v: f"{v:.2f}" if isinstance(v, float) else str(v)  # noqa: E731
-    widths = {c: max(len(c), *(len(fmt(r[c])) for r in rows)) for c in cols}
+    widths = {c: max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) for c in cols}
     lines = ["  ".join(c.ljust(widths[c]) for c in cols)]
-    lines += ["  ".join(fmt(r[c]).ljust(widths[c]) for c in cols) for r in rows]
+    lines += ["  ".join(fmt(r.get(c, "")).ljust(widths[c]) for c in cols) for r in rows]
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-__all__ = ["timings", "speed_rows", "display", "exit_breakdown"]
+__all__ = ["timings", "interleaved", "speed_rows", "display", "exit_breakdown"]
 
 
 def timings(fn, repeats: int) -> list[float]:
@@ -23,6 +23,16 @@ def timings(fn, repeats: int) -> list[float]:
         fn()
         out.append(time.perf_counter() - t0)
     return out
+
+
+def interleaved(first, second, repeats: int) -> tuple[list[float], list[float]]:
+    """Seconds of ``repeats`` calls of each of two functions, timed alternately (first, second, first,
+    ...), so that a slow spell of the machine lands on both instead of biasing one."""
+    a, b = [], []
+    for _ in range(repeats):
+        a += timings(first, 1)
+        b += timings(second, 1)
+    return a, b
 
 
 @torch.no_grad()
@@ -40,10 +50,7 @@ def speed_rows(form, x: torch.Tensor, policy, table, batch: int, repeats: int, l
     else:
         plain = lambda: form.backbone(xs)  # noqa: E731
         early = lambda: form.early_exit(xs, policy, table.exit_macs)  # noqa: E731
-    tp, te = [], []
-    for _ in range(repeats):
-        tp += timings(plain, 1)
-        te += timings(early, 1)
+    tp, te = interleaved(plain, early, repeats)
     result = early()
     exits = torch.cat([r.exit_index for r in result]) if batch == 1 else result.exit_index
     mean_macs = torch.tensor(table.exit_macs, dtype=torch.float64)[exits].mean().item()
