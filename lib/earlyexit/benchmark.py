@@ -409,8 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"real early exit vs plain backbone, inference form (BN folded, channels_last), float32, 1 thread, "
               f"{cpu}; ms/img median [min-max] of {args.repeats} repeats; batch 1 = rows timed one by one")
         print(_table(display(speed_table(args.repeats, only=args.only))))
-        methods = method_speed_table(args.repeats) if not args.only or "05" in args.only.split(",") else []
         if not args.only or "05" in args.only.split(","):
+            methods = method_speed_table(args.repeats)
             print("\nnotebook 05: every rule at its operating points nearest the costs timed there (first seed's "
                   "networks, fronts fitted on validation)")
             print(_table(display(methods)) if methods else "not trained: run make reproduce ONLY=05")

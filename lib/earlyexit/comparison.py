@@ -326,20 +326,27 @@ def final_exits(fronts: Mapping[str, Front]) -> torch.Tensor:
     return torch.stack(list(finals.values()))
 
 
+def _best_accuracy(reference: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """[D] accuracy of the most accurate row of ``reference`` ([R, N] per-row correctness) under each
+    of the row multiplicities ``weights`` ([D, N]; None: the test set itself, D = 1)."""
+    ref = reference.double()
+    w = torch.ones(1, ref.shape[1], dtype=torch.float64) if weights is None else weights
+    return (w @ ref.T / w.sum(1, keepdim=True)).max(1).values
+
+
 def reach_rows(front: Front, within: float, reference: torch.Tensor | None = None, draws: int = 1000,
                seed: int = 0) -> dict:
     """The cost at which the front comes within ``within`` (a fraction, 0.01 = one point) of the most
     accurate of the ``reference`` final exits ([R, N] per-row correctness; default: the front's own
     network's), with a 95% bootstrap interval (the reference resampled with the same rows)."""
     n = front.test_correct.shape[1]
-    ref = (front.final_correct[None] if reference is None else reference).double()
+    ref = front.final_correct[None] if reference is None else reference
 
     def stat(w):
-        target = (w @ ref.T / w.sum(1, keepdim=True)).max(1).values - within
-        return curve_cost_to_reach(*front.curve(w), target)[:, None]
+        return curve_cost_to_reach(*front.curve(w), _best_accuracy(ref, w) - within)[:, None]
 
     (cost, lo, hi), = bootstrap_many(stat, n, draws, seed)
-    best = float(ref.mean(1).max())
+    best = float(_best_accuracy(ref)[0])
     return {"method": front.method, "network": front.network,
             "final-exit accuracy": float(front.final_correct.double().mean()), "reference accuracy": best,
             "target accuracy": best - within, "cost": cost, "low": lo, "high": hi}
@@ -397,10 +404,11 @@ def method_rows(fronts: Mapping[int, Mapping[str, Front]], costs: Sequence[float
     of the full network (the most accurate final exit of the seed's networks, ``reach_rows``); over all
     seeds, the mean of each with its t interval. Fractions throughout."""
     seeds = list(fronts)
+    references = {s: final_exits(fronts[s]) for s in seeds}
     rows = []
     for method, front in fronts[seeds[0]].items():
         fixed = fixed_cost_rows(front, costs, draws)
-        reach = reach_rows(front, within, final_exits(fronts[seeds[0]]), draws)
+        reach = reach_rows(front, within, references[seeds[0]], draws)
         row = {"method": method, "network": front.network, "candidates": front.candidates, "tuning": front.tuning,
                "points": len(front.policies), "final-exit accuracy": reach["final-exit accuracy"],
                "reference accuracy": reach["reference accuracy"]}
@@ -412,8 +420,7 @@ def method_rows(fronts: Mapping[int, Mapping[str, Front]], costs: Sequence[float
         per_seed = []
         for s in seeds:
             other = fronts[s][method]
-            target = final_exits(fronts[s]).double().mean(1).max(0, keepdim=True).values - within
-            per_seed.append(float(curve_cost_to_reach(*other.curve(), target)[0]))
+            per_seed.append(float(curve_cost_to_reach(*other.curve(), _best_accuracy(references[s]) - within)[0]))
         row[f"cost within {within:g}"] = {"value": reach["cost"], "low": reach["low"], "high": reach["high"],
                                           "per_seed": per_seed, "seeds": _over_seeds(per_seed)}
         rows.append(row)
