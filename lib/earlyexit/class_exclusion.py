@@ -157,10 +157,10 @@ class ClassExclusion(ExitPolicy):
         if remaining is None:
             remaining = set(range(logits.shape[1]))
         if k == num_exits - 1:
-            z = logits.float()[0].tolist()
+            z = logits.float().tolist()[0]
             usable = remaining if self.restrict_final and remaining else range(len(z))
             return True, max(sorted(usable), key=lambda c: z[c]), state     # max keeps the first largest
-        s = torch.sigmoid(logits.double())[0].tolist()
+        s = torch.sigmoid(logits.double()).tolist()[0]
         a = max(range(len(s)), key=lambda c: s[c])
         cut = self.betas[k] * s[a]
         remaining = {c for c in remaining | {a} if s[c] > cut}

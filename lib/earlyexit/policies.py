@@ -93,19 +93,27 @@ class PerExitThresholds(ExitPolicy):
             return torch.zeros(len(logits), dtype=torch.bool), pred, state
         return self.confidence(k, logits, gate) >= self._cuts()[k], pred, state
 
+    def _cut_values(self) -> list[float]:
+        """``_cuts`` as Python floats (exact: float32 values), made once."""
+        values = self.__dict__.get("_cut_value_cache")
+        if values is None:
+            values = [c.item() for c in self._cuts()]
+            object.__setattr__(self, "_cut_value_cache", values)
+        return values
+
     def decide_one(self, k, num_exits, logits, gate, state):
-        pred = int(self.prediction(k, logits)[0])
+        pred = self.prediction(k, logits).item()
         if k >= len(self.thresholds):
             return False, pred, state
         # a float32 (or float64) confidence and a float32 cut compare exactly as Python floats
-        return self.confidence(k, logits, gate)[0].item() >= self._cuts()[k].item(), pred, state
+        return self.confidence(k, logits, gate).item() >= self._cut_values()[k], pred, state
 
 
 class MaxProbability(PerExitThresholds):
     """Exit at k when the largest softmax probability reaches ``thresholds[k]``."""
 
     def confidence(self, k, logits, gate):
-        return torch.softmax(logits.float(), dim=1).max(1).values
+        return torch.softmax(logits.float(), dim=1).amax(1)
 
 
 class Entropy(PerExitThresholds):
