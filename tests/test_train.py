@@ -107,6 +107,24 @@ def test_device_choice_and_checkpoints_load_anywhere(data, fresh_artifacts):
     assert describe_device(torch.device("cpu"))["device"] == "cpu"
 
 
+def test_metrics_files_say_where_they_ran(tmp_path, monkeypatch):
+    import json
+    from earlyexit import device as D
+    from earlyexit.report import save_metrics
+    monkeypatch.setenv("EARLYEXIT_OUTPUT", str(tmp_path))
+    monkeypatch.setattr(D, "_default", D._default)
+    monkeypatch.setattr(D, "_bf16", D._bf16)
+    D.set_default_device("cpu", bf16=False)
+    path = save_metrics("99_test", "smoke", {"x": 1.0})
+    env = json.loads((tmp_path / path).read_text())["environment"]
+    assert env["device"] == "cpu" and env["dtype"] == "float32" and env["device_name"] == D.cpu_model()
+    assert env["threads"] == torch.get_num_threads() and env["torch"] == torch.__version__
+    D.set_default_device("cpu", bf16=True)   # bf16 is recorded only where the device runs it
+    path = save_metrics("99_test", "smoke", {"x": 1.0})
+    dtype = json.loads((tmp_path / path).read_text())["environment"]["dtype"]
+    assert dtype == ("bf16 autocast" if D.bf16_supported("cpu") else "float32")
+
+
 def test_patience_stops_at_a_validation_plateau_and_keeps_the_key(data, fresh_artifacts, monkeypatch):
     history = [{"epoch": 0, "step": "init"}] + [{"epoch": e + 1, "val_acc": [a, 0.9]} for e, a in enumerate((0.5, 0.6, 0.6, 0.55))]
     assert T.plateaued(history, 2, [0]) and not T.plateaued(history, 3, [0]) and not T.plateaued(history[:3], 1, [0])

@@ -13,10 +13,11 @@ import warnings
 
 import torch
 
-__all__ = ["resolve_device", "set_default_device", "default_device", "bf16_supported", "autocast", "cpu_model",
+__all__ = ["resolve_device", "set_default_device", "default_device", "default_description", "bf16_supported", "autocast", "cpu_model",
            "describe_device", "maybe_compile"]
 
 _default = "auto"   # the notebooks' ``device`` parameter, set by notebook.start
+_bf16 = False       # the notebooks' ``bf16`` parameter (trainings in bf16 autocast), set with it
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -40,16 +41,24 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return chosen
 
 
-def set_default_device(device: str | torch.device) -> torch.device:
-    """Where trainings and evaluations run unless told otherwise (checked at once)."""
-    global _default
+def set_default_device(device: str | torch.device, bf16: bool = False) -> torch.device:
+    """Where trainings and evaluations run unless told otherwise (checked at once), and whether the
+    notebook trains in bf16 autocast (recorded in its metrics file by ``default_description``)."""
+    global _default, _bf16
     chosen = resolve_device(device)
-    _default = device
+    _default, _bf16 = device, bool(bf16)
     return chosen
 
 
 def default_device() -> torch.device:
     return resolve_device(_default)
+
+
+def default_description() -> dict:
+    """``describe_device`` of the default device, with bf16 where the notebook asked for it and the
+    device supports it."""
+    device = default_device()
+    return describe_device(device, _bf16 and bf16_supported(device))
 
 
 def bf16_supported(device: torch.device | str = "cpu") -> bool:

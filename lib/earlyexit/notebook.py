@@ -42,7 +42,7 @@ def start(notebook: str, namespace: dict) -> dict:
     # `reproduce --jobs` runs notebooks side by side and gives each one thread (EARLYEXIT_THREADS)
     torch.set_num_threads(int(os.environ.get(THREADS_ENV, params.get("threads", 1))))
     if "device" in params:
-        print(f"device: {set_default_device(params['device'])}")
+        print(f"device: {set_default_device(params['device'], params.get('bf16', False))}")
     use_style()
     pd.options.display.float_format = "{:.4f}".format
     return params

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["ENV", "MAX_STEPS", "BATCH", "TRAIN_IMAGES", "EVAL_IMAGES", "LATENCY_IMAGES", "THRESHOLD_VECTORS", "REPEATED", "active",
+__all__ = ["ENV", "MAX_STEPS", "BATCH", "JOBS", "MINUTES", "longest_first", "TRAIN_IMAGES", "EVAL_IMAGES", "LATENCY_IMAGES", "THRESHOLD_VECTORS", "REPEATED", "active",
            "output_profile", "cap", "trim_repeats", "banner"]
 
 ENV = "EARLYEXIT_REHEARSAL"
 MAX_STEPS = 2          # optimiser steps per training (scheduler fits included)
-BATCH = 32             # training batch size at most (the code path is the same at any batch size)
+BATCH = 16             # training batch size at most (the code path is the same at any batch size)
 TRAIN_IMAGES = 64      # training images per data set (at least two of every class)
 EVAL_IMAGES = 32       # validation and test images per data set
 LATENCY_IMAGES = 8     # images timed one by one
@@ -28,6 +28,15 @@ THRESHOLD_VECTORS = 256  # random per-exit threshold vectors per search (evaluat
 # List parameters whose entries all run the same code (repetitions over seeds, a sweep over the lambda
 # grid): a rehearsal keeps their first two entries, which still runs every aggregation over them.
 REPEATED = ("seeds", "scheduler_seeds", "unsup_seeds", "lambda_grid")
+JOBS = 2               # notebooks rehearsed at once by default (one process and one thread each)
+# Minutes each notebook's paper rehearsal took (2 at a time, 1 thread each, AMD EPYC): only the order in
+# which ``reproduce --rehearse`` starts them, longest first, so that two processes finish together.
+MINUTES = {"02": 11.7, "03": 8.9, "01": 5.4, "05": 1.3, "00": 0.8, "04": 0.7}
+
+
+def longest_first(notebook: str) -> float:
+    """Sort key: the notebooks that take longest first, unknown ones after them."""
+    return -MINUTES.get(notebook, 0.0)
 
 
 def active() -> bool:

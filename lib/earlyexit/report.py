@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from . import rehearsal
+from .device import cpu_model, default_description
 from .paths import output_root, project_root
 
 __all__ = ["format_value", "reports_dir", "save_metrics", "comparison", "write_summary", "environment"]
@@ -25,20 +26,10 @@ def reports_dir(profile: str) -> Path:
 
 
 def environment() -> dict:
-    """What the numbers were measured on."""
-    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "python": platform.python_version(),
-            "machine": platform.machine(), "cpu": _cpu_model(), "cpu_count": os.cpu_count()}
-
-
-def _cpu_model() -> str:
-    """The CPU's model name (its generation decides the bf16 kernels, hence the last bits of a result)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    """What the numbers were measured on: the notebook's device, its name and the training precision,
+    threads, torch, and the CPU (its generation decides the bf16 kernels, hence the last bits of a result)."""
+    return {**default_description(), "python": platform.python_version(), "machine": platform.machine(),
+            "cpu": cpu_model(), "cpu_count": os.cpu_count()}
 
 
 def comparison(quantity: str, ours: float | str, paper: float | str | None = None, unit: str = "",

@@ -609,8 +609,8 @@ def run(profile: str, chosen: dict[str, Path], out: TextIO | None = None, tty: b
 
 
 def run_parallel(profile: str, chosen: dict[str, Path], jobs: int, out: TextIO | None = None) -> list[dict]:
-    """A rehearsal's notebooks in up to ``jobs`` runner processes at once, one notebook each, started in
-    order as earlier ones end; every line a child prints reaches ``out`` prefixed by its notebook. Only
+    """A rehearsal's notebooks in up to ``jobs`` runner processes at once, one notebook each, the longest
+    first (``rehearsal.longest_first``), each started as an earlier one ends; every line a child prints reaches ``out`` prefixed by its notebook. Only
     for rehearsals: there notebooks share no training, so two processes never train the same run."""
     import subprocess
     from .report import write_summary
@@ -622,7 +622,7 @@ def run_parallel(profile: str, chosen: dict[str, Path], jobs: int, out: TextIO |
             with lock:
                 print(f"{nb}| {line.rstrip()}", file=out, flush=True)
 
-    pending, running, results = list(chosen), [], []
+    pending, running, results = sorted(chosen, key=rehearsal.longest_first), [], []
     while pending or running:
         while pending and len(running) < jobs:
             nb = pending.pop(0)
@@ -854,12 +854,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --check: train everything again on an empty artifacts root")
     parser.add_argument("--scratch", help="with --check: where the rerun's reports and figures go "
                                           "(default: a new temporary folder)")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="with --rehearse: run up to this many notebooks at once, one process each")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="with --rehearse: run up to this many notebooks at once, one process and one thread "
+                             f"each, the longest first (default {rehearsal.JOBS})")
     parser.add_argument("--results", help=argparse.SUPPRESS)   # a child of --jobs writes its result rows here
     args = parser.parse_args(argv)
     if (args.fresh or args.scratch) and not args.check:
         parser.error("--fresh and --scratch go with --check")
+    if args.jobs is None:   # a --jobs child (it has --results) runs its one notebook itself
+        args.jobs = rehearsal.JOBS if args.rehearse and not args.results else 1
     if args.jobs < 1 or (args.jobs > 1 and not args.rehearse):
         parser.error("--jobs N (N >= 1) goes with --rehearse: a real run's notebooks share trainings")
     if args.rehearse:
@@ -876,7 +879,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.check:
             status, results = check(args.profile, chosen, fresh=args.fresh, scratch=args.scratch)
         else:
-            results = (run_parallel(args.profile, chosen, args.jobs) if args.jobs > 1
+            results = (run_parallel(args.profile, chosen, args.jobs) if args.jobs > 1 and len(chosen) > 1
                        else run(args.profile, chosen, record=not args.results))   # a --jobs child: its parent records
             status = 0 if all(r["status"] == "ok" for r in results) else 1
             if args.results:
