@@ -31,7 +31,7 @@ REPEATED = ("seeds", "scheduler_seeds", "unsup_seeds", "lambda_grid")
 JOBS = 2               # notebooks rehearsed at once by default (one process and one thread each)
 # Minutes each notebook's paper rehearsal took (2 at a time, 1 thread each, AMD EPYC): only the order in
 # which ``reproduce --rehearse`` starts them, longest first, so that two processes finish together.
-MINUTES = {"02": 11.7, "03": 8.9, "01": 5.4, "05": 1.3, "00": 0.8, "04": 0.7}
+MINUTES = {"02": 9.4, "03": 5.3, "01": 3.5, "05": 1.1, "00": 0.3, "04": 0.5}
 
 
 def longest_first(notebook: str) -> float:
