@@ -144,6 +144,22 @@ def test_exit_costs_come_from_one_mac_table(monkeypatch):
     assert inference_form(net).exit_costs == table.exit_macs
 
 
+@pytest.mark.parametrize("backbone, head, options", [("vgg_small", "linear", {}), ("vgg_small", "linear", {"pool": 2}),
+                                                     ("resnet18_cifar", "gated", {"features": "conv"}),
+                                                     ("resnet18_cifar", "gated", {"features": "linear"})])
+def test_inference_heads_compute_the_same_function_with_the_same_macs(backbone, head, options):
+    from earlyexit.inference import InferenceHead
+    net = _net(backbone, head=head, **options)
+    form = inference_form(net, channels_last=False)
+    assert all(isinstance(h, InferenceHead) for h in form.heads)
+    assert mac_table(form).head_macs == mac_table(net).head_macs
+    x = torch.randn(6, 3, 32, 32, dtype=torch.float64)
+    a, b = net(x), form(x)
+    for za, zb in zip(a.logits + [g for g in a.gates if g is not None], b.logits + [g for g in b.gates if g is not None]):
+        assert za.shape == zb.shape and torch.allclose(za, zb, atol=1e-9, rtol=1e-9)
+    assert [g is None for g in a.gates] == [g is None for g in b.gates]
+
+
 def test_real_inference_does_not_import_mac_counting():
     code = "import sys, earlyexit.multiexit, earlyexit.inference; print('earlyexit.macs' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -6,8 +6,9 @@ with fewer operations: every BatchNorm that follows a convolution or linear laye
 with an increasing affine map) is folded into that layer's weights and bias and replaced by an
 identity; 4-d weights and activations use channels_last, which the CPU convolution kernels run
 faster at one thread; every exit head becomes an ``InferenceHead`` (its feature layers without the
-identities left by folding, then class and gate outputs from one matrix product), because at batch 1 each
-eager call after a stage costs tens of microseconds whatever its MACs. Everything else (forward, early_exit, collect_outputs) works unchanged on it,
+identities left by folding, then class and gate outputs from one linear layer), because at batch 1 each
+eager call after a stage costs 10-20 microseconds whatever its MACs. Everything else (forward,
+early_exit, collect_outputs) works unchanged on it,
 so the real-vs-offline agreement holds on the folded network exactly as on the original, and the
 plain reference for speed is ``form.backbone`` (the same folding, the same layout).
 
@@ -111,7 +112,8 @@ def _flat(module: nn.Module) -> list[nn.Module]:
 class InferenceHead(nn.Module):
     """An ``ExitHead`` with as few eager calls as it allows: the feature layers as one flat list
     (identities dropped, global average pooling as a bare mean), and the class logits and the gate
-    logit (if any) from one ``addmm`` on the concatenated weights. Same function, same MACs."""
+    logit (if any) from one ``Linear`` holding both weights. Same function, same MACs (``mac_table``
+    counts it as it counts the original)."""
 
     def __init__(self, head: ExitHead):
         super().__init__()
@@ -119,9 +121,10 @@ class InferenceHead(nn.Module):
         self.pool_mean = isinstance(layers[-1], GlobalAvgPool)
         self.layers = nn.ModuleList(m for m in layers[:len(layers) - self.pool_mean] if not isinstance(m, nn.Identity))
         outputs = [head.fc] + ([head.gate] if head.has_gate else [])
-        weight = torch.cat([o.weight.detach() for o in outputs])
-        self.register_buffer("weight_t", weight.t())   # a transposed view, as F.linear passes it to addmm
-        self.register_buffer("bias", torch.cat([o.bias.detach() for o in outputs]))
+        self.out = nn.Linear(head.fc.in_features, sum(o.out_features for o in outputs),
+                             dtype=head.fc.weight.dtype, device=head.fc.weight.device).requires_grad_(False)
+        self.out.weight.copy_(torch.cat([o.weight.detach() for o in outputs]))
+        self.out.bias.copy_(torch.cat([o.bias.detach() for o in outputs]))
         self.num_classes = head.fc.out_features
         self.has_gate = head.has_gate
 
@@ -130,7 +133,7 @@ class InferenceHead(nn.Module):
             x = layer(x)
         if self.pool_mean:
             x = x.mean((2, 3))
-        out = torch.addmm(self.bias, x, self.weight_t)
+        out = self.out(x)
         if self.has_gate:
             return out[:, :self.num_classes], out[:, self.num_classes]
         return out, None
