@@ -33,7 +33,7 @@ import torch
 from .losses import build_loss
 from .plans import primer
 from .reproduce import _table, call_plan, default_parameters, notebooks
-from .device import autocast, bf16_supported, cpu_model, describe_device, maybe_compile, resolve_device
+from .device import autocast, bf16_supported, cpu_model, describe_device, maybe_compile, resolve_device, synchronize
 from .speed import display, interleaved, speed_rows, timings
 from .train import ModelSpec, build_model, train_cached
 
@@ -62,20 +62,16 @@ def throughput(spec, bf16: bool, channels_last: bool, steps: int = 6, batch: int
     warm = 10 if compile else 2
     for i in range(steps + warm):
         if i == warm:
-            _sync(device)
+            synchronize()
             t0 = time.perf_counter()
         with autocast(device, bf16):
             loss = loss_fn(forward(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    _sync(device)
+    synchronize()
     return steps * batch / (time.perf_counter() - t0)
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def devices_present() -> list[torch.device]:

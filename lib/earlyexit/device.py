@@ -14,7 +14,7 @@ import warnings
 import torch
 
 __all__ = ["resolve_device", "set_default_device", "default_device", "default_description", "bf16_supported", "autocast", "cpu_model",
-           "describe_device", "maybe_compile"]
+           "describe_device", "synchronize", "maybe_compile"]
 
 _default = "auto"   # the notebooks' ``device`` parameter, set by notebook.start
 _bf16 = False       # the notebooks' ``bf16`` parameter (trainings in bf16 autocast), set with it
@@ -103,6 +103,16 @@ def describe_device(device: torch.device, bf16: bool = False) -> dict:
         name = device.type
     return {"device": str(device), "device_name": name, "dtype": "bf16 autocast" if bf16 else "float32",
             "threads": torch.get_num_threads(), "torch": torch.__version__}
+
+
+def synchronize() -> None:
+    """Wait for the work queued on an accelerator, so that a wall-clock timing covers it (kernels run
+    asynchronously on CUDA and MPS; on a CPU-only machine this does nothing)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        torch.mps.synchronize()
 
 
 def maybe_compile(module: torch.nn.Module, enabled: bool) -> torch.nn.Module:

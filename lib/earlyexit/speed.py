@@ -11,16 +11,21 @@ import time
 
 import torch
 
+from .device import synchronize
+
 __all__ = ["timings", "interleaved", "speed_rows", "display", "exit_breakdown"]
 
 
 def timings(fn, repeats: int) -> list[float]:
-    """Seconds of each of ``repeats`` calls of ``fn``, after one untimed warm-up call."""
+    """Seconds of each of ``repeats`` calls of ``fn``, after one untimed warm-up call; on an accelerator
+    each call is timed until its queued work is done (``device.synchronize``)."""
     fn()
     out = []
     for _ in range(repeats):
+        synchronize()
         t0 = time.perf_counter()
         fn()
+        synchronize()
         out.append(time.perf_counter() - t0)
     return out
 
