@@ -66,3 +66,20 @@ def test_bad_backbone_arguments_fail_clearly(bad):
 def test_bad_exit_positions_fail_clearly():
     with pytest.raises(ValueError, match="exit_after"):
         MultiExitNet(build_backbone("vgg13", width=0.25), exit_after=[3, 1])
+
+
+def test_global_average_pooling_of_the_heads_is_the_mean_with_its_gradient():
+    """The heads' pooling (a cheap broadcast gradient, avg_pool2d for bf16) computes the spatial mean
+    and its exact gradient, in float64 and on a bf16 channels_last map as training feeds it."""
+    from earlyexit.heads import GlobalAvgPool
+    pool = GlobalAvgPool()
+    x = torch.randn(3, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(pool, (x,))
+    assert torch.equal(pool(x), x.mean((2, 3)))
+    h = torch.randn(8, 16, 32, 32).to(torch.bfloat16).contiguous(memory_format=torch.channels_last).requires_grad_()
+    ref = h.detach().float().requires_grad_()
+    g = torch.randn(8, 16)
+    pool(h).float().backward(g)
+    ref.mean((2, 3)).backward(g)
+    assert torch.allclose(pool(h).float(), ref.mean((2, 3)), atol=1e-2)
+    assert torch.allclose(h.grad.float(), ref.grad, atol=1e-4, rtol=1e-2)
