@@ -134,5 +134,39 @@ def test_patience_stops_at_a_validation_plateau_and_keeps_the_key(data, fresh_ar
     monkeypatch.setattr(T, "exit_accuracies", lambda net, loader: [0.5] * net.num_exits)   # a flat validation curve
     run = train_cached(SPEC.with_train(epochs=10, patience=2), data, progress=False)
     assert run.epochs_trained == 3                                # best at epoch 1, two epochs without improvement
+    held = train_cached(SPEC.with_train(epochs=10, patience=2, min_epochs=5), data, progress=False)
+    assert held.epochs_trained == 5                               # no plateau counts before min_epochs
+    assert SPEC.key == SPEC.with_train(min_epochs=0).key
     with pytest.raises(ValueError, match="patience"):
         TrainConfig(patience=0)
+
+
+def test_heads_trained_on_cached_inputs_learn_like_live_ones_and_keep_keys(data, fresh_artifacts):
+    """Head-only training from inputs computed once: the cached inputs are what the full forward feeds
+    each Linear, the heads learn, the pass counts as training time, and runs that do not use the option
+    keep their keys; heads with trainable layers before their Linear are refused."""
+    from earlyexit.head_inputs import HeadInputs, check_cacheable
+    parent = train_cached(SPEC, data, progress=False)
+    heads = RunSpec("heads", SPEC.model, SPEC.data, LossSpec("weighted_ce", {"weights": "uniform"}),
+                    TrainConfig(epochs=4, batch_size=64, optimizer="adam", lr=1e-2, schedule="constant",
+                                freeze_backbone=True, seed=1), init_from=SPEC)
+    assert heads.key == heads.with_train(head_inputs="live").key
+    cached = train_cached(heads.with_train(head_inputs="cached"), data, progress=False)
+    live = train_cached(heads, data, progress=False)
+    assert torch.equal(cached.net.backbone.stages[0][0].weight, parent.net.backbone.stages[0][0].weight)
+    for run in (cached, live):     # every head learned well above chance (10 classes)
+        assert min(run.history[-1]["val_acc"][:-1]) > 0.2
+        assert run.history[-1]["val_acc"][-1] == pytest.approx(parent.history[-1]["val_acc"][-1], abs=1e-6)
+    assert abs(sum(cached.history[-1]["val_acc"]) - sum(live.history[-1]["val_acc"])) < 0.1 * cached.net.num_exits
+    val = HeadInputs(cached.net, cached.loader("val"), False, torch.device("cpu"))
+    full = cached.outputs("val")
+    for k, z in enumerate(val.outputs(cached.net, val.inputs).logits):
+        assert torch.allclose(z, full.logits[k], atol=1e-4)
+    assert val.accuracies(cached.net) == pytest.approx(cached.history[-1]["val_acc"], abs=1e-6)
+    with pytest.raises(ValueError, match="freeze_backbone"):
+        TrainConfig(head_inputs="cached")
+    conv = train_cached(RunSpec("conv", ModelSpec("airnet", 0.25, None, "conv"), SPEC.data, SPEC.loss,
+                                TrainConfig(epochs=0), init_from=SPEC), data, progress=False).net
+    conv.backbone.requires_grad_(False)
+    with pytest.raises(ValueError, match="cannot be cached"):
+        check_cacheable(conv)

@@ -52,8 +52,13 @@ class ExitHead(nn.Module):
         self.features = features
         self.fc = nn.Linear(feature_dim, num_classes)
 
+    def fc_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the final Linear reads: with parameter-free features (pooling), a fixed function of the
+        frozen backbone's output, so ``head_inputs`` can compute it once for head-only training."""
+        return self.features(x)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return self.fc(self.features(x)), None
+        return self.fc(self.fc_input(x)), None
 
 
 class _GlobalAvgPoolFunction(torch.autograd.Function):
@@ -191,8 +196,12 @@ class ClassMeansLinearHead(ClassMeansHead):
         super().__init__(in_shape, num_classes, feature)
         self.fc = nn.Linear(in_shape[0] + num_classes, num_classes)
 
+    def fc_input(self, h: torch.Tensor) -> torch.Tensor:
+        """[pooled feature, normalised distances]: fixed once the class means are fitted."""
+        return torch.cat([exit_feature(h, "gap"), -self.scores(h)], 1)
+
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return self.fc(torch.cat([exit_feature(h, "gap"), -self.scores(h)], 1)), None
+        return self.fc(self.fc_input(h)), None
 
     @staticmethod
     def count_macs(module: "ClassMeansLinearHead", inputs, output) -> None:

@@ -36,6 +36,7 @@ PROFILES: dict[str, dict[str, dict]] = {
                   "widths": [1.0, 1.0, 1.0], "epochs": 300, "bf16": False, "batch_size": 256, "optimizer": "adam",
                   "lr": 1e-3, "weight_decay": 0.0, "label_smoothing": 0.0, "channels_last": False, "feature": "flatten",
                   "threshold_space": "uniform", "n_thresholds": 10000, "head_patience": 10, "head_max_epochs": 100,
+                  "head_inputs": "live",
                   "unsup_seeds": [0, 1, 2, 3, 4], "unsup_epochs": 50},
     },
     "01_class_exclusion": {

@@ -30,6 +30,7 @@ from . import rehearsal
 from .backbones import build_backbone
 from .data import Dataset, DataSpec, TensorLoader, load_dataset
 from .device import autocast, bf16_supported, default_device, describe_device, maybe_compile, resolve_device
+from .head_inputs import HeadInputs
 from .losses import build_loss, loss_target
 from .macs import MacTable, mac_table
 from .multiexit import MultiExitNet
@@ -79,11 +80,15 @@ class TrainConfig:
     channels_last: bool = False
     seed: int = 0
     freeze_backbone: bool = False  # train the exit heads only; the backbone stays in eval mode
+    # with a frozen backbone: "cached" computes each head's Linear input in one augmented pass and trains
+    # on those (earlyexit.head_inputs); "live" runs the backbone on every batch
+    head_inputs: str = "live"
     time_budget_s: float | None = None  # stop after this much training wall clock (checked every step)
     keep_epoch_checkpoints: bool = False  # also keep epoch_<k>.pt, readable with TrainedRun.at_epoch
     # early stopping: stop once the mean validation accuracy of the trained exits has not improved for
     # this many epochs (``epochs`` stays the cap); the run keeps its last epoch's weights
     patience: int | None = None
+    min_epochs: int = 0           # with patience: no plateau stops the run before this many epochs
 
     def __post_init__(self):
         if self.epochs < 0:
@@ -101,6 +106,12 @@ class TrainConfig:
                              "count, which other schedules need, is unknown)")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be >= 1 epoch, got {self.patience}")
+        if self.min_epochs < 0:
+            raise ValueError(f"min_epochs must be >= 0, got {self.min_epochs}")
+        if self.head_inputs not in ("live", "cached"):
+            raise ValueError(f"head_inputs must be 'live' or 'cached', got {self.head_inputs!r}")
+        if self.head_inputs == "cached" and not self.freeze_backbone:
+            raise ValueError("head_inputs='cached' needs freeze_backbone=True (the inputs are fixed only then)")
 
 
 @dataclass(frozen=True)
@@ -144,9 +155,10 @@ class RunSpec:
 
 
 def _unset_dropped(spec: dict) -> dict:
-    """The spec without options added after runs were cached and left unset (``patience``), so that
-    adding an option does not change the key of any run that does not use it."""
-    train = {k: v for k, v in spec["train"].items() if not (k == "patience" and v is None)}
+    """The spec without options added after runs were cached and left at their defaults (``patience``,
+    ``head_inputs``, ``min_epochs``), so that adding an option does not change the key of any run that does not use it."""
+    defaults = {"patience": None, "head_inputs": "live", "min_epochs": 0}
+    train = {k: v for k, v in spec["train"].items() if not (k in defaults and v == defaults[k])}
     parent = spec.get("init_from")
     return {**spec, "train": train, "init_from": _unset_dropped(parent) if parent else parent}
 
@@ -379,6 +391,15 @@ def _train_epochs(spec: RunSpec, net: MultiExitNet, opt: torch.optim.Optimizer, 
     total_steps = cfg.epochs * len(train_loader)
     spent = sum(h["seconds"] for h in history if h.get("epoch", 0) > 0)
     trained = _trained_exits(net)
+    cached, pass_seconds = None, 0.0
+    if cfg.head_inputs == "cached" and start < cfg.epochs:
+        t0 = time.perf_counter()   # the pass is part of training time (it counts against a time budget)
+        one_pass = TensorLoader(data.train, data.mean, data.std, batch_size, crop_pad=cfg.crop_pad, flip=cfg.flip,
+                                seed=cfg.seed, image_size=spec.model.image_size, channels_last=cfg.channels_last,
+                                device=device)   # every image once, augmented with epoch 0's draw
+        cached = (HeadInputs(net, one_pass, use_bf16, device),
+                  HeadInputs(net, val_loader, False, device))   # validation in float32, as exit_accuracies
+        pass_seconds = time.perf_counter() - t0
     done = False
     for epoch in range(start, cfg.epochs):
         torch.manual_seed(cfg.seed * 1000 + epoch)
@@ -387,16 +408,19 @@ def _train_epochs(spec: RunSpec, net: MultiExitNet, opt: torch.optim.Optimizer, 
         if cfg.freeze_backbone:
             net.backbone.eval()
         # summed on the device (float64, the same arithmetic as Python floats): no host sync per step
-        t0, seen, steps = time.perf_counter(), 0, 0
+        t0, seen, steps = time.perf_counter() - pass_seconds, 0, 0
+        pass_seconds = 0.0
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
-        bar = tqdm(train_loader, desc=f"{spec.name} epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
-                   leave=False)
+        batches = train_loader if cached is None else cached[0].batches(batch_size, cfg.seed, epoch,
+                                                                         train_loader.drop_last)
+        bar = tqdm(batches, desc=f"{spec.name} epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
+                   leave=False, total=len(train_loader))
         for i, (x, y) in enumerate(bar):
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * _lr_factor(cfg, epoch * len(train_loader) + i, total_steps)
             with autocast(device, use_bf16):
-                out = forward(x)
+                out = forward(x) if cached is None else cached[0].outputs(net, x)
                 loss = loss_fn(out, y if classify else x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -416,11 +440,15 @@ def _train_epochs(spec: RunSpec, net: MultiExitNet, opt: torch.optim.Optimizer, 
                 break
         seconds = time.perf_counter() - t0
         spent += seconds
-        val_acc = exit_accuracies(net, val_loader) if classify else None
+        if not classify:
+            val_acc = None
+        else:
+            val_acc = exit_accuracies(net, val_loader) if cached is None else cached[1].accuracies(net)
         history.append({"epoch": epoch + 1, "steps": steps, "loss": loss_sum.item() / max(seen, 1),
                         "train_acc": correct.item() / max(seen, 1) if classify else None, "val_acc": val_acc,
                         "seconds": seconds, "bf16": use_bf16, **where})
-        stalled = cfg.patience is not None and classify and bool(trained) and plateaued(history, cfg.patience, trained)
+        stalled = (cfg.patience is not None and classify and bool(trained) and epoch + 1 >= cfg.min_epochs
+                   and plateaued(history, cfg.patience, trained))
         done = done or stalled or epoch + 1 == cfg.epochs
         if progress or os.environ.get(PROGRESS_LINES) == "1":
             shown = f", val acc (final exit) {val_acc[-1]:.4f}" if classify else ""

@@ -84,11 +84,15 @@ def e2cm_spec(parent: RunSpec, feature: str = "gap", augment: bool = True) -> Ru
 
 
 def head_runs(parent: RunSpec, e2cm: RunSpec, head_lr: float, epochs: int, seconds: float | None = None,
-              feature: str = "gap", tag: str = "", patience: int | None = None) -> dict[str, RunSpec]:
+              feature: str = "gap", tag: str = "", patience: int | None = None,
+              head_inputs: str = "cached", min_epochs: int = 0) -> dict[str, RunSpec]:
     """The trained-head rivals of E2CM on ``parent``'s backbone, at E2CM's exits, Adam at ``head_lr``
     (the authors' optimiser), loss CE(final) + sum_i c_i CE(exit i) with c_i the exit's cost fraction
     (the authors' demo), in the parent's precision and memory layout. ``seconds``: a wall-clock budget
-    (``epochs`` is then only a cap); ``patience``: stop at a validation plateau."""
+    (``epochs`` is then only a cap); ``patience``: stop at a validation plateau, not before ``min_epochs``.
+    ``head_inputs``: the frozen-backbone heads (SDN, E2CM+SDN) train on their Linear inputs computed in
+    one augmented pass ("cached", as E2CM's fit reads the backbone once) or run the backbone on every
+    batch ("live", the authors' way)."""
     classes, channels, size = DATASET_SHAPES[parent.data.name]
     heads = replace(e2cm.model, head="linear", head_options={})
     fractions = mac_table(build_model(heads, classes, channels, size)).exit_fractions
@@ -96,9 +100,9 @@ def head_runs(parent: RunSpec, e2cm: RunSpec, head_lr: float, epochs: int, secon
     t = parent.train
     train = TrainConfig(epochs=epochs, batch_size=HEAD_BATCH, optimizer="adam", lr=head_lr, weight_decay=0.0,
                         schedule="constant", crop_pad=2, flip=True, bf16=t.bf16, channels_last=t.channels_last,
-                        seed=t.seed, time_budget_s=seconds, patience=patience)
+                        seed=t.seed, time_budget_s=seconds, patience=patience, min_epochs=min_epochs)
     loss = LossSpec("weighted_ce", {"weights": weights})
-    frozen = replace(train, freeze_backbone=True)
+    frozen = replace(train, freeze_backbone=True, head_inputs=head_inputs)
     return {
         "SDN": RunSpec(f"{parent.name}_sdn{tag}", heads, parent.data, loss, frozen, init_from=parent),
         "BranchyNet": RunSpec(f"{parent.name}_branchy{tag}", heads, parent.data, loss, train, init_from=parent),
@@ -133,32 +137,35 @@ def head_steps(run: TrainedRun) -> int:
 
 
 def rival_specs(parent: TrainedRun, e2cm: TrainedRun, head_lr: float, patience: int, max_epochs: int,
-                feature: str = "gap", min_steps: int = 0) -> dict[str, RunSpec]:
+                feature: str = "gap", min_steps: int = 0, head_inputs: str = "cached") -> dict[str, RunSpec]:
     """The rivals under their display names. Equal time: SDN and BranchyNet stop at the equal-time
     budget; SDN is also trained for exactly one head epoch. No time limit: SDN and E2CM+SDN train
     until the validation accuracy of their heads stalls for ``patience`` epochs, and never stop
-    before ``min_steps`` (the equal-time SDN's steps): patience and the epoch cap are raised to cover them."""
+    before ``min_steps`` (the equal-time SDN's steps): no plateau counts before then, and the epoch cap is
+    raised to leave ``patience`` epochs after them."""
     per_epoch = max(1, len(parent.data.train) // HEAD_BATCH)
     floor = math.ceil(min_steps / per_epoch)
-    wait = max(patience, floor - 1)       # a plateau is declared after at least wait + 1 epochs
     budget = equal_time_budget(parent, e2cm)
-    timed = head_runs(parent.spec, e2cm.spec, head_lr, 100, budget, feature, "_equal_time")
-    one = head_runs(parent.spec, e2cm.spec, head_lr, 1, None, feature, "_1epoch")
-    full = head_runs(parent.spec, e2cm.spec, head_lr, max(max_epochs, wait + 1), None, feature, "_plateau", wait)
+    timed = head_runs(parent.spec, e2cm.spec, head_lr, 1000, budget, feature, "_equal_time",
+                      head_inputs=head_inputs)
+    one = head_runs(parent.spec, e2cm.spec, head_lr, 1, None, feature, "_1epoch", head_inputs=head_inputs)
+    full = head_runs(parent.spec, e2cm.spec, head_lr, max(max_epochs, floor + patience), None, feature, "_plateau",
+                     patience, head_inputs, floor)
     return {"SDN (equal time)": timed["SDN"], "BranchyNet (equal time)": timed["BranchyNet"],
             "SDN (1 head epoch)": one["SDN"], "SDN (no limit)": full["SDN"], "E2CM+SDN (no limit)": full["E2CM+SDN"]}
 
 
 def method_curves(parent: TrainedRun, e2cm: TrainedRun, searches: Sequence[CloudSearch], head_lr: float,
-                  patience: int, max_epochs: int, feature: str = "gap",
-                  prediction: str = "nearest") -> dict[str, dict[str, MethodCurve]]:
+                  patience: int, max_epochs: int, feature: str = "gap", prediction: str = "nearest",
+                  head_inputs: str = "cached") -> dict[str, dict[str, MethodCurve]]:
     """Every method on one backbone seed, trained (or loaded) and searched by each of ``searches``
     exactly as E2CM: {search split: {method: curve}}. The no-limit heads start after the equal-time
     SDN so that they can be held to at least its steps."""
     runs = {E2CM: e2cm}
-    specs = rival_specs(parent, e2cm, head_lr, patience, max_epochs, feature)
+    specs = rival_specs(parent, e2cm, head_lr, patience, max_epochs, feature, head_inputs=head_inputs)
     runs["SDN (equal time)"] = train_cached(specs["SDN (equal time)"], parent.data, progress=False)
-    specs = rival_specs(parent, e2cm, head_lr, patience, max_epochs, feature, head_steps(runs["SDN (equal time)"]))
+    specs = rival_specs(parent, e2cm, head_lr, patience, max_epochs, feature, head_steps(runs["SDN (equal time)"]),
+                        head_inputs)
     runs.update({name: train_cached(spec, parent.data, progress=False) for name, spec in specs.items()
                  if name not in runs})
     for split in {s.split for s in searches} | {"test"}:
@@ -184,7 +191,7 @@ def stopped_by(method: str, run: TrainedRun) -> str:
     cfg = run.spec.train
     if method == E2CM:
         return "fit only"
-    if cfg.time_budget_s:
+    if cfg.time_budget_s and run.epochs_trained < cfg.epochs:
         return "time budget"
     return "validation plateau" if cfg.patience and run.epochs_trained < cfg.epochs else f"{cfg.epochs} epoch(s)"
 
@@ -415,19 +422,20 @@ def paper_comparisons(points: pd.DataFrame, combination: pd.DataFrame, results: 
 
 # ---------------------------------------------------------------- options, protocol and conclusions
 def options(feature: str, fit_augment: bool, prediction: str, threshold_space: str, search_splits: list[str],
-            backbones: list[str], seeds: list[int], **_) -> dict:
+            backbones: list[str], seeds: list[int], head_inputs: str = "cached", **_) -> dict:
     """The options a reader needs to interpret the numbers (where the paper or code leave a choice)."""
     return {"feature": feature, "fit_augment": fit_augment, "prediction": prediction,
             "threshold_space": threshold_space, "search_split": search_splits[0], "also_searched_on": search_splits[1:],
             "backbones": backbones or "shared reference network (plain form)", "seeds": seeds,
             "normalisation": "per (exit, class) mean training distance",
             "distance_macs": "K(3D-1)/2 per exit passed (the paper's K(3D-1) FLOPs, as MACs)",
-            "combination": "normalised distances concatenated to the pooled feature (our assumption)"}
+            "combination": "normalised distances concatenated to the pooled feature (our assumption)",
+            "head_inputs": head_inputs}
 
 
 def protocol(runs: Mapping[tuple[str, int], TrainedRun], e2cm_runs: Mapping[tuple[str, int], TrainedRun],
              training: pd.DataFrame, search_splits: list[str], n_thresholds: int, threshold_space: str,
-             head_lr: float, head_patience: int, head_max_epochs: int, **_) -> dict:
+             head_lr: float, head_patience: int, head_max_epochs: int, head_inputs: str = "cached", **_) -> dict:
     """How every compared configuration was chosen (the metrics file's protocol object)."""
     name = lambda key: f"{key[0]}, seed {key[1]}"  # noqa: E731
     no_limit = training[training["method"].isin(NO_LIMIT)]
@@ -443,11 +451,14 @@ def protocol(runs: Mapping[tuple[str, int], TrainedRun], e2cm_runs: Mapping[tupl
         "equal time": "every method starts from the same trained backbone; rivals stop after max(E2CM's fit "
                       "time, one backbone epoch) of wall clock; SDN is also trained for one head epoch",
         "no time limit": f"SDN and E2CM+SDN heads train until the mean validation accuracy of their exits has "
-                         f"not improved for {head_patience} epochs (patience raised where needed so that they take "
-                         f"at least the equal-time SDN's steps) or for at most {head_max_epochs} epochs "
+                         f"not improved for {head_patience} epochs (no plateau counts before they have taken "
+                         f"the equal-time SDN's steps) or for at most {head_max_epochs} epochs "
                          "(no_limit_head_epochs says which); the last epoch's weights are kept",
         "rivals": f"Adam {head_lr:g}, loss CE(final) + sum_i c_i CE(exit i), c_i the exit's cost fraction, in the "
                   "backbone's precision and memory layout",
+        "head_inputs": ("SDN and E2CM+SDN heads train on their Linear inputs computed in one pass over the augmented "
+                        "training images, which their time counts (as E2CM's fit reads the backbone once)"
+                        if head_inputs == "cached" else "SDN and E2CM+SDN heads run the frozen backbone on every batch"),
         "intervals": "t interval over backbone seeds of the per-seed difference (one seed: paired bootstrap over "
                      "test images); t interval over autoencoder seeds for the unsupervised claim"}
 
