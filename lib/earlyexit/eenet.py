@@ -336,15 +336,23 @@ def _fit_stacked(features: torch.Tensor, correct: torch.Tensor, costs: torch.Ten
         torch.manual_seed(job.seed)
         models.append(UtilityScheduler(k_exits, classes, cfg.hidden_rate))
     store, _ = stack_module_state(models)
-    store = {k: v.detach().clone() for k, v in store.items()}
+    # every job's parameters in one row of a flat [jobs, P] tensor: Adam's element-wise update is then a
+    # handful of operations per step instead of a handful per parameter tensor (same arithmetic)
+    names = list(store)
+    shapes = [store[k].shape[1:] for k in names]
+    sizes = [math.prod(shape) for shape in shapes]
+    flat_store = torch.cat([store[k].detach().reshape(r, -1) for k in names], 1)
     base = copy.deepcopy(models[0]).to("meta")
+
+    def unflatten(flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: part.view(len(flat), *shape) for k, shape, part in zip(names, shapes, flat.split(sizes, 1))}
+
     lr_all = torch.tensor([j.lr for j in jobs])
     coupled_all = torch.tensor([j.optimizer == "adam" for j in jobs], dtype=torch.float32)
     budget_all = torch.tensor([j.budget for j in jobs])
     perm_all = torch.stack([torch.randperm(n, generator=torch.Generator().manual_seed(j.seed)) for j in jobs])
-    m_all = {k: torch.zeros_like(v) for k, v in store.items()}
-    v_all = {k: torch.zeros_like(v) for k, v in store.items()}
-    acc_all = {k: torch.zeros_like(v) for k, v in store.items()}   # summed gradients when they are never zeroed
+    m_all, v_all = torch.zeros_like(flat_store), torch.zeros_like(flat_store)
+    acc_all = torch.zeros_like(flat_store)   # summed gradients when they are never zeroed
     beta1, beta2, eps = 0.9, 0.999, 1e-8
 
     def terms(p, feats, corr, budget):
@@ -354,74 +362,68 @@ def _fit_stacked(features: torch.Tensor, correct: torch.Tensor, costs: torch.Ten
     best = torch.full((r,), math.inf)
     best_epoch = torch.full((r,), -1, dtype=torch.long)
     ran = torch.zeros(r, dtype=torch.long)
-    best_state = {k: v.clone() for k, v in store.items()}
+    best_state = flat_store.clone()
     snapshots: dict[int, tuple] = {}
     active = torch.arange(r)
     step, epochs = 0, rehearsal.cap(horizons[-1], rehearsal.MAX_STEPS)  # a rehearsal fits for two epochs
 
     def load(rows):
-        return ({k: v[rows].clone().requires_grad_() for k, v in store.items()},
-                {k: v[rows].clone() for k, v in m_all.items()}, {k: v[rows].clone() for k, v in v_all.items()},
-                {k: v[rows].clone() for k, v in acc_all.items()})
+        return (flat_store[rows].clone().requires_grad_(), m_all[rows].clone(), v_all[rows].clone(),
+                acc_all[rows].clone())
 
     def save(rows, params, m, v, acc):
-        for k in store:
-            store[k][rows], m_all[k][rows], v_all[k][rows], acc_all[k][rows] = params[k].detach(), m[k], v[k], acc[k]
+        flat_store[rows], m_all[rows], v_all[rows], acc_all[rows] = params.detach(), m, v, acc
 
     params, m, v, acc = load(active)
     for epoch in range(epochs):
         utility_phase = (epoch // cfg.period) % 2 == 0
-        lr, coupled, budgets, perms = lr_all[active], coupled_all[active], budget_all[active], perm_all[active]
+        lr, coupled, budgets, perms = lr_all[active, None], coupled_all[active, None], budget_all[active], perm_all[active]
         total, cost_sum, batches = torch.zeros(len(active)), torch.zeros(len(active)), 0
         for start in range(0, n, cfg.batch_size):
             idx = perms[:, start:start + cfg.batch_size]
-            out = batched(params, features[:, idx].transpose(0, 1), correct[idx], budgets)
+            out = batched(unflatten(params), features[:, idx].transpose(0, 1), correct[idx], budgets)
             loss = out["utility"] if utility_phase else cfg.alpha_kl * out["kl"] + cfg.alpha_cost * out["cost"]
-            grads = torch.autograd.grad(loss.sum(), list(params.values()), allow_unused=True)
+            (g,) = torch.autograd.grad(loss.sum(), [params])
             step += 1
             with torch.no_grad():
                 total += out["utility"] + cfg.alpha_kl * out["kl"] + cfg.alpha_cost * out["cost"]
                 cost_sum += out["cost"]
                 batches += 1
-                for (name, p), g in zip(params.items(), grads):
-                    g = torch.zeros_like(p) if g is None else g
-                    if not cfg.zero_grad:  # the released loop never zeroes: gradients add up over steps
-                        acc[name] += g
-                        g = acc[name].clone()
-                    view = (len(active),) + (1,) * (p.ndim - 1)
-                    g += (coupled * cfg.weight_decay).view(view) * p                  # Adam: L2 in the gradient
-                    m[name].mul_(beta1).add_(g, alpha=1 - beta1)
-                    v[name].mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                    denom = (v[name] / (1 - beta2 ** step)).sqrt_().add_(eps)
-                    p.mul_(1 - ((1 - coupled) * lr * cfg.weight_decay).view(view))   # AdamW: decoupled decay
-                    p.sub_(lr.view(view) / (1 - beta1 ** step) * m[name] / denom)
+                if not cfg.zero_grad:  # the released loop never zeroes: gradients add up over steps
+                    acc += g
+                    g = acc.clone()
+                g += (coupled * cfg.weight_decay) * params                  # Adam: L2 in the gradient
+                m.mul_(beta1).add_(g, alpha=1 - beta1)
+                v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                denom = (v / (1 - beta2 ** step)).sqrt_().add_(eps)
+                params.mul_(1 - (1 - coupled) * lr * cfg.weight_decay)      # AdamW: decoupled decay
+                params.sub_(lr / (1 - beta1 ** step) * m / denom)
         with torch.no_grad():
             objective, cost = total / batches, cost_sum / batches
             better = (cost < cfg.tolerance) & (objective < best[active])
             rows = active[better]
             best[rows], best_epoch[rows] = objective[better], epoch + 1
-            for name, p in params.items():
-                best_state[name][rows] = p[better]
+            best_state[rows] = params[better]
             ran[active] = epoch + 1
             stop = ~better & (best_epoch[active] >= 0) & (epoch + 1 - best_epoch[active] >= cfg.patience)
             if epoch + 1 in horizons or epoch + 1 == epochs or bool(stop.any()):
                 save(active, params, m, v, acc)
             if epoch + 1 in horizons or epoch + 1 == epochs:
-                snapshots[epoch + 1] = ({k: x.clone() for k, x in best_state.items()},
-                                        {k: x.clone() for k, x in store.items()}, best_epoch.clone(), ran.clone())
+                snapshots[epoch + 1] = (best_state.clone(), flat_store.clone(), best_epoch.clone(), ran.clone())
             if bool(stop.any()):
                 active = active[~stop]
                 if len(active) == 0:
                     break
                 params, m, v, acc = load(active)
-    last = snapshots.get(epoch + 1) or ({k: x.clone() for k, x in best_state.items()}, store, best_epoch, ran)
+    last = snapshots.get(epoch + 1) or (best_state.clone(), flat_store, best_epoch, ran)
     result = []
     for h in horizons:
         state, final, chosen, runs = snapshots.get(h, last)
         per_job = []
         for i in range(r):
             model = UtilityScheduler(k_exits, classes, cfg.hidden_rate)
-            model.load_state_dict({k: x[i] for k, x in (state if chosen[i] >= 0 else final).items()})
+            row = (state if chosen[i] >= 0 else final)[i:i + 1]
+            model.load_state_dict({k: x[0] for k, x in unflatten(row).items()})
             per_job.append((model.eval(), {"epochs_run": int(runs[i]), "best_epoch": int(chosen[i])}))
         result.append(per_job)
     return result
