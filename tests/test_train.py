@@ -165,6 +165,13 @@ def test_heads_trained_on_cached_inputs_learn_like_live_ones_and_keep_keys(data,
     assert val.accuracies(cached.net) == pytest.approx(cached.history[-1]["val_acc"], abs=1e-6)
     with pytest.raises(ValueError, match="freeze_backbone"):
         TrainConfig(head_inputs="cached")
+    gated = train_cached(RunSpec("gated", ModelSpec("airnet", 0.25, None, "gated", {"features": "linear", "pool": 1}),
+                                 SPEC.data, SPEC.loss, TrainConfig(epochs=0), init_from=SPEC), data, progress=False)
+    gated.net.backbone.requires_grad_(False)
+    inputs = HeadInputs(gated.net, gated.loader("val"), False, torch.device("cpu"))
+    full = gated.outputs("val")
+    for z, ref in zip(inputs.outputs(gated.net, inputs.inputs).gates[:-1], full.gates[:-1]):
+        assert torch.allclose(z, ref, atol=1e-4)          # gates from cached inputs too (03's lambda grid)
     conv = train_cached(RunSpec("conv", ModelSpec("airnet", 0.25, None, "conv"), SPEC.data, SPEC.loss,
                                 TrainConfig(epochs=0), init_from=SPEC), data, progress=False).net
     conv.backbone.requires_grad_(False)

@@ -25,20 +25,20 @@ __all__ = ["HeadInputs", "check_cacheable"]
 
 
 def check_cacheable(net: MultiExitNet) -> None:
-    """Raise ``ValueError`` unless every head's trainable part is its final Linear and the backbone
-    (its classifier included) is frozen: only then are the Linear's inputs fixed."""
+    """Raise ``ValueError`` unless every head's trainable part is its final Linear (and gate, for a
+    gated head) and the backbone (its classifier included) is frozen: only then are their inputs fixed."""
     if any(p.requires_grad for p in net.backbone.parameters()):
         raise ValueError("cached head inputs need a frozen backbone (freeze_backbone=True)")
     for k, head in enumerate(net.heads):
-        fixed = [n for n, p in head.named_parameters() if p.requires_grad and not n.startswith("fc.")]
-        if getattr(head, "has_gate", False) or not hasattr(head, "fc_input") or fixed:
+        fixed = [n for n, p in head.named_parameters() if p.requires_grad and not n.startswith(("fc.", "gate."))]
+        if not hasattr(head, "fc_input") or fixed:
             raise ValueError(f"exit {k}: a {net.head_kind!r} head has trainable layers before its final "
-                             "Linear (or a gate), so its inputs cannot be cached; use head_inputs='live'")
+                             "Linear, so its inputs cannot be cached; use head_inputs='live'")
 
 
 class HeadInputs:
-    """Per exit, the input of its trainable Linear (the final classifier's logits for the last exit)
-    for every image of one pass of ``loader``, in float32, with the labels."""
+    """Per exit, the input of its trainable Linear and gate (the final classifier's logits for the last
+    exit) for every image of one pass of ``loader``, in float32, with the labels."""
 
     def __init__(self, net: MultiExitNet, loader: TensorLoader, bf16: bool, device: torch.device):
         check_cacheable(net)
@@ -60,9 +60,12 @@ class HeadInputs:
         return len(self.labels)
 
     def outputs(self, net: MultiExitNet, inputs: list[torch.Tensor]) -> ExitOutputs:
-        """The exits' logits from their cached inputs: each head's Linear; the frozen classifier's as stored."""
-        logits = [net.heads[k].fc(v) for k, v in enumerate(inputs[:-1])] + [inputs[-1]]
-        return ExitOutputs(logits, [None] * len(logits))
+        """The exits' logits (and gate logits) from their cached inputs: each head's Linear (and gate);
+        the frozen classifier's logits as stored."""
+        heads = list(zip(net.heads, inputs[:-1]))
+        logits = [head.fc(v) for head, v in heads] + [inputs[-1]]
+        gates = [head.gate(v).squeeze(1) if head.has_gate else None for head, v in heads] + [None]
+        return ExitOutputs(logits, gates)
 
     def batches(self, batch_size: int, seed: int, epoch: int, drop_last: bool
                 ) -> Iterator[tuple[list[torch.Tensor], torch.Tensor]]:

@@ -133,7 +133,7 @@ class GatedHead(ExitHead):
         self.gate = nn.Linear(dim, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.features(x)
+        h = self.fc_input(x)
         return self.fc(h), self.gate(h).squeeze(1)
 
 

@@ -9,8 +9,8 @@
   above (plus one linear gate per head).
 - ``grid``: one network per lambda of ``lambda_grid``, one seed. ``grid_start="warm"`` fine-tunes from
   the first seed's proposed network for ``grid_epochs`` (``grid_train="heads"``: gates and early heads,
-  backbone frozen; ``"all"``: the whole network); ``"scratch"`` trains each from scratch like
-  ``proposed``.
+  backbone frozen, linear heads trained on inputs computed in one pass (``earlyexit.head_inputs``);
+  ``"all"``: the whole network); ``"scratch"`` trains each from scratch like ``proposed``.
 """
 from __future__ import annotations
 
@@ -103,7 +103,9 @@ def layout(datasets: list[str], backbones: list[str], width: float, exit_after: 
             first = seeds[0]
             for lam in lambda_grid:
                 if grid_start == "warm":
-                    cfg = replace(train, epochs=grid_epochs, seed=first, freeze_backbone=grid_train == "heads",
+                    frozen = grid_train == "heads"   # linear heads on a frozen backbone: inputs computed once
+                    cfg = replace(train, epochs=grid_epochs, seed=first, freeze_backbone=frozen,
+                                  head_inputs="cached" if frozen and head_features == "linear" else "live",
                                   keep_epoch_checkpoints=True)
                     method = f"ft{grid_train}{lam:g}_from{headline_lambda:g}"
                     lay.grid[float(lam)] = RunSpec(_name(dataset, backbone, width, method, first), gated, data,
