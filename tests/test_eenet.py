@@ -345,3 +345,20 @@ def test_across_networks_gives_a_seed_interval_and_claims():
     claims = network_claims(ev, EENetConfig(), "toy", "seed 0 90%", 12, 2)
     assert [c.verdict for c in claims][0] == VERDICTS[0] and claims[-1].verdict == VERDICTS[0]
     assert claims[1].interval == (ev["gain_all"]["low"], ev["gain_all"]["high"]) and "90%" in claims[1].setting
+
+
+def test_a_repeated_stack_of_fits_is_loaded_from_the_cache(fresh_artifacts, monkeypatch):
+    """Notebook 05 repeats 04's fits: the same stack is fitted once, then loaded with the same weights;
+    another budget is a new stack."""
+    import earlyexit.eenet as E
+    calls = []
+    real = E._fit_stacked
+    monkeypatch.setattr(E, "_fit_stacked", lambda *a: calls.append(1) or real(*a))
+    run, cfg = FakeRun(), EENetConfig(epochs=5, patience=5)
+    first = fit_eenet(run, 0.6, cfg, seeds=(0, 1))
+    again = fit_eenet(run, 0.6, cfg, seeds=(0, 1))
+    assert len(calls) == 1 and list((fresh_artifacts / "eenet_fits").glob("*.pt"))
+    assert first.attempts == again.attempts and first.val_accuracy == again.val_accuracy
+    assert first.policy.thresholds == again.policy.thresholds
+    fit_eenet(run, 0.5, cfg, seeds=(0, 1))
+    assert len(calls) == 2

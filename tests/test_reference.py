@@ -55,3 +55,17 @@ def test_the_benchmark_notebook_trains_nothing_of_its_own_in_the_cpu_profile():
     earlier = {s.key for s in profile_runs("cpu", only="00,01,02,03,04")}
     own = {s.key for s in profile_runs("cpu", only="05")}
     assert len(own) == 15 and own <= earlier
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu"])
+def test_the_benchmark_notebook_fits_eenet_as_notebook_04_does(profile):
+    """05 asks for 04's EENet budgets, recipe grid and scheduler seeds, so its fits come from 04's cache."""
+    from pathlib import Path
+
+    from earlyexit.reproduce import default_parameters, resolve_parameters
+    nbs = Path(__file__).resolve().parents[1] / "notebooks"
+    p04, p05 = ({**default_parameters(p), **resolve_parameters(p, profile)}
+                for p in (nbs / "04_eenet.ipynb", nbs / "05_benchmark.ipynb"))
+    assert p05["eenet_budgets"] == p04["num_budgets"]
+    for key in ("recipe_optimizers", "recipe_lrs", "recipe_epochs", "recipe_budgets", "scheduler_seeds", "scheduler"):
+        assert p05[key] == p04[key], key

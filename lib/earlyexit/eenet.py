@@ -52,8 +52,9 @@ another file is named), each a named option where it changes results:
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Protocol, Sequence
 
 import torch
@@ -64,6 +65,7 @@ from . import rehearsal
 from .evaluate import evaluate_policy, random_thresholds, select, sweep_thresholds
 from .macs import MacTable
 from .outputs import CachedOutputs
+from .paths import artifacts_root, atomic_save, config_hash, load_cached
 from .claims import Claim, paper_number
 from .policies import Entropy, ExitPolicy, MaxProbability, Patience, normalised_entropy
 from .stats import bootstrap_weighted, paired_bootstrap, seed_interval
@@ -429,6 +431,33 @@ def _fit_stacked(features: torch.Tensor, correct: torch.Tensor, costs: torch.Ten
     return result
 
 
+def _fit_stacked_cached(features: torch.Tensor, correct: torch.Tensor, costs: torch.Tensor, jobs: Sequence[_Job],
+                        cfg: EENetConfig, horizons: Sequence[int]) -> list[list[tuple[UtilityScheduler, dict]]]:
+    """``_fit_stacked`` through a cache in ``artifacts/eenet_fits/`` keyed by everything it reads, so a
+    notebook that fits the same stack again (05 repeats 04's recipe sweep and per-network fits) loads it.
+    A stack is cached whole: a job's result can depend on the other jobs of its stack by rounding."""
+    digest = hashlib.sha256()
+    for t in (features, correct, costs):
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    key = config_hash({"tensors": digest.hexdigest(), "jobs": [asdict(j) for j in jobs], "config": asdict(cfg),
+                       "horizons": sorted({int(h) for h in horizons}), "rehearsal": rehearsal.active()})
+    path = artifacts_root() / "eenet_fits" / f"{key}.pt"
+    stored = load_cached(path)
+    if stored is None:
+        fitted = _fit_stacked(features, correct, costs, jobs, cfg, horizons)
+        stored = [[(model.state_dict(), info) for model, info in per_job] for per_job in fitted]
+        atomic_save(stored, path)
+    result = []
+    for per_job in stored:
+        models = []
+        for state, info in per_job:
+            model = UtilityScheduler(features.shape[0], features.shape[2] - 2, cfg.hidden_rate)
+            model.load_state_dict(state)
+            models.append((model.eval(), info))
+        result.append(models)
+    return result
+
+
 def _finish(scheduler: UtilityScheduler, val: CachedOutputs, features: torch.Tensor, costs: torch.Tensor,
             budget: float, config: EENetConfig, macs: MacTable) -> tuple[EENetPolicy, list[float], float, object]:
     """Quantile thresholds on validation from a fitted scheduler's mean exit distribution."""
@@ -456,7 +485,7 @@ def fit_eenet_budgets(run: RunLike, budgets: Sequence[float], config: EENetConfi
     the one with the best validation accuracy (the last seed's fit if none qualifies, as released)."""
     val, features, correct, costs = _val_tensors(run)
     jobs = [_Job(seed, float(b), config.optimizer, config.lr) for b in budgets for seed in seeds]
-    fitted = _fit_stacked(features, correct, costs, jobs, config, [config.epochs])[0]
+    fitted = _fit_stacked_cached(features, correct, costs, jobs, config, [config.epochs])[0]
     fits = {}
     for b_i, budget in enumerate(budgets):
         attempts, candidates = [], []
@@ -615,7 +644,7 @@ def sweep_recipes(run: RunLike, budgets: Sequence[float], recipes: Sequence[Reci
     heads = sorted({(r.optimizer, r.lr) for r in recipes})
     jobs = [_Job(seed, float(b), o, lr) for o, lr in heads for b in budgets for seed in seeds]
     horizons = sorted({r.epochs for r in recipes})
-    fitted = dict(zip(horizons, _fit_stacked(features, correct, costs, jobs, config, horizons)))
+    fitted = dict(zip(horizons, _fit_stacked_cached(features, correct, costs, jobs, config, horizons)))
     rows = []
     for recipe in recipes:
         cfg = replace(config, optimizer=recipe.optimizer, lr=recipe.lr, epochs=recipe.epochs)
