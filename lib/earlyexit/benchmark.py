@@ -117,7 +117,7 @@ def flip_tta_accuracy(net, loader) -> float:
 
 # ---------------------------------------------------------------- real early-exit speed
 SCENARIOS = ("no exit", "half at middle exit", "60% spread")
-PRIMER_THRESHOLD = 0.625   # notebook 00's max-softmax operating point (cpu profile)
+PRIMER_THRESHOLD = 0.625   # a max-softmax threshold for the random-weight primer network (never leaves)
 GATE_THRESHOLD = 0.5       # notebook 03's hard-gate threshold
 
 
@@ -127,8 +127,9 @@ def speed_networks() -> list[dict]:
     case for many exits on a small network)."""
     from .plans import class_exclusion as p01, differentiable_branching as p03
     primer_run = primer_spec()
+    primer = default_parameters(notebooks()["00"])
     out = [{"notebook": "00", "name": f"primer {primer_run.model.backbone} x{primer_run.model.width:g}", "rule": "max-softmax",
-            "spec": primer_run}]
+            "spec": primer_run, "tolerance": primer["tolerance"]}]
     params = default_parameters(notebooks()["01"])
     setups = call_plan(p01.setup_runs, params)
     first = params["setups"][0]
@@ -263,8 +264,10 @@ def _trained_rows(entry: dict, repeats: int, batch1_rows: int, label: dict) -> l
     from .diffbranch import hard_gate_rule
     from .policies import MaxProbability
     run = train_cached(entry["spec"], progress=False)
-    if entry["rule"] == "max-softmax":
-        policy = MaxProbability([PRIMER_THRESHOLD] * (run.net.num_exits - 1))
+    if entry["rule"] == "max-softmax":   # the threshold notebook 00 chooses on validation
+        from .plans.primer import maxprob_choice
+        _, choice = maxprob_choice(run.outputs("val"), run.outputs("test"), run.macs, entry["tolerance"])
+        policy = MaxProbability(choice["thresholds"])
     elif entry["rule"] == "class exclusion":
         from .class_exclusion import fit_operating_point
         policy = fit_operating_point("BC", run.outputs("val"), run.outputs("test"), run.macs,
