@@ -11,7 +11,9 @@ from earlyexit.reproduce import notebooks, resolve_parameters
 
 
 def _checkpoints(root):
-    return {p.relative_to(root): p.stat().st_mtime_ns for p in root.rglob("*.pt") if not p.name.startswith("outputs_")}
+    """Training checkpoints (not the output caches, nor the EENet scheduler fits notebook 04 caches)."""
+    return {p.relative_to(root): p.stat().st_mtime_ns for p in root.rglob("*.pt")
+            if not p.name.startswith("outputs_") and p.parent.name != "eenet_fits"}
 
 
 def test_profile_runs_put_parents_first_and_count_shared_runs_once():
