@@ -317,12 +317,12 @@ class _Job:
 
 
 def _fit_stacked(features: torch.Tensor, correct: torch.Tensor, costs: torch.Tensor, jobs: Sequence[_Job],
-                 cfg: EENetConfig, horizons: Sequence[int]) -> list[list[tuple[UtilityScheduler, dict]]]:
-    """Fit one scheduler per job in one stacked pass (``torch.func.vmap`` over their parameters) and
-    return, per horizon and job, what the released loop keeps had it run for that many epochs: the
-    state after the epoch of the lowest mean minibatch objective among the epochs whose mean cost term
-    is within ``tolerance``, stopping after ``patience`` epochs without a lower one (the last state if
-    no epoch was within tolerance).
+                 cfg: EENetConfig, horizons: Sequence[int]) -> list[list[tuple[dict, dict]]]:
+    """Fit one scheduler per job in one stacked pass (``torch.func.vmap`` over their parameters) and return,
+    per horizon and job, the state dict (and run info) of what the released loop keeps had it run for that
+    many epochs: the state after the epoch of the lowest mean minibatch objective among the epochs whose
+    mean cost term is within ``tolerance``, stopping after ``patience`` epochs without a lower one (the last
+    state if no epoch was within tolerance).
 
     The jobs do not interact: each has its own initialisation, minibatch order, parameters and Adam
     moments (Adam and AdamW act element by element), so a job follows the same arithmetic as alone, up
@@ -379,7 +379,8 @@ def _fit_stacked(features: torch.Tensor, correct: torch.Tensor, costs: torch.Ten
     params, m, v, acc = load(active)
     for epoch in range(epochs):
         utility_phase = (epoch // cfg.period) % 2 == 0
-        lr, coupled, budgets, perms = lr_all[active, None], coupled_all[active, None], budget_all[active], perm_all[active]
+        lr, coupled = lr_all[active, None], coupled_all[active, None]
+        budgets, perms = budget_all[active], perm_all[active]
         total, cost_sum, batches = torch.zeros(len(active)), torch.zeros(len(active)), 0
         for start in range(0, n, cfg.batch_size):
             idx = perms[:, start:start + cfg.batch_size]
@@ -423,10 +424,9 @@ def _fit_stacked(features: torch.Tensor, correct: torch.Tensor, costs: torch.Ten
         state, final, chosen, runs = snapshots.get(h, last)
         per_job = []
         for i in range(r):
-            model = UtilityScheduler(k_exits, classes, cfg.hidden_rate)
             row = (state if chosen[i] >= 0 else final)[i:i + 1]
-            model.load_state_dict({k: x[0] for k, x in unflatten(row).items()})
-            per_job.append((model.eval(), {"epochs_run": int(runs[i]), "best_epoch": int(chosen[i])}))
+            per_job.append(({k: x[0].clone() for k, x in unflatten(row).items()},
+                            {"epochs_run": int(runs[i]), "best_epoch": int(chosen[i])}))
         result.append(per_job)
     return result
 
@@ -444,8 +444,7 @@ def _fit_stacked_cached(features: torch.Tensor, correct: torch.Tensor, costs: to
     path = artifacts_root() / "eenet_fits" / f"{key}.pt"
     stored = load_cached(path)
     if stored is None:
-        fitted = _fit_stacked(features, correct, costs, jobs, cfg, horizons)
-        stored = [[(model.state_dict(), info) for model, info in per_job] for per_job in fitted]
+        stored = _fit_stacked(features, correct, costs, jobs, cfg, horizons)
         atomic_save(stored, path)
     result = []
     for per_job in stored:

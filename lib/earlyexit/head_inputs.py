@@ -83,6 +83,5 @@ class HeadInputs:
         correct = torch.zeros(net.num_exits, dtype=torch.long)
         for b in range(0, len(self), batch_size):
             out = self.outputs(net, [v[b:b + batch_size] for v in self.inputs])
-            y = self.labels[b:b + batch_size]
-            correct += torch.stack([(z.argmax(1) == y).sum().cpu() for z in out.logits])
+            correct += out.correct(self.labels[b:b + batch_size])
         return (correct.double() / max(len(self), 1)).tolist()

@@ -53,6 +53,10 @@ class ExitOutputs:
     def has_gates(self) -> bool:
         return any(g is not None for g in self.gates)
 
+    def correct(self, labels: torch.Tensor) -> torch.Tensor:
+        """Per exit, how many rows its argmax classifies right: [K] counts on the CPU."""
+        return torch.stack([(z.argmax(1) == labels).sum() for z in self.logits]).cpu()
+
 
 @dataclass
 class EarlyExitResult:

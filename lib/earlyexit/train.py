@@ -156,7 +156,8 @@ class RunSpec:
 
 def _unset_dropped(spec: dict) -> dict:
     """The spec without options added after runs were cached and left at their defaults (``patience``,
-    ``head_inputs``, ``min_epochs``), so that adding an option does not change the key of any run that does not use it."""
+    ``head_inputs``, ``min_epochs``), so that adding an option does not change the key of any run that
+    does not use it."""
     defaults = {"patience": None, "head_inputs": "live", "min_epochs": 0}
     train = {k: v for k, v in spec["train"].items() if not (k in defaults and v == defaults[k])}
     parent = spec.get("init_from")
@@ -205,8 +206,7 @@ def exit_accuracies(net: MultiExitNet, loader: TensorLoader) -> list[float]:
     net.eval()
     correct, n = torch.zeros(net.num_exits), 0
     for x, y in loader:
-        out = net(x)
-        correct += torch.tensor([(z.argmax(1) == y).sum().item() for z in out.logits], dtype=torch.float32)
+        correct += net(x).correct(y)
         n += len(y)
     return (correct / max(n, 1)).tolist()
 
@@ -391,14 +391,15 @@ def _train_epochs(spec: RunSpec, net: MultiExitNet, opt: torch.optim.Optimizer, 
     total_steps = cfg.epochs * len(train_loader)
     spent = sum(h["seconds"] for h in history if h.get("epoch", 0) > 0)
     trained = _trained_exits(net)
-    cached, pass_seconds = None, 0.0
+    train_inputs = val_inputs = None
+    pass_seconds = 0.0
     if cfg.head_inputs == "cached" and start < cfg.epochs:
         t0 = time.perf_counter()   # the pass is part of training time (it counts against a time budget)
         one_pass = TensorLoader(data.train, data.mean, data.std, batch_size, crop_pad=cfg.crop_pad, flip=cfg.flip,
                                 seed=cfg.seed, image_size=spec.model.image_size, channels_last=cfg.channels_last,
                                 device=device)   # every image once, augmented with epoch 0's draw
-        cached = (HeadInputs(net, one_pass, use_bf16, device),
-                  HeadInputs(net, val_loader, False, device))   # validation in float32, as exit_accuracies
+        train_inputs = HeadInputs(net, one_pass, use_bf16, device)
+        val_inputs = HeadInputs(net, val_loader, False, device)   # validation in float32, as exit_accuracies
         pass_seconds = time.perf_counter() - t0
     done = False
     for epoch in range(start, cfg.epochs):
@@ -412,15 +413,15 @@ def _train_epochs(spec: RunSpec, net: MultiExitNet, opt: torch.optim.Optimizer, 
         pass_seconds = 0.0
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
-        batches = train_loader if cached is None else cached[0].batches(batch_size, cfg.seed, epoch,
-                                                                         train_loader.drop_last)
+        batches = train_loader if train_inputs is None else train_inputs.batches(batch_size, cfg.seed, epoch,
+                                                                                  train_loader.drop_last)
         bar = tqdm(batches, desc=f"{spec.name} epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
                    leave=False, total=len(train_loader))
         for i, (x, y) in enumerate(bar):
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * _lr_factor(cfg, epoch * len(train_loader) + i, total_steps)
             with autocast(device, use_bf16):
-                out = forward(x) if cached is None else cached[0].outputs(net, x)
+                out = forward(x) if train_inputs is None else train_inputs.outputs(net, x)
                 loss = loss_fn(out, y if classify else x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -443,7 +444,7 @@ def _train_epochs(spec: RunSpec, net: MultiExitNet, opt: torch.optim.Optimizer, 
         if not classify:
             val_acc = None
         else:
-            val_acc = exit_accuracies(net, val_loader) if cached is None else cached[1].accuracies(net)
+            val_acc = exit_accuracies(net, val_loader) if val_inputs is None else val_inputs.accuracies(net)
         history.append({"epoch": epoch + 1, "steps": steps, "loss": loss_sum.item() / max(seen, 1),
                         "train_acc": correct.item() / max(seen, 1) if classify else None, "val_acc": val_acc,
                         "seconds": seconds, "bf16": use_bf16, **where})
