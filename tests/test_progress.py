@@ -75,6 +75,15 @@ def test_eta_of_a_time_budgeted_run_is_at_most_its_budget_left(tmp_path, monkeyp
     assert "left ~0:40" in shown[0]                  # not 99 epochs x 30 s
 
 
+def test_a_run_stopped_before_its_epoch_cap_is_shown_done(tmp_path, monkeypatch):
+    p, out, now = _clocked_progress(tmp_path, monkeypatch)
+    now[0] = 60.0
+    p.stream("stdout", "heads epoch 1/1000: loss 1.000, val acc (final exit) 0.5000, 59 s "
+                       "(stopped: time budget reached)\n")
+    shown = out.getvalue().splitlines()
+    assert "done (time budget reached)" in shown[0] and "left ~" not in shown[0]
+
+
 def test_portable_replaces_machine_prefixes():
     root = str(R.project_root())
     text = f"saved {root}/figures/cpu/a.png; python at {R.sys.prefix}/lib/x.py"

@@ -213,6 +213,7 @@ _EPOCH_LINE = re.compile(r"^(?P<run>\S.*?) epoch (?P<k>\d+)/(?P<n>\d+): (?P<rest
 _LOSS = re.compile(r"\bloss (?P<v>[-+0-9.einfa]+)")
 _VAL_ACC = re.compile(r"\bval acc[^0-9]*(?P<v>[0-9.]+)")
 _BUDGET_LEFT = re.compile(r"\btime budget (?P<v>[0-9.]+) s left")   # a wall-clock-budgeted training ends by then
+_STOPPED = re.compile(r"\(stopped: (?P<why>[^)]*)\)")                 # a training that ended before its epoch cap
 _METER = re.compile(r"\d+/\d+ \[")          # the right-hand part of a tqdm bar: "80/176 [00:30<00:35, ...]"
 _BAR_RUN = re.compile(r"^(?P<run>\S.*?) epoch \d+/\d+")
 
@@ -387,6 +388,8 @@ class Progress:
         parts.append(f"elapsed {_clock(elapsed)}")
         if rehearsal.active():
             parts.append(f"rehearsal: stops after {rehearsal.MAX_STEPS} steps")
+        elif stopped := _STOPPED.search(m["rest"]):
+            parts.append(f"done ({stopped['why']})")
         else:
             parts.append(f"left ~{_clock(left)}" if k < n else "done")
         line = "  ".join(parts)
