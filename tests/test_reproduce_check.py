@@ -29,6 +29,16 @@ def test_same_machine_must_be_bit_identical():
     assert rule == "exact" and moved(rows) == {"metrics.exit_accuracy_test.1"}
 
 
+def test_a_paper_row_that_quotes_a_timing_is_not_compared():
+    a = body()
+    a["comparisons"] = [{"quantity": "vgg13 batch-1 speed-up t_plain/t - 1", "paper": 44.0, "ours": 89.6},
+                        {"quantity": "plain test accuracy", "paper": 75.4, "ours": 85.9}]
+    b = copy.deepcopy(a)
+    b["comparisons"][0]["ours"] = 109.7
+    b["comparisons"][1]["ours"] = 85.8
+    assert moved(compare_metrics(a, b)[1]) == {"comparisons.1.ours"}
+
+
 def test_another_machine_within_tolerance_and_seed_spread():
     # the fresh-clone example: 88.30 vs 88.20, 79.99 vs 80.19, threshold 0.625 vs 0.6
     a = body(exit_accuracy_test=[0.8019, 0.882], maxprob_threshold=0.6, backbone_MMACs=57.5,
