@@ -15,8 +15,9 @@ profile without training or loading data.
 the artifacts cache, or with ``--fresh`` on an empty artifacts root) and compares every number of each
 new metrics file with the committed reports/<profile>/<notebook>_metrics.json, printing what moved and by
 how much; the exit status is 1 when anything moved beyond tolerance. Timings (any key naming seconds,
-minutes, time, latency, speed, throughput, or ending in ``_s``/``_ms``; a row whose ``quantity`` names one,
-such as 03's batch-1 speed-up beside the paper's) and the ``environment`` are never compared; strings are not compared; a list that changed length counts as moved. The rule:
+minutes, time, latency, speed, throughput, or ending in ``_s``/``_ms``, and any paper-vs-ours row whose
+``quantity`` names one, such as 03's batch-1 speed-up) and the ``environment`` are never compared; strings
+are not compared; a list that changed length counts as moved. The rule:
 
 - **Same machine** (the two files' ``environment`` name the same CPU model, thread count and torch
   build): every number must be bit-identical as written (6 decimals). The training loop, the data order
