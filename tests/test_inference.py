@@ -202,3 +202,48 @@ def test_exit_breakdown_times_every_exit_with_its_macs(batch):
     assert all(r["stages ms"] > 0 and r["head ms"] > 0 and r["decision ms"] > 0 for r in rows)
     stages_and_heads = sum(r["stages MACs %"] + r["head MACs %"] for r in rows)
     assert stages_and_heads == pytest.approx(100 * table.exit_macs[-1] / table.backbone_macs)
+
+
+def test_inference_form_has_flat_stages_without_identities_and_one_row_results_like_the_batch():
+    net = _net()
+    mac_table(net)                                   # exit costs, which the form keeps
+    form = inference_form(net)
+    assert not any(isinstance(m, torch.nn.Identity) for m in form.backbone.modules())
+    assert all(not any(isinstance(c, torch.nn.Sequential) for c in s) for s in form.backbone.stages)
+    x = torch.randn(12, 3, 32, 32, dtype=torch.float64)
+    assert torch.allclose(net.backbone(x), form.backbone(x), atol=1e-9)
+    policy = ClassExclusion([0.2] * (net.num_exits - 1))
+    batch = form.early_exit(x, policy)
+    for i in range(12):
+        one = form.early_exit(x[i:i + 1], policy)
+        assert (one.prediction.tolist(), one.exit_index.tolist()) == ([batch.prediction[i].item()],
+                                                                      [batch.exit_index[i].item()])
+        assert one.macs.tolist() == [batch.macs[i].item()] and one.macs.dtype == torch.float64
+
+
+def test_paired_rows_times_each_function_on_every_row_in_alternating_order():
+    import time
+    from earlyexit.speed import paired_rows
+    calls = []
+
+    def fast(r):
+        calls.append(("fast", r))
+
+    def slow(r):
+        calls.append(("slow", r))
+        time.sleep(0.002)
+
+    a, b = paired_rows(fast, slow, list(range(6)), repeats=3)
+    assert len(a) == len(b) == 3 and all(tb > ta and tb >= 6 * 0.002 for ta, tb in zip(a, b))
+    timed = calls[4:]                                        # two warm-up rows first
+    assert len(timed) == 36 and [c[1] for c in timed[:4]] == [0, 0, 1, 1]
+    assert [c[0] for c in timed[:4]] == ["slow", "fast", "fast", "slow"]
+
+
+def test_time_predicted_speedup_weighs_each_row_by_the_stages_it_runs():
+    from earlyexit.speed import time_predicted_speedup
+    net = MultiExitNet(build_backbone("vgg_small", width=0.125)).eval()   # exits after stages 0..5
+    per_stage = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0]                         # six stages, then the classifier
+    exits = torch.tensor([1, 1, 6, 6])                                       # two rows after stage 1, two at the end
+    assert time_predicted_speedup(net, exits, per_stage) == pytest.approx(8 / ((2 + 2 + 8 + 8) / 4))
+    assert time_predicted_speedup(net, torch.tensor([6]), per_stage) == 1.0

@@ -252,10 +252,10 @@ def speed_table(repeats: int = 5, batch1_rows: int = 128, only: str | None = Non
                     form1 = inference_form(net)
                     policy1 = _calibrated(form1, xb, entry["rule"], _scenario_shares(scenario, net.num_exits - 1))
                     rows.append(speed_rows(form1, xb, policy1, table, 1, repeats,
-                                           {**label, "weights": f"random, {scenario}"}))
+                                           {**label, "weights": f"random, {scenario}"}, stage_timed=True))
                 else:
                     rows.append(speed_rows(form, xb, policy, table, 256, repeats,
-                                           {**label, "weights": f"random, {scenario}"}))
+                                           {**label, "weights": f"random, {scenario}"}, stage_timed=True))
     return rows
 
 
@@ -277,7 +277,7 @@ def _trained_rows(entry: dict, repeats: int, batch1_rows: int, label: dict) -> l
     x, _ = next(iter(run.loader("test", batch_size=256)))
     form = inference_form(run.net)
     return [speed_rows(form, x if b > 1 else x[:batch1_rows], policy, run.macs, b, repeats,
-                       {**label, "weights": "trained"}) for b in (1, 256)]
+                       {**label, "weights": "trained"}, stage_timed=True) for b in (1, 256)]
 
 
 def default_costs_row(repeats: int = 5, rows: int = 64) -> dict:

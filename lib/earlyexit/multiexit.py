@@ -16,7 +16,11 @@ How the real forward stays as cheap as its MACs (measured in ``benchmark.py``, `
   carrying the finished rows along costs their share of the remaining stages and heads. The batch is
   compacted when ``carried rows x MACs still ahead > COPY_MACS x kept rows x activation elements per
   row`` (with unknown costs: whenever a row leaves). Rows carried along are computed and ignored.
-- a batch of one runs a loop without bookkeeping: stage, head, decision, stop when it says so.
+- a batch of one runs a loop without bookkeeping: stage, head, decision, stop when it says so. What
+  it still pays per exit is the head's and the decision's few eager calls (mean, linear, the rule's
+  readout), a few microseconds each, two to three times what they cost in a tight loop because the
+  convolution before them has evicted the interpreter's working set from the caches (``make bench``
+  with ``--breakdown`` prints it per exit).
 
 ``inference.inference_form(net)`` gives the same network with batch norm folded into the preceding
 convolutions (and channels_last), the form to time; the policy driver is ``policies.run_exit_policy``,
@@ -104,12 +108,13 @@ class MultiExitNet(nn.Module):
 
     def exit_inputs(self, x: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
         """(k, the stage output exit k reads) for every exit in order, running each stage once: the one
-        walk through the stages that every full and early-exit forward shares."""
-        stage_done = -1
-        for k in range(self.num_exits):
-            for s in range(stage_done + 1, self.exit_stage(k) + 1):
-                x = self.backbone.stages[s](x)
-            stage_done = self.exit_stage(k)
+        walk through the stages that every full and early-exit forward shares (a plain list, not
+        ``nn.ModuleList`` lookups, which cost a microsecond each at batch 1)."""
+        stages, done = list(self.backbone.stages), -1
+        for k, stage in enumerate(self.exit_after + [len(stages) - 1]):
+            while done < stage:
+                done += 1
+                x = stages[done](x)
             yield k, x
 
     def forward(self, x: torch.Tensor) -> ExitOutputs:
@@ -124,39 +129,45 @@ class MultiExitNet(nn.Module):
         """The stage outputs that each exit reads (the last one feeds the classifier)."""
         return [h for _, h in self.exit_inputs(x)]
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def early_exit(self, x: torch.Tensor, policy: ExitPolicy,
                    exit_costs: Sequence[float] | torch.Tensor | None = None) -> EarlyExitResult:
         """Real early-exit inference on a batch: rows leave the batch as soon as they exit.
 
         ``exit_costs`` (MACs of stopping at each exit) default to ``self.exit_costs``; they price
-        each row's exit and drive the compact-or-carry rule. Nothing is profiled here."""
+        each row's exit and drive the compact-or-carry rule. Nothing is profiled here. Runs in
+        inference mode (a microsecond less per tensor operation than no_grad, which counts at batch 1):
+        the result's tensors are inference tensors, to be read or copied, not changed in place."""
         if self.training:
             raise RuntimeError("call net.eval() before early_exit: batch-norm must use running statistics")
         costs = self.exit_costs if exit_costs is None else exit_costs
-        costs = None if costs is None else [float(c) for c in costs]
         if costs is not None and len(costs) != self.num_exits:
             raise ValueError(f"{len(costs)} exit costs given for {self.num_exits} exits")
         x = x.contiguous(memory_format=self.input_format) if x.dim() == 4 else x
         if len(x) == 1:
-            prediction, exit_index = self._early_exit_one(x, policy)
-        else:
-            prediction, exit_index = self._early_exit_batch(x, policy, costs)
+            pred, k = self._early_exit_one(x, policy)
+            both = torch.tensor([pred, k], device=x.device)   # one tensor for the two results, not two
+            return EarlyExitResult(both[:1], both[1:], None if costs is None else
+                                   torch.tensor([float(costs[k])], dtype=torch.float64, device=x.device))
+        costs = None if costs is None else [float(c) for c in costs]
+        prediction, exit_index = self._early_exit_batch(x, policy, costs)
         spent = None
         if costs is not None:
             spent = torch.tensor(costs, dtype=torch.float64, device=exit_index.device)[exit_index]
         return EarlyExitResult(prediction, exit_index, spent)
 
-    def _early_exit_one(self, x: torch.Tensor, policy: ExitPolicy) -> tuple[torch.Tensor, torch.Tensor]:
-        """One row: stage, head, decision (``decide_one``: Python values, no masks), and stop when the
-        policy says so. No gathers, no per-row bookkeeping."""
-        state, last = policy.init_state(1), self.num_exits - 1
+    def _early_exit_one(self, x: torch.Tensor, policy: ExitPolicy) -> tuple[int, int]:
+        """One row: (prediction, exit) as Python ints. Per exit only its stages, its head and the
+        policy's ``decide_one`` (Python values, no masks) run: no gathers, no per-row bookkeeping."""
+        heads, decide, last = list(self.heads), policy.decide_one, self.num_exits - 1
+        state = policy.init_state(1)
         for k, h in self.exit_inputs(x):
-            logits, gate = self.exit_output(k, h)
-            stop, pred, state = policy.decide_one(k, self.num_exits, logits, gate, state)
-            if k == last or stop:
-                return (torch.full((1,), pred, dtype=torch.long, device=logits.device),
-                        torch.full((1,), k, dtype=torch.long, device=logits.device))
+            if k == last:
+                return decide(k, last + 1, self.backbone.classifier(h), None, state)[1], k
+            logits, gate = heads[k](h)
+            stop, pred, state = decide(k, last + 1, logits, gate, state)
+            if stop:
+                return pred, k
         raise AssertionError("unreachable: the last exit takes every row")
 
     def _early_exit_batch(self, x: torch.Tensor, policy: ExitPolicy,

@@ -35,8 +35,9 @@ class ExitPolicy:
                    state: State) -> tuple[bool, int, State]:
         """``decide`` for a batch of one row, as Python values: the batch-of-one forward calls it at
         every exit, so a rule may override it with fewer tensor operations. It must decide exactly
-        as ``decide`` does (the same comparisons on the same float values); the state it passes on
-        is its own, only ever read by its own ``decide_one``."""
+        as ``decide`` does (the same comparisons on the same float values); the prediction it returns
+        counts only where the row stops or at the final exit (elsewhere a rule may skip reading it);
+        the state it passes on is its own, only ever read by its own ``decide_one``."""
         stop, pred, state = self.decide(k, num_exits, logits, gate, state)
         return bool(stop[0]), int(pred[0]), state
 
@@ -102,11 +103,11 @@ class PerExitThresholds(ExitPolicy):
         return values
 
     def decide_one(self, k, num_exits, logits, gate, state):
-        pred = self.prediction(k, logits).item()
-        if k >= len(self.thresholds):
-            return False, pred, state
-        # a float32 (or float64) confidence and a float32 cut compare exactly as Python floats
-        return self.confidence(k, logits, gate).item() >= self._cut_values()[k], pred, state
+        # a float32 (or float64) confidence and a float32 cut compare exactly as Python floats; the
+        # prediction is read only where the row stops (one readout less at every exit it passes)
+        if k < len(self.thresholds) and self.confidence(k, logits, gate).item() < self._cut_values()[k]:
+            return False, -1, state
+        return k < len(self.thresholds), self.prediction(k, logits).item(), state
 
 
 class MaxProbability(PerExitThresholds):

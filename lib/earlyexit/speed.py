@@ -1,7 +1,7 @@
 """Wall clock of the real early exit against the plain network, as ``make bench`` and notebook 05 time it.
 
-Timings are interleaved repeats (plain, early exit, plain, ...), so that a noisy neighbour shows up as
-spread in both columns instead of biasing one; speed-ups compare medians, and ``display`` shows each
+Timings are interleaved repeats (plain, early exit, plain, ...; at batch 1 row by row), so that a noisy
+neighbour shows up as spread in both columns instead of biasing one; speed-ups compare medians, and ``display`` shows each
 column as "median [min-max]" in ms per image. The caller sets the thread count (one thread for every published number).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 
 from .device import synchronize
 
-__all__ = ["timings", "interleaved", "speed_rows", "display", "exit_breakdown"]
+__all__ = ["timings", "interleaved", "paired_rows", "stage_times", "time_predicted_speedup", "speed_rows", "display", "exit_breakdown"]
 
 
 def timings(fn, repeats: int) -> list[float]:
@@ -40,31 +40,96 @@ def interleaved(first, second, repeats: int) -> tuple[list[float], list[float]]:
     return a, b
 
 
-@torch.no_grad()
-def speed_rows(form, x: torch.Tensor, policy, table, batch: int, repeats: int, label: dict) -> dict:
+def paired_rows(first, second, rows: list, repeats: int) -> tuple[list[float], list[float]]:
+    """Seconds per repeat of ``first(row)`` and of ``second(row)`` over all ``rows``, the two timed back
+    to back on each row in alternating order: a batch-1 call lasts about a millisecond while this
+    kind of machine drifts by 20% over tenths of a second, so pairing row by row cancels drift that
+    interleaving whole passes leaves in. The first two rows warm up untimed."""
+    def clock() -> float:
+        synchronize()      # on an accelerator, the queued work of the call before
+        return time.perf_counter()
+
+    for r in rows[:2]:
+        first(r), second(r)
+    a, b = [], []
+    for _ in range(repeats):
+        ta = tb = 0.0
+        for i, r in enumerate(rows):
+            one, two = (first, second) if i % 2 else (second, first)
+            t0 = clock()
+            one(r)
+            t1 = clock()
+            two(r)
+            t2 = clock()
+            d_first, d_second = (t1 - t0, t2 - t1) if i % 2 else (t2 - t1, t1 - t0)
+            ta, tb = ta + d_first, tb + d_second
+        a.append(ta)
+        b.append(tb)
+    return a, b
+
+
+@torch.inference_mode()
+def stage_times(backbone, batches: list[torch.Tensor], repeats: int) -> list[float]:
+    """Seconds per image of each stage of the plain ``backbone`` and then of its classifier, summed over
+    ``batches`` (each row alone at batch 1), medians over ``repeats`` after one warm-up pass."""
+    parts = list(backbone.stages) + [backbone.classifier]
+    runs = []
+    for rep in range(repeats + 1):
+        spent = [0.0] * len(parts)
+        for h in batches:
+            for i, part in enumerate(parts):
+                synchronize()
+                t0 = time.perf_counter()
+                h = part(h)
+                synchronize()
+                spent[i] += time.perf_counter() - t0
+        if rep:
+            runs.append(spent)
+    images = sum(len(b) for b in batches)
+    return [statistics.median(r[i] for r in runs) / images for i in range(len(parts))]
+
+
+def time_predicted_speedup(form, exits: torch.Tensor, per_stage: list[float]) -> float:
+    """The speed-up a free exit would give: the plain backbone's own time over the mean time of the
+    stages each row runs (its exit's stages; the classifier for rows that reach it). MACs predict
+    time only as far as every stage runs as many MACs per second; this prediction needs no such
+    assumption, so realised / time-predicted is what the early-exit engine itself keeps."""
+    upto = [sum(per_stage[:form.exit_stage(k) + 1]) for k in range(form.num_exits)]
+    upto[-1] = sum(per_stage)
+    spent = torch.tensor(upto, dtype=torch.float64)[exits].mean().item()
+    return sum(per_stage) / spent
+
+
+@torch.inference_mode()
+def speed_rows(form, x: torch.Tensor, policy, table, batch: int, repeats: int, label: dict,
+               stage_timed: bool = False) -> dict:
     """Plain backbone vs real early exit of ``form`` (a network as it will be timed, normally
-    ``inference_form(net)``) on ``x``: one batch of ``batch`` rows, or ``len(x)`` rows one by one
-    when batch is 1. Plain and early-exit repeats are interleaved. Times are ms per image, one per
-    repeat; the speed-ups compare medians (``display`` formats a row for reading)."""
+    ``inference_form(net)``) on ``x``: one batch of ``batch`` rows (plain and early-exit repeats
+    interleaved), or ``len(x)`` rows one by one when batch is 1 (``paired_rows``), both in inference
+    mode. Times are ms per image, one per repeat; the speed-ups compare medians (``display`` formats
+    a row for reading). ``stage_timed`` adds the speed-up predicted by the plain backbone's stage times
+    (``time_predicted_speedup``) and realised over it."""
     x = x[:batch] if batch > 1 else x
     xs = x.contiguous(memory_format=form.input_format)
     if batch == 1:
         rows = [xs[i:i + 1] for i in range(len(xs))]
-        plain = lambda: [form.backbone(r) for r in rows]  # noqa: E731
-        early = lambda: [form.early_exit(r, policy, table.exit_macs) for r in rows]  # noqa: E731
+        tp, te = paired_rows(form.backbone, lambda r: form.early_exit(r, policy, table.exit_macs), rows, repeats)
+        exits = torch.cat([form.early_exit(r, policy, table.exit_macs).exit_index for r in rows])
     else:
-        plain = lambda: form.backbone(xs)  # noqa: E731
-        early = lambda: form.early_exit(xs, policy, table.exit_macs)  # noqa: E731
-    tp, te = interleaved(plain, early, repeats)
-    result = early()
-    exits = torch.cat([r.exit_index for r in result]) if batch == 1 else result.exit_index
+        tp, te = interleaved(lambda: form.backbone(xs), lambda: form.early_exit(xs, policy, table.exit_macs), repeats)
+        exits = form.early_exit(xs, policy, table.exit_macs).exit_index
     mean_macs = torch.tensor(table.exit_macs, dtype=torch.float64)[exits].mean().item()
     predicted = table.backbone_macs / mean_macs
     realised = statistics.median(tp) / statistics.median(te)
     shares = torch.bincount(exits, minlength=len(table.exit_macs)).double() / len(exits)
-    return {**label, "batch": batch, "images": len(x), "exit shares": shares.tolist(),
-            "plain ms": [1e3 * t / len(x) for t in tp], "early exit ms": [1e3 * t / len(x) for t in te],
-            "predicted": predicted, "realised": realised, "realised/predicted": realised / predicted}
+    row = {**label, "batch": batch, "images": len(x), "exit shares": shares.tolist(),
+           "plain ms": [1e3 * t / len(x) for t in tp], "early exit ms": [1e3 * t / len(x) for t in te],
+           "predicted": predicted, "realised": realised, "realised/predicted": realised / predicted}
+    if stage_timed:
+        per_stage = stage_times(form.backbone, rows if batch == 1 else [xs], repeats)
+        row["time-predicted"] = time_predicted_speedup(form, exits, per_stage)
+        row["realised/time-predicted"] = realised / row["time-predicted"]
+    return row
 
 
 def display(rows: list[dict]) -> list[dict]:
