@@ -199,7 +199,7 @@ def test_exit_breakdown_times_every_exit_with_its_macs(batch):
     rows = exit_breakdown(form, torch.randn(8, 3, 32, 32), ClassExclusion([0.0] * (net.num_exits - 1)), table,
                           batch, repeats=2)
     assert [r["exit"] for r in rows] == list(range(1, net.num_exits + 1))
-    assert all(r["stages ms"] > 0 and r["head ms"] > 0 and r["decision ms"] > 0 for r in rows)
+    assert all(r["stages us"] > 0 and r["head us"] > 0 and r["decision us"] > 0 for r in rows)
     stages_and_heads = sum(r["stages MACs %"] + r["head MACs %"] for r in rows)
     assert stages_and_heads == pytest.approx(100 * table.exit_macs[-1] / table.backbone_macs)
 

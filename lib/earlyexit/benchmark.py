@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.breakdown:
         torch.set_num_threads(1)
-        print(f"where the early exit's time goes when no row leaves: ms per image, median of {args.repeats} repeats, "
+        print(f"where the early exit's time goes when no row leaves: microseconds per image, median of {args.repeats} repeats, "
               f"1 thread, {cpu_model()}, inference form")
         for name, rows in breakdown_tables(args.repeats, only=args.only).items():
             print(f"\n{name}\n{_table(rows)}")

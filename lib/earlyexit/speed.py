@@ -143,8 +143,8 @@ def display(rows: list[dict]) -> list[dict]:
 
 @torch.no_grad()
 def exit_breakdown(form, x: torch.Tensor, policy, table, batch: int, repeats: int) -> list[dict]:
-    """Where the early-exit forward's time goes, exit by exit, when every row goes on to the end: ms per
-    image of the stages run before each exit, of its head and of the policy's decision (``decide`` on the
+    """Where the early-exit forward's time goes, exit by exit, when every row goes on to the end:
+    microseconds per image of the stages run before each exit, of its head and of the policy's decision (``decide`` on the
     batch, ``decide_one`` at batch 1, as ``early_exit`` calls them), medians over ``repeats``, beside the
     MACs that predict them (% of the plain backbone). What the MACs do not predict (the decision, and a
     head slower than its MACs) is the fixed cost each exit adds whether or not a row leaves there."""
@@ -170,13 +170,13 @@ def exit_breakdown(form, x: torch.Tensor, policy, table, batch: int, repeats: in
         if rep:
             for k in range(k_total):
                 for j in range(3):
-                    times[k][j].append(1e3 * spent[k][j] / (len(rows) * len(rows[0])))
+                    times[k][j].append(1e6 * spent[k][j] / (len(rows) * len(rows[0])))
     macs, out, previous = table.backbone_macs, [], -1
     for k in range(k_total):
         stage = form.exit_stage(k)
         stage_macs = sum(table.stage_macs[previous + 1:stage + 1])
         previous = stage
         stages, head, decision = (statistics.median(v) for v in times[k])
-        out.append({"exit": k + 1, "stages ms": stages, "head ms": head, "decision ms": decision,
+        out.append({"exit": k + 1, "stages us": stages, "head us": head, "decision us": decision,
                     "stages MACs %": 100 * stage_macs / macs, "head MACs %": 100 * table.head_macs[k] / macs})
     return out
