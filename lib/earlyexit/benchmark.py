@@ -3,7 +3,9 @@
 0. Real early-exit speed (the first table): realised / MAC-predicted speed-up of the real early-exit
    forward (``MultiExitNet.early_exit`` on ``inference.inference_form``: BN folded, channels_last) against
    the plain backbone in the same form, for the cpu networks of notebooks 00, 01 and 03 with their rules,
-   at batch 1 and 256, one thread, median [min-max] of ms per image over interleaved repeats. Trained
+   at batch 1 and 256, one thread, median [min-max] of ms per image over interleaved repeats (at batch 1
+   row by row, ``speed.paired_rows``), beside the speed-up the plain network's own stage times predict and
+   realised over it (what the engine keeps of what the exits make possible). Trained
    networks are used when their checkpoints are complete in artifacts/; random weights always, with each
    rule's thresholds (for gates: the gate biases) calibrated so that chosen shares of the timed rows leave
    at chosen exits: none, half at the middle exit, 60% spread evenly over the early exits. Then every
