@@ -197,7 +197,7 @@ def _calibrated(form, x: torch.Tensor, rule: str, shares: list[float]):
         t = _leaving_thresholds(torch.stack([g.float() for g in out.gates[:-1]]), shares)
         with torch.no_grad():
             for head, tk in zip(form.heads, t):   # InferenceHead: the gate's bias follows the class biases
-                head.out.bias[head.num_classes] -= tk if tk != float("inf") else 1e4
+                head.bias[head.num_classes] -= tk if tk != float("inf") else 1e4
         return hard_gate_rule(form.num_exits, GATE_THRESHOLD)
     # class exclusion: beta_k by bisection, exit by exit (more exclusion = more rows leave at k)
     from .outputs import CachedOutputs

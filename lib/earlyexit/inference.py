@@ -7,7 +7,7 @@ with an increasing affine map) is folded into that layer's weights and bias and 
 identity; the backbone's stages and classifier are then flattened without those identities; 4-d
 weights and activations use channels_last, which the CPU convolution kernels run faster at one
 thread; every exit head becomes an ``InferenceHead`` (its feature layers without the identities,
-then class and gate outputs from one linear layer). All of this because at batch 1 each eager call
+global average pooling as a sum, then class and gate outputs from one weight matrix). All of this because at batch 1 each eager call
 after a stage costs 5-20 microseconds whatever its MACs. Everything else (forward, early_exit,
 collect_outputs) works unchanged on it, so the real-vs-offline agreement holds on the folded network
 exactly as on the original, and the plain reference for speed is ``form.backbone`` (the same folding,
@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .heads import ExitHead, GlobalAvgPool
@@ -115,21 +116,24 @@ def _flat(module: nn.Module) -> list[nn.Module]:
 
 class InferenceHead(nn.Module):
     """An ``ExitHead`` with as few eager calls as it allows: the feature layers as one flat list
-    (identities dropped, global average pooling as a bare mean), and the class logits and the gate
-    logit (if any) from one ``Linear`` holding both weights. Same function, same MACs (``mac_table``
-    counts it as it counts the original)."""
+    (identities dropped), global average pooling as a bare sum with 1 / (H W) folded into the weights
+    (a sum is half the cost of a mean at batch 1), and the class logits and the gate logit (if any) from
+    one weight matrix. Same function up to float rounding, same MACs (``count_macs`` counts the layers
+    and the one linear map, as ``mac_table`` counts the original)."""
 
-    def __init__(self, head: ExitHead):
+    def __init__(self, head: ExitHead, in_shape: tuple[int, ...]):
         super().__init__()
         layers = _flat(head.features)
-        self.pool_mean = isinstance(layers[-1], GlobalAvgPool)
-        self.layers = nn.ModuleList(m for m in layers[:len(layers) - self.pool_mean] if not isinstance(m, nn.Identity))
+        self.pool_sum = isinstance(layers[-1], GlobalAvgPool)
+        self.layers = nn.ModuleList(m for m in layers[:len(layers) - self.pool_sum] if not isinstance(m, nn.Identity))
         self.has_layers = len(self.layers) > 0
+        if self.pool_sum:
+            h, w = _spatial_size(self.layers, in_shape)
         outputs = [head.fc] + ([head.gate] if head.has_gate else [])
-        self.out = nn.Linear(head.fc.in_features, sum(o.out_features for o in outputs),
-                             dtype=head.fc.weight.dtype, device=head.fc.weight.device).requires_grad_(False)
-        self.out.weight.copy_(torch.cat([o.weight.detach() for o in outputs]))
-        self.out.bias.copy_(torch.cat([o.bias.detach() for o in outputs]))
+        weight = torch.cat([o.weight.detach() for o in outputs]).double()
+        self.weight = nn.Parameter((weight / (h * w) if self.pool_sum else weight).to(head.fc.weight.dtype),
+                                   requires_grad=False)
+        self.bias = nn.Parameter(torch.cat([o.bias.detach() for o in outputs]), requires_grad=False)
         self.num_classes = head.fc.out_features
         self.has_gate = head.has_gate
 
@@ -137,12 +141,32 @@ class InferenceHead(nn.Module):
         if self.has_layers:
             for layer in self.layers:
                 x = layer(x)
-        if self.pool_mean:
-            x = x.mean((2, 3))
-        out = self.out(x)
+        if self.pool_sum:
+            x = x.sum((2, 3))
+        params = self._parameters   # a plain dict: nn.Module's attribute lookup costs ~0.6 us per name
+        out = F.linear(x, params["weight"], params["bias"])
         if self.has_gate:
             return out[:, :self.num_classes], out[:, self.num_classes]
         return out, None
+
+    @staticmethod
+    def count_macs(module: "InferenceHead", inputs, output) -> None:
+        """thop's rule: the linear map's MACs per row plus the feature layers' (thop's own rules count
+        those in their ``total_ops`` as the layers run, but it reads no further than this head's rule)."""
+        layers = sum(m.total_ops for m in module.layers if hasattr(m, "total_ops"))   # flat: leaves only
+        module.total_ops += layers + len(inputs[0]) * module.weight.numel()
+
+
+def _spatial_size(layers: nn.ModuleList, in_shape: tuple[int, ...]) -> tuple[int, int]:
+    """(H, W) of what the layers make of an input of shape ``in_shape`` (C, H, W)."""
+    if not len(layers):
+        return in_shape[1], in_shape[2]
+    weight = next(layers.parameters(), None)
+    x = torch.zeros(1, *in_shape, dtype=torch.float32 if weight is None else weight.dtype)
+    with torch.no_grad():
+        for layer in layers:
+            x = layer(x)
+    return x.shape[2], x.shape[3]
 
 
 def _without_identities(module: nn.Module) -> nn.Module:
@@ -163,7 +187,9 @@ def inference_form(net: MultiExitNet, fold_bn: bool = True, channels_last: bool 
     if channels_last:
         form = form.to(memory_format=torch.channels_last)
         form.input_format = torch.channels_last
-    form.heads = nn.ModuleList(InferenceHead(h) if isinstance(h, ExitHead) else h for h in form.heads)
+    shapes = form.backbone.stage_shapes()
+    form.heads = nn.ModuleList(InferenceHead(h, shapes[s]) if isinstance(h, ExitHead) else h
+                               for h, s in zip(form.heads, form.exit_after))
     return form.eval()
 
 

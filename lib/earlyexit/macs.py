@@ -50,7 +50,9 @@ def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Conv + linear MACs of ``module`` for one input of shape ``input_shape`` (no batch dim)."""
     clone = copy.deepcopy(module).float().eval()
     x = torch.zeros(1, *input_shape)
-    macs, _ = profile(clone, inputs=(x,), custom_ops=_rules(clone), verbose=False)
+    # wrapped, so that thop treats a module with its own rule alike as the root and as a child (at the
+    # root it would add the children's counts to the rule's)
+    macs, _ = profile(nn.Sequential(clone), inputs=(x,), custom_ops=_rules(clone), verbose=False)
     return int(round(macs))
 
 
