@@ -8,6 +8,7 @@ from earlyexit.backbones import build_backbone
 from earlyexit.data import tensor_batches
 from earlyexit.class_exclusion import ClassExclusion, SingleConfident
 from earlyexit.e2cm import E2CMExit
+from earlyexit.eenet import EENetPolicy, UtilityScheduler
 from earlyexit.evaluate import (convex_hull, evaluate_policy, pareto_front, random_thresholds, select,
                                 shared_threshold_sweep, sweep_thresholds)
 from earlyexit.macs import mac_table
@@ -184,6 +185,14 @@ def test_batch_of_one_decisions_equal_the_batched_ones(classes):
              Entropy([0.5] * (k - 1)), Patience(2), GateThreshold([0.7] * (k - 1)), NeverExit(),
              ClassExclusion([0.0, 0.3, 0.6, 0.9]), ClassExclusion([0.5, 1.0, 0.2, 0.4], restrict_final=False),
              SingleConfident([0.2, 0.5, 0.9, 0.3])]
+    torch.manual_seed(classes)
+    scheduler = UtilityScheduler(k, classes)
+    scores = EENetPolicy(scheduler, [0.0] * (k - 1)).scores(CachedOutputs(logits, torch.zeros(n, dtype=torch.long)))
+    for carried in ("clamped", "unclamped_at_test"):
+        # cuts halfway between two rows' scores, not on one: the scheduler's matrix product rounds a
+        # row's score differently alone and in a batch (BLAS), so a row exactly on a cut may go either way
+        cuts = [float(v.sort().values[n // 2 - 1:n // 2 + 1].mean()) for v in scores.T[:-1]]
+        rules.append(EENetPolicy(scheduler, cuts, carried))
     for rule in rules:
         prediction, exit_index = run_exit_policy(rule, k, n, lambda j, a, keep: (logits[j, a], gates[j, a]))
         for i in range(0, n, 3):
