@@ -4,7 +4,10 @@ A policy looks at one exit's outputs for the rows that are still running and say
 stop there and what they predict. Per-row state (a patience counter, a set of remaining classes)
 travels in a dict of tensors whose first dimension is the row; the driver drops exited rows from it.
 Decisions depend on a row's own values only, which is why the real forward (which removes exited
-rows from the batch) and the offline evaluator (which reads cached logits) agree exactly.
+rows from the batch) and the offline evaluator (which reads cached logits) agree exactly, with one
+caveat: a row's logits can differ in the last bit between a batch of one and a bigger batch (BLAS rounds
+a matrix-vector product differently from a matrix product), so at batch 1 a row whose score lies within
+that rounding of a threshold could go either way.
 """
 from __future__ import annotations
 
