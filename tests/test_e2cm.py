@@ -206,3 +206,26 @@ def test_runs_sharing_a_frozen_backbone_get_the_same_outputs_from_one_pass(tmp_p
         assert torch.equal(out.logits, alone.logits) and torch.equal(out.labels, alone.labels)
     assert not torch.equal(together[0].logits[-1], together[1].logits[-1])
     assert torch.equal(outputs_of_runs(runs[:1], "test")[0].logits, together[0].logits)  # read back from the cache
+
+
+@pytest.mark.parametrize("feature", ["gap", "flatten"])
+def test_inference_form_class_means_compute_the_same_function_and_exit_alike_at_batch_one(feature):
+    """The inference form's E2CM heads (cdist in direct mode) give the original heads' scores up to float
+    rounding, count the same MACs, and the real batch-of-one forward of the form exits exactly as the
+    offline rule on the form's own outputs."""
+    from earlyexit.inference import InferenceClassMeans, inference_form
+    net = _fitted(feature)
+    form = inference_form(net)
+    assert all(isinstance(h, InferenceClassMeans) for h in form.heads)
+    assert mac_table(form).head_macs == mac_table(net).head_macs
+    x, y = torch.randn(48, 3, 32, 32), torch.randint(0, 10, (48,))
+    a, b = net(x).logits, form(x.contiguous(memory_format=form.input_format)).logits
+    assert all(torch.allclose(za, zb, rtol=1e-4, atol=1e-5) for za, zb in zip(a, b))
+    outputs, macs = collect_outputs(form, tensor_batches(x, y, 16)), mac_table(net)
+    conf = torch.softmax(outputs.logits[:-1], 2).max(2).values
+    policy = e2cm_policy(net, conf.median(1).values.tolist())
+    offline = evaluate_policy(outputs, policy, macs)
+    real = [form.early_exit(x[i:i + 1], policy, macs.exit_macs) for i in range(len(x))]
+    assert [r.exit_index.item() for r in real] == offline.exit_index.tolist()
+    assert [r.prediction.item() for r in real] == offline.prediction.tolist()
+    assert sum(c > 0 for c in offline.exit_counts) > 1
