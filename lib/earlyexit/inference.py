@@ -7,8 +7,9 @@ with an increasing affine map) is folded into that layer's weights and bias and 
 identity; the backbone's stages and classifier are then flattened without those identities; 4-d
 weights and activations use channels_last, which the CPU convolution kernels run faster at one
 thread; every exit head becomes an ``InferenceHead`` (its feature layers without the identities,
-global average pooling as a sum, then class and gate outputs from one weight matrix). All of this because at batch 1 each eager call
-after a stage costs 5-20 microseconds whatever its MACs. Everything else (forward, early_exit,
+global average pooling as a sum, then class and gate outputs from one weight matrix), and E2CM's
+class-means heads an ``InferenceClassMeans``. All of this because at batch 1 each eager call after a
+stage costs 5-20 microseconds whatever its MACs. Everything else (forward, early_exit,
 collect_outputs) works unchanged on it, so the real-vs-offline agreement holds on the folded network
 exactly as on the original, and the plain reference for speed is ``form.backbone`` (the same folding,
 the same flattening, the same layout).
@@ -128,12 +129,10 @@ class InferenceHead(nn.Module):
         self.pool_sum = isinstance(layers[-1], GlobalAvgPool)
         self.layers = nn.ModuleList(m for m in layers[:len(layers) - self.pool_sum] if not isinstance(m, nn.Identity))
         self.has_layers = len(self.layers) > 0
-        if self.pool_sum:
-            h, w = _spatial_size(self.layers, in_shape)
+        pooled_pixels = _pixels(self.layers, in_shape) if self.pool_sum else 1
         outputs = [head.fc] + ([head.gate] if head.has_gate else [])
-        weight = torch.cat([o.weight.detach() for o in outputs]).double()
-        self.weight = nn.Parameter((weight / (h * w) if self.pool_sum else weight).to(head.fc.weight.dtype),
-                                   requires_grad=False)
+        weight = torch.cat([o.weight.detach() for o in outputs]).double() / pooled_pixels
+        self.weight = nn.Parameter(weight.to(head.fc.weight.dtype), requires_grad=False)
         self.bias = nn.Parameter(torch.cat([o.bias.detach() for o in outputs]), requires_grad=False)
         self.num_classes = head.fc.out_features
         self.has_gate = head.has_gate
@@ -181,16 +180,16 @@ class InferenceClassMeans(nn.Module):
         module.total_ops += torch.DoubleTensor([len(inputs[0]) * k * (3 * d - 1) / 2])
 
 
-def _spatial_size(layers: nn.ModuleList, in_shape: tuple[int, ...]) -> tuple[int, int]:
-    """(H, W) of what the layers make of an input of shape ``in_shape`` (C, H, W)."""
+def _pixels(layers: nn.ModuleList, in_shape: tuple[int, ...]) -> int:
+    """H x W of what ``layers`` make of an input of shape ``in_shape`` (C, H, W)."""
     if not len(layers):
-        return in_shape[1], in_shape[2]
+        return in_shape[1] * in_shape[2]
     weight = next(layers.parameters(), None)
     x = torch.zeros(1, *in_shape, dtype=torch.float32 if weight is None else weight.dtype)
     with torch.no_grad():
         for layer in layers:
             x = layer(x)
-    return x.shape[2], x.shape[3]
+    return x.shape[2] * x.shape[3]
 
 
 def _without_identities(module: nn.Module) -> nn.Module:
@@ -211,7 +210,8 @@ def _inference_head(head: nn.Module, in_shape: tuple[int, ...]) -> nn.Module:
 
 def inference_form(net: MultiExitNet, fold_bn: bool = True, channels_last: bool = True) -> MultiExitNet:
     """A copy of ``net`` for timing real inference: BN folded, the backbone's stages and classifier as
-    flat sequences without identities, channels_last weights and input layout, ``InferenceHead`` exits.
+    flat sequences without identities, channels_last weights and input layout, ``InferenceHead`` exits
+    (``InferenceClassMeans`` for E2CM's).
     It keeps ``net.exit_costs`` (folding changes no MAC count)."""
     form = fold_batchnorm(net) if fold_bn else copy.deepcopy(net).eval()
     form.backbone.stages = nn.ModuleList(_without_identities(s) for s in form.backbone.stages)
