@@ -17,7 +17,7 @@ How the real forward stays as cheap as its MACs (measured in ``benchmark.py``, `
   compacted when ``carried rows x MACs still ahead > COPY_MACS x kept rows x activation elements per
   row`` (with unknown costs: whenever a row leaves). Rows carried along are computed and ignored.
 - a batch of one runs a loop without bookkeeping: stage, head, decision, stop when it says so. What
-  it still pays per exit is the head's and the decision's few eager calls (mean, linear, the rule's
+  it still pays per exit is the head's and the decision's few eager calls (sum, linear, the rule's
   readout), a few microseconds each, two to three times what they cost in a tight loop because the
   convolution before them has evicted the interpreter's working set from the caches (``make bench``
   with ``--breakdown`` prints it per exit).
