@@ -161,6 +161,8 @@ class EENetPolicy(ExitPolicy):
             raise ValueError(f"{len(thresholds)} thresholds given for {scheduler.num_exits} exits")
         self.scheduler = scheduler.eval()
         self.thresholds = tuple(float(t) for t in thresholds)
+        # ``q >= t`` on a float32 score compares with float32(t): decide_one compares with these
+        self._cuts = torch.tensor(self.thresholds, dtype=torch.float32).tolist()
         self.previous_scores = previous_scores
 
     def init_state(self, n):
@@ -183,13 +185,6 @@ class EENetPolicy(ExitPolicy):
         if q.item() < self._cuts[k]:
             return False, -1, {"q": torch.cat([state["q"], self._carried(q)[:, None]], 1)}
         return True, logits.argmax(1).item(), state
-
-    @property
-    def _cuts(self) -> list[float]:
-        """The thresholds as float32 values: ``q >= t`` on a float32 tensor compares with float32(t)."""
-        if "_cut_values" not in self.__dict__:
-            self._cut_values = torch.tensor(self.thresholds, dtype=torch.float32).tolist()
-        return self._cut_values
 
     def _carried(self, q: torch.Tensor) -> torch.Tensor:
         return q.clamp(0, 1) if self.previous_scores == "clamped" else q
