@@ -221,6 +221,27 @@ def test_inference_form_has_flat_stages_without_identities_and_one_row_results_l
         assert one.macs.tolist() == [batch.macs[i].item()] and one.macs.dtype == torch.float64
 
 
+def test_batch_of_one_answers_as_early_exit_does_inside_and_outside_inference_mode():
+    net = _net()
+    for head in net.heads:  # spread logits so that rows leave at several exits
+        head.fc.weight.data.normal_(0, 2.5)
+    form = inference_form(net)
+    policy = ClassExclusion([0.0, 0.0, 0.5, 0.5, 0.5, 0.5])
+    x = torch.randn(12, 3, 32, 32, dtype=torch.float64) * 3
+    batch = form.early_exit(x, policy)
+    run = form.batch_of_one(policy)
+    with torch.inference_mode():
+        inside = [run(x[i:i + 1]) for i in range(12)]
+    outside = [run(x[i:i + 1].contiguous()) for i in range(12)]   # NCHW in: made channels_last
+    expected = list(zip(batch.prediction.tolist(), batch.exit_index.tolist()))
+    assert inside == outside == expected and len(set(k for _, k in expected)) > 1
+    assert all(type(p) is int and type(k) is int for p, k in inside)
+    with pytest.raises(ValueError, match="one input"):
+        run(x[:2])
+    with pytest.raises(RuntimeError, match="eval"):
+        MultiExitNet(build_backbone("vgg13", width=0.0625)).train().batch_of_one(policy)
+
+
 def test_paired_rows_times_each_function_on_every_row_in_alternating_order():
     import time
     from earlyexit.speed import paired_rows

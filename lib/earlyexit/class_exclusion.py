@@ -175,16 +175,18 @@ class ClassExclusion(ExitPolicy):
             _per_exit(self.betas, num_exits, "betas")
         remaining = state.get("remaining_one")
         if k == num_exits - 1:
-            z = logits.float().tolist()[0]
+            z = logits.tolist()[0]                  # Python floats hold any float dtype's values exactly
             usable = remaining if self.restrict_final and remaining else range(len(z))
             return True, max(sorted(usable), key=z.__getitem__), state     # max keeps the first largest
         s = sigmoid64(logits.tolist()[0])      # the logits' own values, as decide's logits.double()
-        top = max(s)
-        a, cut = s.index(top), self.betas[k] * top                          # index: the first largest
-        candidates = range(len(s)) if remaining is None else remaining | {a}
-        remaining = {c for c in candidates if s[c] > cut}
-        stop = len(remaining) == 1
-        return stop, min(remaining) if stop else a, {"remaining_one": remaining}
+        cut = self.betas[k] * max(s)
+        if remaining is None:
+            remaining = {c for c, v in enumerate(s) if v > cut}
+        else:                                  # the argmax (index: the first largest) rejoins the set
+            remaining = {c for c in remaining | {s.index(max(s))} if s[c] > cut}
+        if len(remaining) == 1:
+            return True, min(remaining), {"remaining_one": remaining}
+        return False, -1, {"remaining_one": remaining}   # the prediction counts only where the row stops
 
 
 @dataclass(frozen=True)

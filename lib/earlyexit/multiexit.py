@@ -38,7 +38,7 @@ from .backbones import StagedBackbone
 from .heads import build_head
 from .policies import ExitPolicy, run_exit_policy
 
-__all__ = ["MultiExitNet", "ExitOutputs", "EarlyExitResult", "gather_rows", "COPY_MACS"]
+__all__ = ["MultiExitNet", "ExitOutputs", "EarlyExitResult", "BatchOfOne", "gather_rows", "COPY_MACS"]
 
 # Copying one activation element (float32, index_select into a fresh buffer) takes about as long as
 # this many conv MACs, one thread (`make bench` prints the ratio: 8-30 on the machines measured, 13-15 on
@@ -130,26 +130,30 @@ class MultiExitNet(nn.Module):
         """The stage outputs that each exit reads (the last one feeds the classifier)."""
         return [h for _, h in self.exit_inputs(x)]
 
-    @torch.inference_mode()
     def early_exit(self, x: torch.Tensor, policy: ExitPolicy,
                    exit_costs: Sequence[float] | torch.Tensor | None = None) -> EarlyExitResult:
         """Real early-exit inference on a batch: rows leave the batch as soon as they exit.
 
         ``exit_costs`` (MACs of stopping at each exit) default to ``self.exit_costs``; they price
         each row's exit and drive the compact-or-carry rule. Nothing is profiled here. Runs in
-        inference mode (a microsecond less per tensor operation than no_grad, which counts at batch 1):
-        the result's tensors are inference tensors, to be read or copied, not changed in place."""
+        inference mode (a microsecond less per tensor operation than no_grad, which counts at batch 1),
+        entered here only if the caller is not already in it: the result's tensors are inference
+        tensors, to be read or copied, not changed in place. For one input at a time, ``batch_of_one``
+        answers with Python ints and builds no result tensors."""
+        if not torch.is_inference_mode_enabled():
+            with torch.inference_mode():
+                return self.early_exit(x, policy, exit_costs)
         if self.training:
             raise RuntimeError("call net.eval() before early_exit: batch-norm must use running statistics")
         costs = self.exit_costs if exit_costs is None else exit_costs
         if costs is not None and len(costs) != self.num_exits:
             raise ValueError(f"{len(costs)} exit costs given for {self.num_exits} exits")
-        x = x.contiguous(memory_format=self.input_format) if x.dim() == 4 else x
         if len(x) == 1:
-            pred, k = self._early_exit_one(x, policy)
+            pred, k = BatchOfOne(self, policy)(x)
             both = torch.tensor([pred, k], device=x.device)   # one tensor for the two results, not two
             return EarlyExitResult(both[:1], both[1:], None if costs is None else
                                    torch.tensor([float(costs[k])], dtype=torch.float64, device=x.device))
+        x = x.contiguous(memory_format=self.input_format) if x.dim() == 4 else x
         costs = None if costs is None else [float(c) for c in costs]
         prediction, exit_index = self._early_exit_batch(x, policy, costs)
         spent = None
@@ -157,19 +161,11 @@ class MultiExitNet(nn.Module):
             spent = torch.tensor(costs, dtype=torch.float64, device=exit_index.device)[exit_index]
         return EarlyExitResult(prediction, exit_index, spent)
 
-    def _early_exit_one(self, x: torch.Tensor, policy: ExitPolicy) -> tuple[int, int]:
-        """One row: (prediction, exit) as Python ints. Per exit only its stages, its head and the
-        policy's ``decide_one`` (Python values, no masks) run: no gathers, no per-row bookkeeping."""
-        heads, decide, last = list(self.heads), policy.decide_one, self.num_exits - 1
-        state = policy.init_state(1)
-        for k, h in self.exit_inputs(x):
-            if k == last:
-                return decide(k, last + 1, self.backbone.classifier(h), None, state)[1], k
-            logits, gate = heads[k](h)
-            stop, pred, state = decide(k, last + 1, logits, gate, state)
-            if stop:
-                return pred, k
-        raise AssertionError("unreachable: the last exit takes every row")
+    def batch_of_one(self, policy: ExitPolicy) -> "BatchOfOne":
+        """Real early exit for one input at a time, as a server answering one request at a time runs
+        it: ``run = net.batch_of_one(policy)``, then ``prediction, exit = run(x)`` for each x [1, ...].
+        Everything that does not depend on the input is prepared here once (see ``BatchOfOne``)."""
+        return BatchOfOne(self, policy)
 
     def _early_exit_batch(self, x: torch.Tensor, policy: ExitPolicy,
                           costs: list[float] | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,6 +192,50 @@ class MultiExitNet(nn.Module):
             return logits, gate
 
         return run_exit_policy(policy, self.num_exits, len(x), outputs_at)
+
+
+class BatchOfOne:
+    """Real early exit of one input: ``BatchOfOne(net, policy)(x)`` = (prediction, exit) as Python ints,
+    deciding exactly as ``net.early_exit`` (which calls it for a batch of one row). Per exit only its
+    stages, its head and the policy's ``decide_one`` (Python values, no masks) run: no gathers, no
+    per-row bookkeeping, no result tensors. Everything else (the stage groups, the heads, the policy's
+    methods) is looked up once, at construction, because after a convolution every Python step runs
+    from cold caches: a fresh set-up per input cost 25-40 microseconds at batch 1 on VGG-small x0.25.
+    So it is a snapshot: build a new one after changing the network's modules. Heads run through their
+    ``forward`` (a module call's hook checks cost a few microseconds more per exit): hooks registered on
+    the heads do not fire here."""
+
+    def __init__(self, net: MultiExitNet, policy: ExitPolicy):
+        if net.training:
+            raise RuntimeError("call net.eval() before early exit: batch-norm must use running statistics")
+        stages, ends = list(net.backbone.stages), net.exit_after
+        starts = [0] + [e + 1 for e in ends]
+        self.num_exits = net.num_exits
+        self.input_format = net.input_format
+        self.exits = [(k, head.forward, stages[a:e + 1]) for k, (head, a, e) in enumerate(zip(net.heads, starts, ends))]
+        self.tail = stages[starts[-1]:]
+        self.classifier = net.backbone.classifier
+        self.decide, self.init_state = policy.decide_one, policy.init_state
+
+    def __call__(self, x: torch.Tensor) -> tuple[int, int]:
+        if not torch.is_inference_mode_enabled():
+            with torch.inference_mode():
+                return self(x)
+        if len(x) != 1:
+            raise ValueError(f"a batch of one takes one input, got {len(x)}: use early_exit")
+        if x.dim() == 4:
+            x = x.contiguous(memory_format=self.input_format)
+        decide, num_exits, state = self.decide, self.num_exits, self.init_state(1)
+        for k, head, stages in self.exits:
+            for stage in stages:
+                x = stage(x)
+            logits, gate = head(x)
+            stop, pred, state = decide(k, num_exits, logits, gate, state)
+            if stop:
+                return pred, k
+        for stage in self.tail:
+            x = stage(x)
+        return decide(num_exits - 1, num_exits, self.classifier(x), None, state)[1], num_exits - 1
 
 
 def gather_rows(h: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -105,16 +105,18 @@ def speed_rows(form, x: torch.Tensor, policy, table, batch: int, repeats: int, l
                stage_timed: bool = False) -> dict:
     """Plain backbone vs real early exit of ``form`` (a network as it will be timed, normally
     ``inference_form(net)``) on ``x``: one batch of ``batch`` rows (plain and early-exit repeats
-    interleaved), or ``len(x)`` rows one by one when batch is 1 (``paired_rows``), both in inference
-    mode. Times are ms per image, one per repeat; the speed-ups compare medians (``display`` formats
+    interleaved), or ``len(x)`` rows one by one when batch is 1 (``paired_rows``; the early exit as
+    ``batch_of_one``, which answers with Python ints, while the plain backbone's answer is still a
+    logits tensor to read), both in inference mode. Times are ms per image, one per repeat; the speed-ups compare medians (``display`` formats
     a row for reading). ``stage_timed`` adds the speed-up predicted by the plain backbone's stage times
     (``time_predicted_speedup``) and realised over it."""
     x = x[:batch] if batch > 1 else x
     xs = x.contiguous(memory_format=form.input_format)
     if batch == 1:
         rows = [xs[i:i + 1] for i in range(len(xs))]
-        tp, te = paired_rows(form.backbone, lambda r: form.early_exit(r, policy, table.exit_macs), rows, repeats)
-        exits = torch.cat([form.early_exit(r, policy, table.exit_macs).exit_index for r in rows])
+        run = form.batch_of_one(policy)
+        tp, te = paired_rows(form.backbone, run, rows, repeats)
+        exits = torch.tensor([run(r)[1] for r in rows])
     else:
         tp, te = interleaved(lambda: form.backbone(xs), lambda: form.early_exit(xs, policy, table.exit_macs), repeats)
         exits = form.early_exit(xs, policy, table.exit_macs).exit_index
