@@ -173,7 +173,7 @@ def test_policy_arguments_are_checked():
 
 @pytest.mark.parametrize("classes", [10, 100])
 def test_batch_of_one_decisions_equal_the_batched_ones(classes):
-    """decide_one (the batch-of-one forward's decision) gives, row by row, exactly what the batched
+    """row_decider (the batch-of-one forward's decision) gives, row by row, exactly what the batched
     driver gives, for every rule, including float32 logits near the thresholds."""
     g = torch.Generator().manual_seed(classes)
     k, n = 5, 400
@@ -196,9 +196,9 @@ def test_batch_of_one_decisions_equal_the_batched_ones(classes):
     for rule in rules:
         prediction, exit_index = run_exit_policy(rule, k, n, lambda j, a, keep: (logits[j, a], gates[j, a]))
         for i in range(0, n, 3):
-            state = rule.init_state(1)
+            decide = rule.row_decider(k)
             for j in range(k):
-                stop, pred, state = rule.decide_one(j, k, logits[j, i:i + 1], gates[j, i:i + 1], state)
+                stop, pred = decide(j, logits[j, i:i + 1], gates[j, i:i + 1])
                 if stop or j == k - 1:
                     break
             assert (j, pred) == (exit_index[i].item(), prediction[i].item()), (rule, i)

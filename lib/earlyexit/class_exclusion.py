@@ -168,25 +168,29 @@ class ClassExclusion(ExitPolicy):
         stop = remaining.sum(1) == 1
         return stop, torch.where(stop, remaining.int().argmax(1), a), {"remaining": remaining}
 
-    def decide_one(self, k, num_exits, logits, gate, state):
+    def row_decider(self, num_exits):
         """The same rule on one row with the remaining classes as a Python set and the float64 sigmoid
         in Python (``sigmoid64``): the same comparisons, with one tensor readout per exit."""
-        if k == 0:
-            _per_exit(self.betas, num_exits, "betas")
-        remaining = state.get("remaining_one")
-        if k == num_exits - 1:
-            z = logits.tolist()[0]                  # Python floats hold any float dtype's values exactly
-            usable = remaining if self.restrict_final and remaining else range(len(z))
-            return True, max(sorted(usable), key=z.__getitem__), state     # max keeps the first largest
-        s = sigmoid64(logits.tolist()[0])      # the logits' own values, as decide's logits.double()
-        cut = self.betas[k] * max(s)
-        if remaining is None:
-            remaining = {c for c, v in enumerate(s) if v > cut}
-        else:                                  # the argmax (index: the first largest) rejoins the set
-            remaining = {c for c in remaining | {s.index(max(s))} if s[c] > cut}
-        if len(remaining) == 1:
-            return True, min(remaining), {"remaining_one": remaining}
-        return False, -1, {"remaining_one": remaining}   # the prediction counts only where the row stops
+        _per_exit(self.betas, num_exits, "betas")
+        betas, restrict_final, last = self.betas, self.restrict_final, num_exits - 1
+        remaining = None                       # no class excluded yet
+
+        def decide(k, logits, gate):
+            nonlocal remaining
+            z = logits.tolist()[0]             # the logits' own values (Python floats hold any float dtype's)
+            if k == last:
+                usable = remaining if restrict_final and remaining else range(len(z))
+                return True, max(sorted(usable), key=z.__getitem__)        # max keeps the first largest
+            s = sigmoid64(z)                   # as decide's sigmoid of logits.double()
+            cut = betas[k] * max(s)
+            if remaining is None:
+                remaining = {c for c, v in enumerate(s) if v > cut}
+            else:                              # the argmax (index: the first largest) rejoins the set
+                remaining = {c for c in remaining | {s.index(max(s))} if s[c] > cut}
+            if len(remaining) == 1:
+                return True, min(remaining)
+            return False, -1                   # the prediction counts only where the row stops
+        return decide
 
 
 @dataclass(frozen=True)

@@ -161,7 +161,7 @@ class EENetPolicy(ExitPolicy):
             raise ValueError(f"{len(thresholds)} thresholds given for {scheduler.num_exits} exits")
         self.scheduler = scheduler.eval()
         self.thresholds = tuple(float(t) for t in thresholds)
-        # ``q >= t`` on a float32 score compares with float32(t): decide_one compares with these
+        # ``q >= t`` on a float32 score compares with float32(t): row_decider compares with these
         self._cuts = torch.tensor(self.thresholds, dtype=torch.float32).tolist()
         self.previous_scores = previous_scores
 
@@ -174,17 +174,22 @@ class EENetPolicy(ExitPolicy):
         t = self.thresholds[k] if k < len(self.thresholds) else -math.inf
         return q >= t, logits.argmax(1), {"q": torch.cat([state["q"], self._carried(q)[:, None]], 1)}
 
-    @torch.no_grad()
-    def decide_one(self, k, num_exits, logits, gate, state):
+    def row_decider(self, num_exits):
         """``decide`` on one row with fewer tensor operations: the same score (the same operations on the
         same values), compared as torch compares it (the threshold rounded to float32); no score at the
         last exit, which takes the row anyway; the prediction read only where the row stops."""
-        if k >= len(self.thresholds):
-            return True, logits.argmax(1).item(), state
-        q = self.scheduler.score_at(k, exit_features(logits), state["q"])
-        if q.item() < self._cuts[k]:
-            return False, -1, {"q": torch.cat([state["q"], self._carried(q)[:, None]], 1)}
-        return True, logits.argmax(1).item(), state
+        early, score_at, cuts, carried = len(self.thresholds), self.scheduler.score_at, self._cuts, self._carried
+        previous = self.init_state(1)["q"]
+
+        def decide(k, logits, gate):          # in the batch-of-one forward's inference mode: no graph
+            nonlocal previous
+            if k < early:
+                q = score_at(k, exit_features(logits), previous)
+                if q.item() < cuts[k]:
+                    previous = torch.cat([previous, carried(q)[:, None]], 1)
+                    return False, -1
+            return True, logits.argmax(1).item()
+        return decide
 
     def _carried(self, q: torch.Tensor) -> torch.Tensor:
         return q.clamp(0, 1) if self.previous_scores == "clamped" else q

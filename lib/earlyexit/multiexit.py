@@ -16,10 +16,11 @@ How the real forward stays as cheap as its MACs (measured in ``benchmark.py``, `
   carrying the finished rows along costs their share of the remaining stages and heads. The batch is
   compacted when ``carried rows x MACs still ahead > COPY_MACS x kept rows x activation elements per
   row`` (with unknown costs: whenever a row leaves). Rows carried along are computed and ignored.
-- a batch of one runs a loop without bookkeeping: stage, head, decision, stop when it says so. What
-  it still pays per exit is the head's and the decision's few eager calls (sum, linear, the rule's
-  readout), a few microseconds each, two to three times what they cost in a tight loop because the
-  convolution before them has evicted the interpreter's working set from the caches (``make bench``
+- a batch of one runs a loop without bookkeeping (``BatchOfOne``, prepared once per network and rule
+  by ``batch_of_one``): stage, head, decision, stop when it says so, answering with Python ints. What
+  it still pays per exit is the head's and the decision's few eager calls (sum, matrix product, the
+  rule's readout) and the rule's Python, each three to five times what it costs in a tight loop because
+  the convolution before it has evicted the interpreter's working set from the caches (``make bench``
   with ``--breakdown`` prints it per exit).
 
 ``inference.inference_form(net)`` gives the same network with batch norm folded into the preceding
@@ -197,7 +198,7 @@ class MultiExitNet(nn.Module):
 class BatchOfOne:
     """Real early exit of one input: ``BatchOfOne(net, policy)(x)`` = (prediction, exit) as Python ints,
     deciding exactly as ``net.early_exit`` (which calls it for a batch of one row). Per exit only its
-    stages, its head and the policy's ``decide_one`` (Python values, no masks) run: no gathers, no
+    stages, its head and the policy's ``row_decider`` (Python values, no masks) run: no gathers, no
     per-row bookkeeping, no result tensors. Everything else (the stage groups, the heads, the policy's
     methods) is looked up once, at construction, because after a convolution every Python step runs
     from cold caches: a fresh set-up per input cost 25-40 microseconds at batch 1 on VGG-small x0.25.
@@ -215,7 +216,7 @@ class BatchOfOne:
         self.exits = [(k, head.forward, stages[a:e + 1]) for k, (head, a, e) in enumerate(zip(net.heads, starts, ends))]
         self.tail = stages[starts[-1]:]
         self.classifier = net.backbone.classifier
-        self.decide, self.init_state = policy.decide_one, policy.init_state
+        self.row_decider = policy.row_decider
 
     def __call__(self, x: torch.Tensor) -> tuple[int, int]:
         if not torch.is_inference_mode_enabled():
@@ -225,17 +226,18 @@ class BatchOfOne:
             raise ValueError(f"a batch of one takes one input, got {len(x)}: use early_exit")
         if x.dim() == 4:
             x = x.contiguous(memory_format=self.input_format)
-        decide, num_exits, state = self.decide, self.num_exits, self.init_state(1)
+        last = self.num_exits - 1
+        decide = self.row_decider(last + 1)
         for k, head, stages in self.exits:
             for stage in stages:
                 x = stage(x)
             logits, gate = head(x)
-            stop, pred, state = decide(k, num_exits, logits, gate, state)
+            stop, pred = decide(k, logits, gate)
             if stop:
                 return pred, k
         for stage in self.tail:
             x = stage(x)
-        return decide(num_exits - 1, num_exits, self.classifier(x), None, state)[1], num_exits - 1
+        return decide(last, self.classifier(x), None)[1], last
 
 
 def gather_rows(h: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -17,10 +17,11 @@ from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["ExitPolicy", "PerExitThresholds", "MaxProbability", "Entropy", "Patience", "GateThreshold", "NeverExit",
+__all__ = ["ExitPolicy", "RowDecider", "PerExitThresholds", "MaxProbability", "Entropy", "Patience", "GateThreshold", "NeverExit",
            "run_exit_policy", "normalised_entropy"]
 
 State = dict[str, torch.Tensor]
+RowDecider = Callable[[int, torch.Tensor, "torch.Tensor | None"], tuple[bool, int]]
 
 
 class ExitPolicy:
@@ -34,15 +35,21 @@ class ExitPolicy:
         """Return (exit here? bool [n], prediction long [n], new state) for the active rows."""
         raise NotImplementedError
 
-    def decide_one(self, k: int, num_exits: int, logits: torch.Tensor, gate: torch.Tensor | None,
-                   state: State) -> tuple[bool, int, State]:
-        """``decide`` for a batch of one row, as Python values: the batch-of-one forward calls it at
-        every exit, so a rule may override it with fewer tensor operations. It must decide exactly
-        as ``decide`` does (the same comparisons on the same float values); the prediction it returns
-        counts only where the row stops or at the final exit (elsewhere a rule may skip reading it);
-        the state it passes on is its own, only ever read by its own ``decide_one``."""
-        stop, pred, state = self.decide(k, num_exits, logits, gate, state)
-        return bool(stop[0]), int(pred[0]), state
+    def row_decider(self, num_exits: int) -> RowDecider:
+        """The rule for one row as a function ``decide(k, logits, gate) -> (stop, prediction)`` of
+        Python values, called at exit k = 0, 1, ... in order, which keeps the row's state to itself.
+        The batch-of-one forward calls it at every exit, right after a convolution, when every Python
+        step and tensor call runs from cold caches: a rule may give one with fewer tensor operations,
+        its constants bound once. It must decide exactly as ``decide`` does (the same comparisons on
+        the same float values); the prediction counts only where the row stops or at the final exit
+        (elsewhere a rule may skip reading it)."""
+        state = self.init_state(1)
+
+        def decide(k: int, logits: torch.Tensor, gate: torch.Tensor | None) -> tuple[bool, int]:
+            nonlocal state
+            stop, pred, state = self.decide(k, num_exits, logits, gate, state)
+            return bool(stop[0]), int(pred[0])
+        return decide
 
 
 def normalised_entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -105,12 +112,16 @@ class PerExitThresholds(ExitPolicy):
             object.__setattr__(self, "_cut_value_cache", values)
         return values
 
-    def decide_one(self, k, num_exits, logits, gate, state):
+    def row_decider(self, num_exits):
         # a float32 (or float64) confidence and a float32 cut compare exactly as Python floats; the
         # prediction is read only where the row stops (one readout less at every exit it passes)
-        if k < len(self.thresholds) and self.confidence(k, logits, gate).item() < self._cut_values()[k]:
-            return False, -1, state
-        return k < len(self.thresholds), self.prediction(k, logits).item(), state
+        cuts, early, confidence, prediction = self._cut_values(), len(self.thresholds), self.confidence, self.prediction
+
+        def decide(k, logits, gate):
+            if k < early and confidence(k, logits, gate).item() < cuts[k]:
+                return False, -1
+            return True, prediction(k, logits).item()
+        return decide
 
 
 class MaxProbability(PerExitThresholds):

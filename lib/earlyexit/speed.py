@@ -147,7 +147,7 @@ def display(rows: list[dict]) -> list[dict]:
 def exit_breakdown(form, x: torch.Tensor, policy, table, batch: int, repeats: int) -> list[dict]:
     """Where the early-exit forward's time goes, exit by exit, when every row goes on to the end:
     microseconds per image of the stages run before each exit, of its head and of the policy's decision (``decide`` on the
-    batch, ``decide_one`` at batch 1, as ``early_exit`` calls them), medians over ``repeats``, beside the
+    batch, ``row_decider`` at batch 1, as ``early_exit`` calls them), medians over ``repeats``, beside the
     MACs that predict them (% of the plain backbone). What the MACs do not predict (the decision, and a
     head slower than its MACs) is the fixed cost each exit adds whether or not a row leaves there."""
     rows = [x[i:i + 1] for i in range(len(x))] if batch == 1 else [x[:batch]]
@@ -156,13 +156,14 @@ def exit_breakdown(form, x: torch.Tensor, policy, table, batch: int, repeats: in
     for rep in range(repeats + 1):                        # the first pass warms up and is dropped
         spent = [[0.0, 0.0, 0.0] for _ in range(k_total)]
         for r in rows:
+            decide_one = policy.row_decider(k_total) if batch == 1 else None
             state, t = policy.init_state(len(r)), time.perf_counter()
             for k, h in form.exit_inputs(r.contiguous(memory_format=form.input_format)):
                 t1 = time.perf_counter()
                 logits, gate = form.exit_output(k, h)
                 t2 = time.perf_counter()
                 if batch == 1:
-                    _, _, state = policy.decide_one(k, k_total, logits, gate, state)
+                    decide_one(k, logits, gate)
                 else:
                     _, _, state = policy.decide(k, k_total, logits, gate, state)
                 t3 = time.perf_counter()
