@@ -268,3 +268,11 @@ def test_time_predicted_speedup_weighs_each_row_by_the_stages_it_runs():
     exits = torch.tensor([1, 1, 6, 6])                                       # two rows after stage 1, two at the end
     assert time_predicted_speedup(net, exits, per_stage) == pytest.approx(8 / ((2 + 2 + 8 + 8) / 4))
     assert time_predicted_speedup(net, torch.tensor([6]), per_stage) == 1.0
+
+
+def test_interleaved_alternates_the_order_of_the_two_functions():
+    from earlyexit.speed import interleaved
+    calls = []
+    a, b = interleaved(lambda: calls.append("a"), lambda: calls.append("b"), repeats=3)
+    assert len(a) == len(b) == 3
+    assert calls == list("aabb" "bbaa" "aabb")     # per repeat each call warmed up once: a b | b a | a b

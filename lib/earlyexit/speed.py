@@ -31,12 +31,17 @@ def timings(fn, repeats: int) -> list[float]:
 
 
 def interleaved(first, second, repeats: int) -> tuple[list[float], list[float]]:
-    """Seconds of ``repeats`` calls of each of two functions, timed alternately (first, second, first,
-    ...), so that a slow spell of the machine lands on both instead of biasing one."""
+    """Seconds of ``repeats`` calls of each of two functions, timed alternately and in alternating
+    order (first, second, second, first, ...), so that a slow spell of the machine lands on both
+    instead of biasing one, and a machine speeding up or slowing down favours neither."""
     a, b = [], []
-    for _ in range(repeats):
-        a += timings(first, 1)
-        b += timings(second, 1)
+    for i in range(repeats):
+        if i % 2:
+            b += timings(second, 1)
+            a += timings(first, 1)
+        else:
+            a += timings(first, 1)
+            b += timings(second, 1)
     return a, b
 
 
