@@ -14,7 +14,7 @@ from earlyexit.data import tensor_batches
 from earlyexit.evaluate import evaluate_policy
 from earlyexit.inference import count_batchnorm, fold_batchnorm, inference_form, prediction_agreement
 from earlyexit.macs import mac_table
-from earlyexit.multiexit import MultiExitNet, gather_rows
+from earlyexit.multiexit import MultiExitNet, compact_rows
 from earlyexit.outputs import collect_outputs
 from earlyexit.policies import Entropy, GateThreshold, MaxProbability, NeverExit, Patience
 
@@ -111,21 +111,31 @@ def test_compacting_and_carrying_give_the_same_answers(monkeypatch):
     table = mac_table(net)
     x = torch.randn(64, 3, 32, 32, dtype=torch.float64) * 3 * torch.rand(64, 1, 1, 1, dtype=torch.float64)
     policy = ClassExclusion([0.3] * 6)
-    results = []
+    results, x_before = [], x.clone()
     for copy_macs in (0.0, 1e30):  # always compact / always carry the finished rows
         monkeypatch.setattr(multiexit, "COPY_MACS", copy_macs)
         results.append(net.early_exit(x, policy, table.exit_macs))
+    assert torch.equal(x, x_before)          # compaction moves rows of the engine's activations only
     assert torch.equal(results[0].exit_index, results[1].exit_index)
     assert torch.equal(results[0].prediction, results[1].prediction)
     assert len(set(results[0].exit_index.tolist())) > 2
 
 
-def test_gather_keeps_memory_format():
-    h = torch.randn(6, 4, 5, 5).contiguous(memory_format=torch.channels_last)
-    idx = torch.tensor([0, 3, 5])
-    g = gather_rows(h, idx)
-    assert g.is_contiguous(memory_format=torch.channels_last) and torch.equal(g, h[idx])
-    assert gather_rows(h.contiguous(), idx).is_contiguous()
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_compact_rows_moves_only_the_kept_rows_beyond_the_new_size_and_keeps_memory_format(channels_last):
+    h = torch.randn(8, 4, 5, 5)
+    h = h.contiguous(memory_format=torch.channels_last) if channels_last else h
+    before = h.clone()
+    pos = torch.tensor([6, 1, 7, 3, 0])                      # rows 2, 4 and 5 left; rows 6 and 7 move
+    out, new_pos = compact_rows(h, pos)
+    assert len(out) == 5 and out.data_ptr() == h.data_ptr()  # a view of h: nothing allocated for the rows
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    assert sorted(new_pos.tolist()) == list(range(5)) and new_pos[[1, 3, 4]].tolist() == [1, 3, 0]
+    assert all(torch.equal(out[new_pos[j]], before[pos[j]]) for j in range(5))
+    assert torch.equal(h[[0, 1, 3]], before[[0, 1, 3]])       # rows already in place were not touched
+    kept = h[:2].clone()
+    same, unmoved = compact_rows(h, torch.tensor([1, 0]))   # nobody beyond the new size: only a view
+    assert unmoved.tolist() == [1, 0] and same.data_ptr() == h.data_ptr() and torch.equal(same, kept)
 
 
 def test_exit_costs_come_from_one_mac_table(monkeypatch):

@@ -304,14 +304,15 @@ def default_costs_row(repeats: int = 5, rows: int = 64) -> dict:
 
 
 def copy_cost_in_macs(repeats: int = 7) -> dict:
-    """How many 3x3-conv MACs take as long as copying one activation element (``multiexit.COPY_MACS``)."""
-    from .multiexit import gather_rows
+    """How many 3x3-conv MACs take as long as moving one activation element (``multiexit.COPY_MACS``):
+    every other row leaves a batch of 256, so compacting moves 64 rows."""
+    from .multiexit import compact_rows
     h = torch.randn(256, 32, 32, 32).contiguous(memory_format=torch.channels_last)
     conv = torch.nn.Conv2d(32, 32, 3, padding=1, bias=True).to(memory_format=torch.channels_last).eval()
     index = torch.arange(0, 256, 2)
     with torch.no_grad():
         t_conv = statistics.median(timings(lambda: conv(h), repeats)) / (256 * 32 * 32 * 32 * 32 * 9)
-        t_copy = statistics.median(timings(lambda: gather_rows(h, index), repeats)) / (128 * 32 * 32 * 32)
+        t_copy = statistics.median(timings(lambda: compact_rows(h, index), repeats)) / (64 * 32 * 32 * 32)
     return {"ns per MAC": 1e9 * t_conv, "ns per copied element": 1e9 * t_copy, "copy in MACs": t_copy / t_conv}
 
 
