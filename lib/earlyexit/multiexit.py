@@ -45,8 +45,8 @@ from .policies import ExitPolicy, run_exit_policy
 __all__ = ["MultiExitNet", "ExitOutputs", "EarlyExitResult", "BatchOfOne", "compact_rows", "COPY_MACS"]
 
 # Moving one activation element (float32, from one row of the batch to another) takes about as long as
-# this many conv MACs, one thread (`make bench` prints the ratio: 8-30 on the machines measured, 13-18 on
-# an AMD EPYC). Erring either way hardly matters: at batch 256 on VGG-small x0.25, any value from 0 to 40
+# this many conv MACs, one thread (`make bench` prints the ratio: 8-31 on the machines measured, 18-31 on
+# an AMD EPYC, where a moved element is read twice: into a buffer, then into its slot). Erring either way hardly matters: at batch 256 on VGG-small x0.25, any value from 0 to 40
 # compacts at the same exits and times the same, while never compacting is 12-20% slower.
 COPY_MACS = 8.0
 
