@@ -161,14 +161,14 @@ def exit_breakdown(form, x: torch.Tensor, policy, table, batch: int, repeats: in
     for rep in range(repeats + 1):                        # the first pass warms up and is dropped
         spent = [[0.0, 0.0, 0.0] for _ in range(k_total)]
         for r in rows:
-            decide_one = policy.row_decider(k_total) if batch == 1 else None
+            decide_row = policy.row_decider(k_total) if batch == 1 else None
             state, t = policy.init_state(len(r)), time.perf_counter()
             for k, h in form.exit_inputs(r.contiguous(memory_format=form.input_format)):
                 t1 = time.perf_counter()
                 logits, gate = form.exit_output(k, h)
                 t2 = time.perf_counter()
                 if batch == 1:
-                    decide_one(k, logits, gate)
+                    decide_row(k, logits, gate)
                 else:
                     _, _, state = policy.decide(k, k_total, logits, gate, state)
                 t3 = time.perf_counter()
