@@ -46,8 +46,9 @@ __all__ = ["MultiExitNet", "ExitOutputs", "EarlyExitResult", "BatchOfOne", "comp
 
 # Moving one activation element (float32, from one row of the batch to another) takes about as long as
 # this many conv MACs, one thread (`make bench` prints the ratio: 8-31 on the machines measured, 18-31 on
-# an AMD EPYC, where a moved element is read twice: into a buffer, then into its slot). Erring either way hardly matters: at batch 256 on VGG-small x0.25, any value from 0 to 40
-# compacts at the same exits and times the same, while never compacting is 12-20% slower.
+# an AMD EPYC, where a moved element is read twice: into a buffer, then into its slot). Erring either way
+# hardly matters: at batch 256 on VGG-small x0.25, any value from 0 to 40 compacts at the same exits and
+# times the same, while never compacting is 12-20% slower.
 COPY_MACS = 8.0
 
 
@@ -111,15 +112,20 @@ class MultiExitNet(nn.Module):
             return self.heads[k](h)
         return self.backbone.classifier(h), None
 
+    def stage_groups(self) -> list[list[nn.Module]]:
+        """Per exit, the stages that run after the previous exit and up to the one it reads (the last
+        group feeds the classifier), as plain lists: ``nn.ModuleList`` lookups cost a microsecond each
+        at batch 1."""
+        stages = list(self.backbone.stages)
+        ends = self.exit_after + [len(stages) - 1]
+        return [stages[start:end + 1] for start, end in zip([0] + [e + 1 for e in ends], ends)]
+
     def exit_inputs(self, x: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
         """(k, the stage output exit k reads) for every exit in order, running each stage once: the one
-        walk through the stages that every full and early-exit forward shares (a plain list, not
-        ``nn.ModuleList`` lookups, which cost a microsecond each at batch 1)."""
-        stages, done = list(self.backbone.stages), -1
-        for k, stage in enumerate(self.exit_after + [len(stages) - 1]):
-            while done < stage:
-                done += 1
-                x = stages[done](x)
+        walk through the stages that every full forward shares."""
+        for k, group in enumerate(self.stage_groups()):
+            for stage in group:
+                x = stage(x)
             yield k, x
 
     def forward(self, x: torch.Tensor) -> ExitOutputs:
@@ -213,12 +219,10 @@ class BatchOfOne:
     def __init__(self, net: MultiExitNet, policy: ExitPolicy):
         if net.training:
             raise RuntimeError("call net.eval() before early exit: batch-norm must use running statistics")
-        stages, ends = list(net.backbone.stages), net.exit_after
-        starts = [0] + [e + 1 for e in ends]
+        *groups, self.tail = net.stage_groups()
         self.num_exits = net.num_exits
         self.input_format = net.input_format
-        self.exits = [(k, head.forward, stages[a:e + 1]) for k, (head, a, e) in enumerate(zip(net.heads, starts, ends))]
-        self.tail = stages[starts[-1]:]
+        self.exits = [(k, head.forward, group) for k, (head, group) in enumerate(zip(net.heads, groups))]
         self.classifier = net.backbone.classifier
         self.row_decider = policy.row_decider
 

@@ -17,8 +17,8 @@ from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["ExitPolicy", "RowDecider", "PerExitThresholds", "MaxProbability", "Entropy", "Patience", "GateThreshold", "NeverExit",
-           "run_exit_policy", "normalised_entropy"]
+__all__ = ["ExitPolicy", "RowDecider", "PerExitThresholds", "MaxProbability", "Entropy", "Patience", "GateThreshold",
+           "NeverExit", "run_exit_policy", "normalised_entropy"]
 
 State = dict[str, torch.Tensor]
 RowDecider = Callable[[int, torch.Tensor, "torch.Tensor | None"], tuple[bool, int]]

@@ -36,12 +36,9 @@ def interleaved(first, second, repeats: int) -> tuple[list[float], list[float]]:
     instead of biasing one, and a machine speeding up or slowing down favours neither."""
     a, b = [], []
     for i in range(repeats):
-        if i % 2:
-            b += timings(second, 1)
-            a += timings(first, 1)
-        else:
-            a += timings(first, 1)
-            b += timings(second, 1)
+        pairs = [(first, a), (second, b)]
+        for fn, out in (reversed(pairs) if i % 2 else pairs):
+            out += timings(fn, 1)
     return a, b
 
 
@@ -112,8 +109,8 @@ def speed_rows(form, x: torch.Tensor, policy, table, batch: int, repeats: int, l
     ``inference_form(net)``) on ``x``: one batch of ``batch`` rows (plain and early-exit repeats
     interleaved), or ``len(x)`` rows one by one when batch is 1 (``paired_rows``; the early exit as
     ``batch_of_one``, which answers with Python ints, while the plain backbone's answer is still a
-    logits tensor to read), both in inference mode. Times are ms per image, one per repeat; the speed-ups compare medians (``display`` formats
-    a row for reading). ``stage_timed`` adds the speed-up predicted by the plain backbone's stage times
+    logits tensor to read), both in inference mode. Times are ms per image, one per repeat; the
+    speed-ups compare medians (``display`` formats a row for reading). ``stage_timed`` adds the speed-up predicted by the plain backbone's stage times
     (``time_predicted_speedup``) and realised over it."""
     x = x[:batch] if batch > 1 else x
     xs = x.contiguous(memory_format=form.input_format)
