@@ -177,3 +177,14 @@ def test_heads_trained_on_cached_inputs_learn_like_live_ones_and_keep_keys(data,
     conv.backbone.requires_grad_(False)
     with pytest.raises(ValueError, match="cannot be cached"):
         check_cacheable(conv)
+
+
+def test_channels_last_training_records_the_layout_it_ran_in(data, fresh_artifacts, monkeypatch):
+    from earlyexit import device as D
+    spec = SPEC.with_train(epochs=1, channels_last=True)
+    run = train_cached(spec, data, progress=False)
+    assert run.history[-1]["channels_last"] == D.channels_last_trains("cpu")
+    monkeypatch.setattr(T, "channels_last_trains", lambda device: False)   # an x86 CPU without AVX-512
+    fallback = train_cached(spec.with_train(seed=1), data, progress=False)
+    assert fallback.history[-1]["channels_last"] is False
+    assert all(p.is_contiguous() for p in fallback.net.parameters())

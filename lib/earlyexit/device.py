@@ -13,7 +13,8 @@ import warnings
 
 import torch
 
-__all__ = ["resolve_device", "set_default_device", "default_device", "default_description", "bf16_supported", "autocast", "cpu_model",
+__all__ = ["resolve_device", "set_default_device", "default_device", "default_description", "bf16_supported", "channels_last_trains", "autocast",
+           "cpu_model",
            "describe_device", "synchronize", "maybe_compile"]
 
 _default = "auto"   # the notebooks' ``device`` parameter, set by notebook.start
@@ -72,6 +73,19 @@ def bf16_supported(device: torch.device | str = "cpu") -> bool:
         except (AttributeError, RuntimeError):
             return False
     return False
+
+
+def channels_last_trains(device: torch.device | str = "cpu") -> bool:
+    """Whether training in channels_last is safe here. On an x86 CPU without AVX-512, oneDNN's AVX2 kernel
+    for the weight gradient of a 1x1 convolution in channels_last (torch 2.14.1,
+    ``jit_avx2_1x1_convolution_bwd_weights_t``) writes past its buffer: a 1x1 stride-2 convolution from 4
+    to 8 channels on 32x32 maps, batch 64, aborts with "free(): invalid next size" (ResNet-18 x0.0625's
+    first shortcut). There a channels_last training runs in the default layout instead; inference in
+    channels_last is unaffected."""
+    device = resolve_device(device)
+    if device.type != "cpu" or platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"):
+        return True
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 def autocast(device: torch.device, enabled: bool):

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from . import rehearsal
 from .backbones import build_backbone
 from .data import Dataset, DataSpec, TensorLoader, load_dataset
-from .device import autocast, bf16_supported, default_device, describe_device, maybe_compile, resolve_device
+from .device import autocast, bf16_supported, channels_last_trains, default_device, describe_device, maybe_compile, resolve_device
 from .head_inputs import HeadInputs
 from .losses import build_loss, loss_target
 from .macs import MacTable, mac_table
@@ -77,7 +77,7 @@ class TrainConfig:
     crop_pad: int = 2             # random translation in pixels; 0 disables
     flip: bool = True
     bf16: bool = False            # bf16 autocast where the CPU supports it; float32 otherwise
-    channels_last: bool = False
+    channels_last: bool = False   # where training in it is safe (device.channels_last_trains); default layout otherwise
     seed: int = 0
     freeze_backbone: bool = False  # train the exit heads only; the backbone stays in eval mode
     # with a frozen backbone: "cached" computes each head's Linear input in one augmented pass and trains
@@ -378,16 +378,17 @@ def _train_epochs(spec: RunSpec, net: MultiExitNet, opt: torch.optim.Optimizer, 
     classify = loss_target(loss_fn) == "labels"
     use_bf16 = cfg.bf16 and bf16_supported(device)
     where = describe_device(device, use_bf16)
-    if cfg.channels_last:
+    channels_last = cfg.channels_last and channels_last_trains(device)
+    if channels_last:
         net.to(memory_format=torch.channels_last)
     forward = maybe_compile(net, compile)
     batch_size = rehearsal.cap(cfg.batch_size, rehearsal.BATCH)
     train_loader = TensorLoader(data.train, data.mean, data.std, batch_size, shuffle=True,
                                 crop_pad=cfg.crop_pad, flip=cfg.flip, drop_last=len(data.train) > batch_size,
-                                seed=cfg.seed, image_size=spec.model.image_size, channels_last=cfg.channels_last,
+                                seed=cfg.seed, image_size=spec.model.image_size, channels_last=channels_last,
                                 device=device)
     val_loader = TensorLoader(data.val, data.mean, data.std, 500, image_size=spec.model.image_size,
-                              channels_last=cfg.channels_last, device=device)
+                              channels_last=channels_last, device=device)
     total_steps = cfg.epochs * len(train_loader)
     spent = sum(h["seconds"] for h in history if h.get("epoch", 0) > 0)
     trained = _trained_exits(net)
@@ -396,7 +397,7 @@ def _train_epochs(spec: RunSpec, net: MultiExitNet, opt: torch.optim.Optimizer, 
     if cfg.head_inputs == "cached" and start < cfg.epochs:
         t0 = time.perf_counter()   # the pass is part of training time (it counts against a time budget)
         one_pass = TensorLoader(data.train, data.mean, data.std, batch_size, crop_pad=cfg.crop_pad, flip=cfg.flip,
-                                seed=cfg.seed, image_size=spec.model.image_size, channels_last=cfg.channels_last,
+                                seed=cfg.seed, image_size=spec.model.image_size, channels_last=channels_last,
                                 device=device)   # every image once, augmented with epoch 0's draw
         train_inputs = HeadInputs(net, one_pass, use_bf16, device)
         val_inputs = HeadInputs(net, val_loader, False, device)   # validation in float32, as exit_accuracies
@@ -447,7 +448,7 @@ def _train_epochs(spec: RunSpec, net: MultiExitNet, opt: torch.optim.Optimizer, 
             val_acc = exit_accuracies(net, val_loader) if val_inputs is None else val_inputs.accuracies(net)
         history.append({"epoch": epoch + 1, "steps": steps, "loss": loss_sum.item() / max(seen, 1),
                         "train_acc": correct.item() / max(seen, 1) if classify else None, "val_acc": val_acc,
-                        "seconds": seconds, "bf16": use_bf16, **where})
+                        "seconds": seconds, "bf16": use_bf16, "channels_last": channels_last, **where})
         stalled = (cfg.patience is not None and classify and bool(trained) and epoch + 1 >= cfg.min_epochs
                    and plateaued(history, cfg.patience, trained))
         done = done or stalled or epoch + 1 == cfg.epochs
