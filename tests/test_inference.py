@@ -286,3 +286,27 @@ def test_interleaved_alternates_the_order_of_the_two_functions():
     a, b = interleaved(lambda: calls.append("a"), lambda: calls.append("b"), repeats=3)
     assert len(a) == len(b) == 3
     assert calls == list("aabb" "bbaa" "aabb")     # per repeat each call warmed up once: a b | b a | a b
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc settings")
+def test_timings_reuse_freed_memory_instead_of_page_faulting_it_in_again():
+    """A 64 MB activation freed and allocated again: glibc maps it afresh (16,384 page faults) at every
+    call unless ``keep_freed_memory`` has run (every speed table calls it before its untimed warm-up)."""
+    code = """
+import resource, sys, torch
+from earlyexit.speed import keep_freed_memory
+def faults():
+    torch.ones(16 * 2 ** 20)                       # allocated, written, freed
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.ones(16 * 2 ** 20)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+default = faults()
+kept = keep_freed_memory()
+faults(), faults()                                 # the heap settles within two calls
+print(default, kept, faults())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    default, kept, after = out.stdout.split()
+    if kept == "False":
+        pytest.skip("the C library is not glibc")
+    assert int(default) > 10_000 and int(after) < 1_000, out.stdout
