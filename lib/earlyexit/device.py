@@ -13,9 +13,8 @@ import warnings
 
 import torch
 
-__all__ = ["resolve_device", "set_default_device", "default_device", "default_description", "bf16_supported", "channels_last_trains", "autocast",
-           "cpu_model",
-           "describe_device", "synchronize", "maybe_compile"]
+__all__ = ["resolve_device", "set_default_device", "default_device", "default_description", "bf16_supported",
+           "channels_last_trains", "autocast", "cpu_model", "describe_device", "synchronize", "maybe_compile"]
 
 _default = "auto"   # the notebooks' ``device`` parameter, set by notebook.start
 _bf16 = False       # the notebooks' ``bf16`` parameter (trainings in bf16 autocast), set with it

@@ -18,9 +18,8 @@ import torch
 
 from .device import synchronize
 
-__all__ = ["timings", "interleaved", "paired_rows", "stage_times", "time_predicted_speedup", "speed_rows", "display", "exit_breakdown",
-           "keep_freed_memory"]
-
+__all__ = ["timings", "interleaved", "paired_rows", "stage_times", "time_predicted_speedup", "speed_rows", "display",
+           "exit_breakdown", "keep_freed_memory"]
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4      # glibc's mallopt parameters (malloc.h)
 
