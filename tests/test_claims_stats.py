@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from earlyexit.claims import VERDICTS, claim, claims_table, paper_number
-from earlyexit.stats import bootstrap_mean, paired_bootstrap, seed_interval
+from earlyexit.stats import bootstrap_mean, median_interval, paired_bootstrap, seed_interval
 
 
 @pytest.mark.parametrize("interval, claimed, verdict", [
@@ -55,6 +55,18 @@ def test_seed_interval_is_a_t_interval():
     assert mean == pytest.approx(0.81) and hi - mean == pytest.approx(4.303 * 0.01 / 3 ** 0.5)
     with pytest.raises(ValueError):
         seed_interval([0.8])
+
+
+def test_median_interval_takes_order_statistics_and_covers_the_median_as_promised():
+    assert median_interval(range(1, 10)) == (5.0, 2.0, 8.0)          # 1 - 2 (1 + 9) / 512 = 0.961
+    assert median_interval(range(1, 32))[1:] == (10.0, 22.0)          # B(31, 1/2): P(B <= 9) = 0.015
+    assert all(v != v for v in median_interval([1.0, 2.0, 3.0, 4.0, 5.0])[1:])   # 5 values cannot reach 95%
+    with pytest.raises(ValueError):
+        median_interval([])
+    g = torch.Generator().manual_seed(0)            # a skewed distribution: exponential, median log 2
+    draws = -torch.rand(2000, 11, generator=g, dtype=torch.float64).log()
+    covered = sum(lo <= 0.6931 <= hi for _, lo, hi in (median_interval(d.tolist()) for d in draws))
+    assert 0.95 <= covered / 2000 <= 1.0 - 0.003   # n = 11: [x_(2), x_(10)], coverage 0.988
 
 
 def test_weighted_bootstrap_of_a_mean_is_the_bootstrap_mean_and_recomputes_any_statistic():

@@ -129,6 +129,13 @@ def test_batch1_timing_uses_real_early_exit():
     assert row["predicted"] == pytest.approx(macs.backbone_macs / real.macs.double().mean().item())
     shown = display([row])[0]
     assert shown["plain ms"].count("[") == 1 and shown["model"] == "gated"
+    assert shown["realised/predicted 95% CI"] == "n/a"                     # 2 repeats: no 95% interval
+    row = speed_rows(net, images, rule, macs, 1, 6, {"model": "gated"})
+    ratios = sorted(p / e for p, e in zip(row["plain ms"], row["early exit ms"]))
+    assert row["realised"] == pytest.approx((ratios[2] + ratios[3]) / 2)   # the median of paired ratios
+    assert row["realised 95% CI"] == pytest.approx([ratios[0], ratios[5]])
+    low, high = display([row])[0]["realised/predicted 95% CI"].split("-")
+    assert float(low) == pytest.approx(ratios[0] / row["predicted"], abs=1e-3)
 
 
 def test_hard_gate_real_forward_reaches_final_exit_and_matches_offline():

@@ -4,7 +4,8 @@
    forward (``MultiExitNet.early_exit`` on ``inference.inference_form``: BN folded, channels_last) against
    the plain backbone in the same form, for the cpu networks of notebooks 00, 01 and 03 with their rules,
    at batch 1 and 256, one thread, median [min-max] of ms per image over interleaved repeats (at batch 1
-   row by row, ``speed.paired_rows``), beside the speed-up the plain network's own stage times predict and
+   row by row, ``speed.paired_rows``), the realised speed-up as the median of the repeats' paired ratios
+   with its 95% interval, beside the speed-up the plain network's own stage times predict and
    realised over it (what the engine keeps of what the exits make possible). Trained
    networks are used when their checkpoints are complete in artifacts/; random weights always, with each
    rule's thresholds (for gates: the gate biases) calibrated so that chosen shares of the timed rows leave
@@ -394,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-speed", action="store_true", help="skip the real early-exit speed table")
     parser.add_argument("--skip-training", action="store_true", help="skip the backbone quality table")
     parser.add_argument("--only", default=None, help="notebooks for the speed table, e.g. 01,03")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7,
+                        help="interleaved repeats per timing (a 95%% interval for a speed-up needs 6 or more)")
     parser.add_argument("--breakdown", action="store_true",
                         help="only the per-exit time breakdown (stages, head, decision) of the speed networks")
     args = parser.parse_args(argv)
@@ -409,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)
         cpu = cpu_model()
         print(f"real early exit vs plain backbone, inference form (BN folded, channels_last), float32, 1 thread, "
-              f"{cpu}; ms/img median [min-max] of {args.repeats} repeats; batch 1 = rows timed one by one")
+              f"{cpu}; ms/img median [min-max] of {args.repeats} repeats; batch 1 = rows timed one by one; realised "
+              f"speed-up = median of the repeats' paired plain / early-exit ratios, with its 95% interval")
         print(_table(display(speed_table(args.repeats, only=args.only))))
         if not args.only or "05" in args.only.split(","):
             methods = method_speed_table(args.repeats)

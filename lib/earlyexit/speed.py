@@ -1,8 +1,9 @@
 """Wall clock of the real early exit against the plain network, as ``make bench`` and notebook 05 time it.
 
 Timings are interleaved repeats (plain, early exit, plain, ...; at batch 1 row by row), so that a noisy
-neighbour shows up as spread in both columns instead of biasing one; speed-ups compare medians, and ``display`` shows each
-column as "median [min-max]" in ms per image. The caller sets the thread count (one thread for every published number).
+neighbour shows up as spread in both columns instead of biasing one; a speed-up is the median of the
+repeats' paired ratios with its 95% interval, and ``display`` shows each column as "median [min-max]" in
+ms per image. The caller sets the thread count (one thread for every published number).
 Both columns run with freed memory kept for reuse (``keep_freed_memory``), as under the caching allocators
 that PyTorch's CPU performance tuning guide recommends.
 """
@@ -17,6 +18,7 @@ import time
 import torch
 
 from .device import synchronize
+from .stats import median_interval
 
 __all__ = ["timings", "interleaved", "paired_rows", "stage_times", "time_predicted_speedup", "speed_rows", "display",
            "exit_breakdown", "keep_freed_memory"]
@@ -134,8 +136,11 @@ def speed_rows(form, x: torch.Tensor, policy, table, batch: int, repeats: int, l
     ``inference_form(net)``) on ``x``: one batch of ``batch`` rows (plain and early-exit repeats
     interleaved), or ``len(x)`` rows one by one when batch is 1 (``paired_rows``; the early exit as
     ``batch_of_one``, which answers with Python ints, while the plain backbone's answer is still a
-    logits tensor to read), both in inference mode. Times are ms per image, one per repeat; the
-    speed-ups compare medians (``display`` formats a row for reading). ``stage_timed`` adds the speed-up predicted by the plain backbone's stage times
+    logits tensor to read), both in inference mode. Times are ms per image, one per repeat. The realised
+    speed-up is the median over repeats of plain / early-exit time, each repeat's two timings taken side by
+    side, with its distribution-free 95% interval (``stats.median_interval``; NaN under 6 repeats): pairing
+    cancels the machine's drift, which a ratio of the two columns' medians keeps (``display`` formats a row
+    for reading). ``stage_timed`` adds the speed-up predicted by the plain backbone's stage times
     (``time_predicted_speedup``) and realised over it."""
     keep_freed_memory()
     x = x[:batch] if batch > 1 else x
@@ -150,11 +155,12 @@ def speed_rows(form, x: torch.Tensor, policy, table, batch: int, repeats: int, l
         exits = form.early_exit(xs, policy, table.exit_macs).exit_index
     mean_macs = torch.tensor(table.exit_macs, dtype=torch.float64)[exits].mean().item()
     predicted = table.backbone_macs / mean_macs
-    realised = statistics.median(tp) / statistics.median(te)
+    realised, low, high = median_interval([p / e for p, e in zip(tp, te)])
     shares = torch.bincount(exits, minlength=len(table.exit_macs)).double() / len(exits)
     row = {**label, "batch": batch, "images": len(x), "exit shares": shares.tolist(),
            "plain ms": [1e3 * t / len(x) for t in tp], "early exit ms": [1e3 * t / len(x) for t in te],
-           "predicted": predicted, "realised": realised, "realised/predicted": realised / predicted}
+           "predicted": predicted, "realised": realised, "realised 95% CI": [low, high],
+           "realised/predicted": realised / predicted}
     if stage_timed:
         per_stage = stage_times(form.backbone, rows if batch == 1 else [xs], repeats)
         row["time-predicted"] = time_predicted_speedup(form, exits, per_stage)
@@ -163,12 +169,26 @@ def speed_rows(form, x: torch.Tensor, policy, table, batch: int, repeats: int, l
 
 
 def display(rows: list[dict]) -> list[dict]:
-    """``speed_rows`` results for reading: ms per image as "median [min-max]", exit shares as a line."""
+    """``speed_rows`` results for reading: ms per image as "median [min-max]", exit shares as a line, the
+    realised speed-up's 95% interval beside it and scaled to realised / predicted ("n/a" under 6 repeats)."""
     def cell(ms: list[float]) -> str:
         return f"{statistics.median(ms):.3f} [{min(ms):.3f}-{max(ms):.3f}]"
 
-    return [{**r, "exit shares": " ".join(f"{v:.2f}" for v in r["exit shares"]), "plain ms": cell(r["plain ms"]),
-             "early exit ms": cell(r["early exit ms"])} for r in rows]
+    def interval(bounds: list[float], scale: float = 1.0) -> str:
+        low, high = bounds
+        return "n/a" if low != low else f"{low / scale:.3f}-{high / scale:.3f}"
+
+    out = []
+    for r in rows:
+        shown = {}
+        for key, value in r.items():
+            shown[key] = value
+            if key == "realised/predicted":
+                shown["realised/predicted 95% CI"] = interval(r["realised 95% CI"], r["predicted"])
+        shown.update({"exit shares": " ".join(f"{v:.2f}" for v in r["exit shares"]), "plain ms": cell(r["plain ms"]),
+                      "early exit ms": cell(r["early exit ms"]), "realised 95% CI": interval(r["realised 95% CI"])})
+        out.append(shown)
+    return out
 
 
 @torch.no_grad()

@@ -1,5 +1,6 @@
-"""Uncertainty for the verdicts: a paired bootstrap over test images (two rules on the same network)
-and a t interval over training seeds (separately trained networks).
+"""Uncertainty for the verdicts: a paired bootstrap over test images (two rules on the same network),
+a t interval over training seeds (separately trained networks) and a distribution-free interval for a
+median (repeated timings, whose noise is neither normal nor symmetric).
 
 A single 10,000-image test accuracy has a standard error near 0.4 points, so a difference of a tenth
 of a point between two rules or two trainings decides nothing without one of these intervals.
@@ -7,11 +8,12 @@ of a point between two rules or two trainings decides nothing without one of the
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["bootstrap_weighted", "bootstrap_many", "paired_bootstrap", "bootstrap_mean", "seed_interval", "T_975"]
+__all__ = ["bootstrap_weighted", "bootstrap_many", "paired_bootstrap", "bootstrap_mean", "seed_interval", "median_interval", "T_975"]
 
 # two-sided 95% quantiles of Student's t for 1..30 degrees of freedom
 T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
@@ -74,3 +76,26 @@ def seed_interval(values: Sequence[float]) -> tuple[float, float, float]:
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     half = T_975[n - 2] * sd / math.sqrt(n)
     return mean, mean - half, mean + half
+
+
+def median_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """Median of ``values`` and the distribution-free interval for the population median between two
+    order statistics (the j-th smallest and the j-th largest, j as large as keeps the coverage, from the
+    binomial(n, 1/2) count of values below the median, at least ``level``). It assumes only independent
+    draws of one distribution, which suits wall-clock ratios with a long tail of slow calls. The bounds are
+    NaN when n is too small for the level (under 6 values at 95%)."""
+    ordered = sorted(float(v) for v in values)
+    n = len(ordered)
+    if n == 0:
+        raise ValueError("a median needs at least one value")
+    median = statistics.median(ordered)
+    # coverage of [x_(j), x_(n+1-j)] is 1 - 2 P(B <= j - 1), B ~ binomial(n, 1/2)
+    tail, j = 0.0, 0
+    while j < n // 2:
+        tail += math.comb(n, j) / 2 ** n
+        if 1 - 2 * tail < level:
+            break
+        j += 1
+    if j == 0:
+        return median, float("nan"), float("nan")
+    return median, ordered[j - 1], ordered[n - j]
