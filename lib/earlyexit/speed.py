@@ -185,8 +185,9 @@ def display(rows: list[dict]) -> list[dict]:
             shown[key] = value
             if key == "realised/predicted":
                 shown["realised/predicted 95% CI"] = interval(r["realised 95% CI"], r["predicted"])
-        shown.update({"exit shares": " ".join(f"{v:.2f}" for v in r["exit shares"]), "plain ms": cell(r["plain ms"]),
-                      "early exit ms": cell(r["early exit ms"]), "realised 95% CI": interval(r["realised 95% CI"])})
+        shown.update({"exit shares": " ".join(f"{v:.2f}" for v in r["exit shares"]),
+                      "plain ms": cell(r["plain ms"]), "early exit ms": cell(r["early exit ms"]),
+                      "realised 95% CI": interval(r["realised 95% CI"])})
         out.append(shown)
     return out
 

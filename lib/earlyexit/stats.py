@@ -13,7 +13,8 @@ from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["bootstrap_weighted", "bootstrap_many", "paired_bootstrap", "bootstrap_mean", "seed_interval", "median_interval", "T_975"]
+__all__ = ["bootstrap_weighted", "bootstrap_many", "paired_bootstrap", "bootstrap_mean", "seed_interval",
+           "median_interval", "T_975"]
 
 # two-sided 95% quantiles of Student's t for 1..30 degrees of freedom
 T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
