@@ -160,7 +160,8 @@ def speed_rows(form, x: torch.Tensor, policy, table, batch: int, repeats: int, l
     row = {**label, "batch": batch, "images": len(x), "exit shares": shares.tolist(),
            "plain ms": [1e3 * t / len(x) for t in tp], "early exit ms": [1e3 * t / len(x) for t in te],
            "predicted": predicted, "realised": realised, "realised 95% CI": [low, high],
-           "realised/predicted": realised / predicted}
+           "realised/predicted": realised / predicted,
+           "realised/predicted 95% CI": [low / predicted, high / predicted]}
     if stage_timed:
         per_stage = stage_times(form.backbone, rows if batch == 1 else [xs], repeats)
         row["time-predicted"] = time_predicted_speedup(form, exits, per_stage)
@@ -170,26 +171,17 @@ def speed_rows(form, x: torch.Tensor, policy, table, batch: int, repeats: int, l
 
 def display(rows: list[dict]) -> list[dict]:
     """``speed_rows`` results for reading: ms per image as "median [min-max]", exit shares as a line, the
-    realised speed-up's 95% interval beside it and scaled to realised / predicted ("n/a" under 6 repeats)."""
+    95% intervals as "low-high" ("n/a" under 6 repeats)."""
     def cell(ms: list[float]) -> str:
         return f"{statistics.median(ms):.3f} [{min(ms):.3f}-{max(ms):.3f}]"
 
-    def interval(bounds: list[float], scale: float = 1.0) -> str:
+    def interval(bounds: list[float]) -> str:
         low, high = bounds
-        return "n/a" if low != low else f"{low / scale:.3f}-{high / scale:.3f}"
+        return "n/a" if low != low else f"{low:.3f}-{high:.3f}"
 
-    out = []
-    for r in rows:
-        shown = {}
-        for key, value in r.items():
-            shown[key] = value
-            if key == "realised/predicted":
-                shown["realised/predicted 95% CI"] = interval(r["realised 95% CI"], r["predicted"])
-        shown.update({"exit shares": " ".join(f"{v:.2f}" for v in r["exit shares"]),
-                      "plain ms": cell(r["plain ms"]), "early exit ms": cell(r["early exit ms"]),
-                      "realised 95% CI": interval(r["realised 95% CI"])})
-        out.append(shown)
-    return out
+    return [{**r, "exit shares": " ".join(f"{v:.2f}" for v in r["exit shares"]), "plain ms": cell(r["plain ms"]),
+             "early exit ms": cell(r["early exit ms"]), "realised 95% CI": interval(r["realised 95% CI"]),
+             "realised/predicted 95% CI": interval(r["realised/predicted 95% CI"])} for r in rows]
 
 
 @torch.no_grad()
