@@ -314,3 +314,12 @@ print(default, keep_freed_memory(), mapped_mb())
     if kept == "False":
         pytest.skip("the C library is not glibc")
     assert int(default) >= 64 and int(after) < 64, out.stdout
+
+
+def test_bench_selects_speed_networks_by_notebook_and_name():
+    from earlyexit.benchmark import selected_networks
+    chosen = selected_networks(only="01", network="VGG_SMALL")
+    assert [(e["notebook"], e["name"]) for e in chosen] == [("01", "vgg_small x0.25, 6 exits")]
+    assert {e["notebook"] for e in selected_networks(only="00,03")} == {"00", "03"}
+    with pytest.raises(ValueError, match="no speed network matches.*vgg_small x0.25, 6 exits"):
+        selected_networks(only="03", network="vgg_small")

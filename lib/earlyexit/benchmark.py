@@ -40,7 +40,7 @@ from .device import autocast, bf16_supported, cpu_model, describe_device, maybe_
 from .speed import display, interleaved, speed_rows, timings
 from .train import ModelSpec, build_model, train_cached
 
-__all__ = ["primer_spec", "throughput", "flip_tta_accuracy", "speed_networks", "speed_table", "method_speed_table",
+__all__ = ["primer_spec", "throughput", "flip_tta_accuracy", "speed_networks", "selected_networks", "speed_table", "method_speed_table",
            "notebook_minutes", "breakdown_tables",
            "copy_cost_in_macs", "main"]
 
@@ -151,6 +151,18 @@ def speed_networks() -> list[dict]:
     return out
 
 
+def selected_networks(only: str | None = None, network: str | None = None) -> list[dict]:
+    """The speed networks of the notebooks in ``only`` ("01,03"; None: all) whose name contains ``network``
+    (case-insensitive; None: any); an error naming the choices when nothing matches."""
+    entries = speed_networks()
+    chosen = [e for e in entries if (not only or e["notebook"] in only.split(","))
+              and (not network or network.lower() in e["name"].lower())]
+    if not chosen:
+        names = "; ".join(f"{e['notebook']} {e['name']}" for e in entries)
+        raise ValueError(f"no speed network matches only={only!r}, network={network!r}; the networks: {names}")
+    return chosen
+
+
 def _trained(spec) -> bool:
     from .paths import artifacts_root
     path = artifacts_root() / spec.key / "checkpoint.pt"
@@ -224,14 +236,13 @@ def _calibrated(form, x: torch.Tensor, rule: str, shares: list[float]):
     return ClassExclusion(betas)
 
 
-def speed_table(repeats: int = 5, batch1_rows: int = 128, only: str | None = None) -> list[dict]:
+def speed_table(repeats: int = 5, batch1_rows: int = 128, only: str | None = None,
+                network: str | None = None) -> list[dict]:
     from .inference import inference_form
     from .macs import mac_table
     from .train import build_model
     rows = []
-    for entry in speed_networks():
-        if only and entry["notebook"] not in only.split(","):
-            continue
+    for entry in selected_networks(only, network):
         spec = entry["spec"]
         label = {"nb": entry["notebook"], "network": entry["name"], "rule": entry["rule"]}
         if entry.get("random_only"):
@@ -317,16 +328,15 @@ def copy_cost_in_macs(repeats: int = 7) -> dict:
     return {"ns per MAC": 1e9 * t_conv, "ns per copied element": 1e9 * t_copy, "copy in MACs": t_copy / t_conv}
 
 
-def breakdown_tables(repeats: int = 5, batch1_rows: int = 64, only: str | None = None) -> dict[str, list[dict]]:
+def breakdown_tables(repeats: int = 5, batch1_rows: int = 64, only: str | None = None,
+                     network: str | None = None) -> dict[str, list[dict]]:
     """``speed.exit_breakdown`` of the speed table's networks (trained when their checkpoints are complete,
     random weights otherwise), batch 1 and 256, with the rule each is timed with; the title names the case."""
     from .inference import inference_form
     from .macs import mac_table
     from .speed import exit_breakdown
     out = {}
-    for entry in speed_networks():
-        if only and entry["notebook"] not in only.split(","):
-            continue
+    for entry in selected_networks(only, network):
         trained = not entry.get("random_only") and _trained(entry["spec"])
         if trained:
             run = train_cached(entry["spec"], progress=False)
@@ -395,16 +405,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-speed", action="store_true", help="skip the real early-exit speed table")
     parser.add_argument("--skip-training", action="store_true", help="skip the backbone quality table")
     parser.add_argument("--only", default=None, help="notebooks for the speed table, e.g. 01,03")
+    parser.add_argument("--network", default=None,
+                        help="only the speed networks whose name contains this, e.g. vgg_small (with --only: within those)")
     parser.add_argument("--repeats", type=int, default=7,
                         help="interleaved repeats per timing (a 95%% interval for a speed-up needs 6 or more)")
     parser.add_argument("--breakdown", action="store_true",
                         help="only the per-exit time breakdown (stages, head, decision) of the speed networks")
     args = parser.parse_args(argv)
+    if args.network:
+        try:
+            selected_networks(args.only, args.network)
+        except ValueError as exc:
+            parser.error(str(exc))
     if args.breakdown:
         torch.set_num_threads(1)
         print(f"where the early exit's time goes when no row leaves: microseconds per image, median of {args.repeats} repeats, "
               f"1 thread, {cpu_model()}, inference form")
-        for name, rows in breakdown_tables(args.repeats, only=args.only).items():
+        for name, rows in breakdown_tables(args.repeats, only=args.only, network=args.network).items():
             print(f"\n{name}\n{_table(rows)}")
         return 0
     if not args.skip_speed:
@@ -413,8 +430,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"real early exit vs plain backbone, inference form (BN folded, channels_last), float32, 1 thread, "
               f"{cpu}; ms/img median [min-max] of {args.repeats} repeats; batch 1 = rows timed one by one; realised "
               f"speed-up = median of the repeats' paired plain / early-exit ratios, with its 95% interval")
-        print(_table(display(speed_table(args.repeats, only=args.only))))
-        if not args.only or "05" in args.only.split(","):
+        if not args.only or set(args.only.split(",")) & {e["notebook"] for e in speed_networks()}:
+            print(_table(display(speed_table(args.repeats, only=args.only, network=args.network))))
+        if (not args.only and not args.network) or "05" in (args.only or "").split(","):
             methods = method_speed_table(args.repeats)
             print("\nnotebook 05: every rule at its operating points nearest the costs timed there (first seed's "
                   "networks, fronts fitted on validation)")
