@@ -202,3 +202,19 @@ def test_batch_of_one_decisions_equal_the_batched_ones(classes):
                 if stop or j == k - 1:
                     break
             assert (j, pred) == (exit_index[i].item(), prediction[i].item()), (rule, i)
+
+
+def test_every_rule_decides_on_the_device_of_its_logits():
+    """The real early exit runs on an accelerator: no rule may make a tensor on the CPU beside its logits
+    (the meta device, which computes shapes only, raises on any mix, as a GPU would)."""
+    k, n, classes = 4, 6, 10
+    logits, gate = torch.empty(n, classes, device="meta"), torch.empty(n, device="meta")
+    scheduler = UtilityScheduler(k, classes).to("meta")
+    rules = [MaxProbability([0.5] * (k - 1)), Entropy([0.5] * (k - 1)), Patience(2), GateThreshold([0.5] * (k - 1)),
+             NeverExit(), ClassExclusion([0.2, 0.5, 0.8]), SingleConfident([0.3, 0.5, 0.9]),
+             E2CMExit((0.5,) * (k - 1), ((1.0,) * classes,) * (k - 1)), EENetPolicy(scheduler, [0.5] * (k - 1))]
+    for rule in rules:
+        state = {}
+        for j in range(k):
+            stop, pred, state = rule.decide(j, k, logits, gate, state)
+            assert {t.device.type for t in (stop, pred, *state.values())} == {"meta"}, (rule, j)

@@ -149,19 +149,16 @@ class ClassExclusion(ExitPolicy):
             raise ValueError(f"betas must lie in [0, 1], got {betas}")
         object.__setattr__(self, "betas", betas)
 
-    def init_state(self, n):
-        return {}  # created at the first exit, when the number of classes is known
-
     def decide(self, k, num_exits, logits, gate, state):
         _per_exit(self.betas, num_exits, "betas")
         n, c = logits.shape
-        remaining = state.get("remaining", torch.ones(n, c, dtype=torch.bool))
+        remaining = state.get("remaining", torch.ones(n, c, dtype=torch.bool, device=logits.device))
         if k == num_exits - 1:
             z = logits.float()
             if self.restrict_final:
                 usable = remaining | ~remaining.any(1, keepdim=True)
                 z = z.masked_fill(~usable, -torch.inf)
-            return torch.ones(n, dtype=torch.bool), z.argmax(1), {"remaining": remaining}
+            return torch.ones(n, dtype=torch.bool, device=logits.device), z.argmax(1), {"remaining": remaining}
         s = torch.sigmoid(logits.double())  # float64: no score underflows to 0 before beta * max
         top, a = s.max(1)
         remaining = remaining.scatter(1, a[:, None], True) & (s > self.betas[k] * top[:, None])
@@ -206,7 +203,7 @@ class SingleConfident(ExitPolicy):
     def decide(self, k, num_exits, logits, gate, state):
         _per_exit(self.taus, num_exits, "taus")
         if k == num_exits - 1:
-            return torch.ones(len(logits), dtype=torch.bool), logits.argmax(1), state
+            return torch.ones(len(logits), dtype=torch.bool, device=logits.device), logits.argmax(1), state
         above = torch.softmax(logits.float(), 1) > self.taus[k]
         return above.sum(1) == 1, above.int().argmax(1), state
 

@@ -164,7 +164,8 @@ class E2CMExit(PerExitThresholds):
     def prediction(self, k, logits):
         if self.nearest_scales is None or k >= len(self.nearest_scales):
             return logits.argmax(1)
-        return (logits * torch.tensor(self.nearest_scales[k], dtype=logits.dtype)).argmax(1)
+        scales = torch.tensor(self.nearest_scales[k], dtype=logits.dtype, device=logits.device)
+        return (logits * scales).argmax(1)
 
 
 def e2cm_policy(net: MultiExitNet, thresholds: Sequence[float] | None = None, prediction: str = "nearest") -> E2CMExit:

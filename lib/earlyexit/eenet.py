@@ -152,7 +152,8 @@ def _assignment(logits: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Te
 
 # ---------------------------------------------------------------- the fitted rule
 class EENetPolicy(ExitPolicy):
-    """Exit at the first k whose utility score reaches ``thresholds[k]``; the last exit takes the rest."""
+    """Exit at the first k whose utility score reaches ``thresholds[k]``; the last exit takes the rest.
+    The scheduler scores on its own device: on an accelerator, move it with the network."""
 
     def __init__(self, scheduler: UtilityScheduler, thresholds: Sequence[float], previous_scores: str = "clamped"):
         if previous_scores not in ("clamped", "unclamped_at_test"):
@@ -165,25 +166,25 @@ class EENetPolicy(ExitPolicy):
         self._cuts = torch.tensor(self.thresholds, dtype=torch.float32).tolist()
         self.previous_scores = previous_scores
 
-    def init_state(self, n):
-        return {"q": torch.zeros(n, 0)}
-
     @torch.no_grad()
     def decide(self, k, num_exits, logits, gate, state):
-        q = self.scheduler.score_at(k, exit_features(logits), state["q"])
+        previous = state["q"] if state else torch.zeros(len(logits), 0, device=logits.device)
+        q = self.scheduler.score_at(k, exit_features(logits), previous)
         t = self.thresholds[k] if k < len(self.thresholds) else -math.inf
-        return q >= t, logits.argmax(1), {"q": torch.cat([state["q"], self._carried(q)[:, None]], 1)}
+        return q >= t, logits.argmax(1), {"q": torch.cat([previous, self._carried(q)[:, None]], 1)}
 
     def row_decider(self, num_exits):
         """``decide`` on one row with fewer tensor operations: the same score (the same operations on the
         same values), compared as torch compares it (the threshold rounded to float32); no score at the
         last exit, which takes the row anyway; the prediction read only where the row stops."""
         early, score_at, cuts, carried = len(self.thresholds), self.scheduler.score_at, self._cuts, self._carried
-        previous = self.init_state(1)["q"]
+        previous = None                        # the earlier exits' scores, made at the first exit
 
         def decide(k, logits, gate):          # in the batch-of-one forward's inference mode: no graph
             nonlocal previous
             if k < early:
+                if previous is None:
+                    previous = torch.zeros(1, 0, device=logits.device)
                 q = score_at(k, exit_features(logits), previous)
                 if q.item() < cuts[k]:
                     previous = torch.cat([previous, carried(q)[:, None]], 1)

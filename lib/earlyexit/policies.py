@@ -25,10 +25,9 @@ RowDecider = Callable[[int, torch.Tensor, "torch.Tensor | None"], tuple[bool, in
 
 
 class ExitPolicy:
-    """Base class. Subclasses implement ``decide``; the last exit always takes every row."""
-
-    def init_state(self, n: int) -> State:
-        return {}
+    """Base class. Subclasses implement ``decide``; the last exit always takes every row. A rule that
+    remembers earlier exits keeps that in ``state``, a dict of per-row tensors that starts empty and that
+    the rule fills at the first exit, on the logits' device (the driver selects its rows as rows leave)."""
 
     def decide(self, k: int, num_exits: int, logits: torch.Tensor, gate: torch.Tensor | None,
                state: State) -> tuple[torch.Tensor, torch.Tensor, State]:
@@ -43,7 +42,7 @@ class ExitPolicy:
         its constants bound once. It must decide exactly as ``decide`` does (the same comparisons on
         the same float values); the prediction counts only where the row stops or at the final exit
         (elsewhere a rule may skip reading it)."""
-        state = self.init_state(1)
+        state = {}
 
         def decide(k: int, logits: torch.Tensor, gate: torch.Tensor | None) -> tuple[bool, int]:
             nonlocal state
@@ -101,7 +100,7 @@ class PerExitThresholds(ExitPolicy):
     def decide(self, k, num_exits, logits, gate, state):
         pred = self.prediction(k, logits)
         if k >= len(self.thresholds):  # the final exit: the driver takes every row there
-            return torch.zeros(len(logits), dtype=torch.bool), pred, state
+            return torch.zeros(len(logits), dtype=torch.bool, device=logits.device), pred, state
         return self.confidence(k, logits, gate) >= self._cuts()[k], pred, state
 
     def _cut_values(self) -> list[float]:
@@ -155,12 +154,12 @@ class Patience(ExitPolicy):
         if self.patience < 1:
             raise ValueError(f"patience must be at least 1, got {self.patience}")
 
-    def init_state(self, n):
-        return {"last": torch.full((n,), -1, dtype=torch.long), "count": torch.zeros(n, dtype=torch.long)}
-
     def decide(self, k, num_exits, logits, gate, state):
+        # state (the previous argmax and its run length) starts at the first exit, on the logits' device
         pred = logits.argmax(1)
-        count = torch.where(pred == state["last"], state["count"] + 1, torch.ones_like(pred))
+        count = torch.ones_like(pred)
+        if state:
+            count = torch.where(pred == state["last"], state["count"] + 1, count)
         return count >= self.patience, pred, {"last": pred, "count": count}
 
 
@@ -178,7 +177,7 @@ class NeverExit(ExitPolicy):
     """Every row runs to the final exit: the plain backbone as a reference."""
 
     def decide(self, k, num_exits, logits, gate, state):
-        return torch.zeros(len(logits), dtype=torch.bool), logits.argmax(1), state
+        return torch.zeros(len(logits), dtype=torch.bool, device=logits.device), logits.argmax(1), state
 
 
 OutputsAt = Callable[[int, torch.Tensor, "torch.Tensor | None"], tuple[torch.Tensor, "torch.Tensor | None"]]
@@ -198,7 +197,7 @@ def run_exit_policy(policy: ExitPolicy, num_exits: int, n: int,
     device of the logits.
     """
     active = keep = prediction = exit_index = None
-    state = policy.init_state(n)
+    state = {}
     for k in range(num_exits):
         if active is None:  # first exit: the batch's device is known once outputs arrive
             logits, gate = outputs_at(k, torch.arange(n), None)

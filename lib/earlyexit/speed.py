@@ -199,7 +199,7 @@ def exit_breakdown(form, x: torch.Tensor, policy, table, batch: int, repeats: in
         spent = [[0.0, 0.0, 0.0] for _ in range(k_total)]
         for r in rows:
             decide_row = policy.row_decider(k_total) if batch == 1 else None
-            state, t = policy.init_state(len(r)), time.perf_counter()
+            state, t = {}, time.perf_counter()
             for k, h in form.exit_inputs(r.contiguous(memory_format=form.input_format)):
                 t1 = time.perf_counter()
                 logits, gate = form.exit_output(k, h)
