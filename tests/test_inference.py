@@ -323,3 +323,20 @@ def test_bench_selects_speed_networks_by_notebook_and_name():
     assert {e["notebook"] for e in selected_networks(only="00,03")} == {"00", "03"}
     with pytest.raises(ValueError, match="no speed network matches.*vgg_small x0.25, 6 exits"):
         selected_networks(only="03", network="vgg_small")
+
+
+def test_bench_random_rows_time_every_scenario_at_both_batches_with_its_exit_mix():
+    from types import SimpleNamespace
+    from earlyexit.benchmark import SCENARIOS, _random_rows
+    from earlyexit.train import ModelSpec
+    entry = {"spec": SimpleNamespace(model=ModelSpec("vgg_small", 0.125, None, "linear", {"pool": 1})),
+             "rule": "class exclusion"}
+    rows = _random_rows(entry, repeats=1, batch1_rows=8, label={"network": "tiny"}, device=torch.device("cpu"))
+    assert [(r["weights"], r["batch"]) for r in rows] == [(f"random, {s}", b) for s in SCENARIOS for b in (1, 256)]
+    assert all(r["network"] == "tiny" for r in rows)
+    for r in rows:
+        middle = r["exit shares"][(len(r["exit shares"]) - 1) // 2]
+        if "half" in r["weights"]:
+            assert abs(middle - 0.5) <= 1 / 8, r   # calibrated on the batch: a row on the cut may go either way alone
+        elif "no exit" in r["weights"]:
+            assert r["exit shares"][-1] == 1.0 and r["predicted"] <= 1.0, r   # every head run, none paid back

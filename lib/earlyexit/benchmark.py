@@ -3,7 +3,7 @@
 0. Real early-exit speed (the first table): realised / MAC-predicted speed-up of the real early-exit
    forward (``MultiExitNet.early_exit`` on ``inference.inference_form``: BN folded, channels_last) against
    the plain backbone in the same form, for the cpu networks of notebooks 00, 01 and 03 with their rules,
-   at batch 1 and 256, one thread, median [min-max] of ms per image over interleaved repeats (at batch 1
+   at batch 1 and 256, on the CPU (one thread) and on every accelerator present, median [min-max] of ms per image over interleaved repeats (at batch 1
    row by row, ``speed.paired_rows``), the realised speed-up as the median of the repeats' paired ratios
    with its 95% interval, beside the speed-up the plain network's own stage times predict and
    realised over it (what the engine keeps of what the exits make possible). Trained
@@ -203,11 +203,13 @@ def _calibrated(form, x: torch.Tensor, rule: str, shares: list[float]):
     from .policies import MaxProbability
     with torch.no_grad():
         out = form(x.contiguous(memory_format=form.input_format))
-    logits = torch.stack([z.float() for z in out.logits[:-1]])
+    all_logits = [z.float().cpu() for z in out.logits]            # the device's own values, on the CPU
+    gates = [None if g is None else g.float().cpu() for g in out.gates]
+    logits = torch.stack(all_logits[:-1])
     if rule == "max-softmax":
         return MaxProbability(_leaving_thresholds(torch.softmax(logits, 2).max(2).values, shares))
     if rule.startswith("gates"):
-        t = _leaving_thresholds(torch.stack([g.float() for g in out.gates[:-1]]), shares)
+        t = _leaving_thresholds(torch.stack(gates[:-1]), shares)
         with torch.no_grad():
             for head, tk in zip(form.heads, t):   # InferenceHead: the gate's bias follows the class biases
                 head.bias[head.num_classes] -= tk if tk != float("inf") else 1e4
@@ -215,7 +217,7 @@ def _calibrated(form, x: torch.Tensor, rule: str, shares: list[float]):
     # class exclusion: beta_k by bisection, exit by exit (more exclusion = more rows leave at k)
     from .outputs import CachedOutputs
     from .policies import run_exit_policy
-    cached = CachedOutputs(torch.stack([z.float() for z in out.logits]), torch.zeros(len(x), dtype=torch.long))
+    cached = CachedOutputs(torch.stack(all_logits), torch.zeros(len(x), dtype=torch.long))
     betas, n = [0.0] * len(shares), len(x)
 
     def leaving(b):
@@ -236,44 +238,47 @@ def _calibrated(form, x: torch.Tensor, rule: str, shares: list[float]):
     return ClassExclusion(betas)
 
 
-def speed_table(repeats: int = 5, batch1_rows: int = 128, only: str | None = None,
-                network: str | None = None) -> list[dict]:
-    from .inference import inference_form
-    from .macs import mac_table
-    from .train import build_model
+def speed_table(repeats: int = 5, batch1_rows: int = 128, only: str | None = None, network: str | None = None,
+                devices: list[torch.device] | None = None) -> list[dict]:
+    """The real early-exit speed rows of the chosen networks (``selected_networks``) on every device
+    present (``devices``; the CPU first): trained weights when complete, random weights always."""
     rows = []
     for entry in selected_networks(only, network):
-        spec = entry["spec"]
-        label = {"nb": entry["notebook"], "network": entry["name"], "rule": entry["rule"]}
-        if entry.get("random_only"):
-            pass
-        elif _trained(spec):
-            rows += _trained_rows(entry, repeats, batch1_rows, label)
-        else:
+        trained = not entry.get("random_only") and _trained(entry["spec"])
+        if not entry.get("random_only") and not trained:
             print(f"{entry['notebook']} {entry['name']}: not trained: run make reproduce ONLY={entry['notebook']} "
                   f"(showing random weights)")
-        torch.manual_seed(0)
-        net = build_model(spec.model, 10, 3, 32).eval()
-        table = mac_table(net)
-        gen = torch.Generator().manual_seed(0)
-        x = torch.randn(256, 3, 32, 32, generator=gen) * 2 * torch.rand(256, 1, 1, 1, generator=gen)
-        for scenario in SCENARIOS:
-            form = inference_form(net)
-            policy = _calibrated(form, x[:256], entry["rule"], _scenario_shares(scenario, net.num_exits - 1))
-            for batch in (1, 256):
-                xb = x[:batch1_rows] if batch == 1 else x
-                if batch == 1:  # same exit mix as the big batch: calibrate on the rows timed
-                    form1 = inference_form(net)
-                    policy1 = _calibrated(form1, xb, entry["rule"], _scenario_shares(scenario, net.num_exits - 1))
-                    rows.append(speed_rows(form1, xb, policy1, table, 1, repeats,
-                                           {**label, "weights": f"random, {scenario}"}, stage_timed=True))
-                else:
-                    rows.append(speed_rows(form, xb, policy, table, 256, repeats,
-                                           {**label, "weights": f"random, {scenario}"}, stage_timed=True))
+        for device in devices or devices_present():
+            label = {"nb": entry["notebook"], "network": entry["name"], "rule": entry["rule"], "device": str(device)}
+            if trained:
+                rows += _trained_rows(entry, repeats, batch1_rows, label, device)
+            rows += _random_rows(entry, repeats, batch1_rows, label, device)
     return rows
 
 
-def _trained_rows(entry: dict, repeats: int, batch1_rows: int, label: dict) -> list[dict]:
+def _random_rows(entry: dict, repeats: int, batch1_rows: int, label: dict, device: torch.device) -> list[dict]:
+    """Random weights, the rule calibrated on the rows timed for each scenario (the same exit mix at
+    both batches)."""
+    from .inference import inference_form
+    from .macs import mac_table
+    torch.manual_seed(0)
+    net = build_model(entry["spec"].model, 10, 3, 32).eval()
+    table = mac_table(net)
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(256, 3, 32, 32, generator=gen) * 2 * torch.rand(256, 1, 1, 1, generator=gen)).to(device)
+    rows = []
+    for scenario in SCENARIOS:
+        shares = _scenario_shares(scenario, net.num_exits - 1)
+        for batch in (1, 256):
+            xb = x[:batch1_rows] if batch == 1 else x
+            form = inference_form(net).to(device)
+            policy = _calibrated(form, xb, entry["rule"], shares)
+            rows.append(speed_rows(form, xb, policy, table, batch, repeats,
+                                   {**label, "weights": f"random, {scenario}"}, stage_timed=True))
+    return rows
+
+
+def _trained_rows(entry: dict, repeats: int, batch1_rows: int, label: dict, device: torch.device) -> list[dict]:
     from .inference import inference_form
     from .diffbranch import hard_gate_rule
     from .policies import MaxProbability
@@ -289,7 +294,7 @@ def _trained_rows(entry: dict, repeats: int, batch1_rows: int, label: dict) -> l
     else:
         policy = hard_gate_rule(run.net.num_exits, GATE_THRESHOLD)
     x, _ = next(iter(run.loader("test", batch_size=256)))
-    form = inference_form(run.net)
+    form, x = inference_form(run.net).to(device), x.to(device)
     return [speed_rows(form, x if b > 1 else x[:batch1_rows], policy, run.macs, b, repeats,
                        {**label, "weights": "trained"}, stage_timed=True) for b in (1, 256)]
 
@@ -427,8 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_speed:
         torch.set_num_threads(1)
         cpu = cpu_model()
-        print(f"real early exit vs plain backbone, inference form (BN folded, channels_last), float32, 1 thread, "
-              f"{cpu}; ms/img median [min-max] of {args.repeats} repeats; batch 1 = rows timed one by one; realised "
+        print(f"real early exit vs plain backbone, inference form (BN folded, channels_last), float32, 1 CPU thread "
+              f"({cpu}) and every accelerator present; ms/img median [min-max] of {args.repeats} repeats; batch 1 = rows timed one by one; realised "
               f"speed-up = median of the repeats' paired plain / early-exit ratios, with its 95% interval")
         if not args.only or set(args.only.split(",")) & {e["notebook"] for e in speed_networks()}:
             print(_table(display(speed_table(args.repeats, only=args.only, network=args.network))))

@@ -152,7 +152,7 @@ def speed_rows(form, x: torch.Tensor, policy, table, batch: int, repeats: int, l
         exits = torch.tensor([run(r)[1] for r in rows])
     else:
         tp, te = interleaved(lambda: form.backbone(xs), lambda: form.early_exit(xs, policy, table.exit_macs), repeats)
-        exits = form.early_exit(xs, policy, table.exit_macs).exit_index
+        exits = form.early_exit(xs, policy, table.exit_macs).exit_index.cpu()
     mean_macs = torch.tensor(table.exit_macs, dtype=torch.float64)[exits].mean().item()
     predicted = table.backbone_macs / mean_macs
     realised, low, high = median_interval([p / e for p, e in zip(tp, te)])
