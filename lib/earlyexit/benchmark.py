@@ -3,11 +3,11 @@
 0. Real early-exit speed (the first table): realised / MAC-predicted speed-up of the real early-exit
    forward (``MultiExitNet.early_exit`` on ``inference.inference_form``: BN folded, channels_last) against
    the plain backbone in the same form, for the cpu networks of notebooks 00, 01 and 03 with their rules,
-   at batch 1 and 256, on the CPU (one thread) and on every accelerator present, median [min-max] of ms per image over interleaved repeats (at batch 1
-   row by row, ``speed.paired_rows``), the realised speed-up as the median of the repeats' paired ratios
-   with its 95% interval, beside the speed-up the plain network's own stage times predict and
-   realised over it (what the engine keeps of what the exits make possible). Trained
-   networks are used when their checkpoints are complete in artifacts/; random weights always, with each
+   at batch 1 and 256, on the CPU (one thread) and on every accelerator present, median [min-max] of ms
+   per image over interleaved repeats (at batch 1 row by row, ``speed.paired_rows``), the realised
+   speed-up as the median of the repeats' paired ratios with its 95% interval, beside the speed-up the
+   plain network's own stage times predict and realised over it (what the engine keeps of what the exits
+   make possible). Trained networks are used when their checkpoints are complete in artifacts/; random weights always, with each
    rule's thresholds (for gates: the gate biases) calibrated so that chosen shares of the timed rows leave
    at chosen exits: none, half at the middle exit, 60% spread evenly over the early exits. Then every
    rule of notebook 05 at its operating points nearest the costs that notebook times (fronts fitted on
@@ -40,9 +40,8 @@ from .device import autocast, bf16_supported, cpu_model, describe_device, maybe_
 from .speed import display, interleaved, speed_rows, timings
 from .train import ModelSpec, build_model, train_cached
 
-__all__ = ["primer_spec", "throughput", "flip_tta_accuracy", "speed_networks", "selected_networks", "speed_table", "method_speed_table",
-           "notebook_minutes", "breakdown_tables",
-           "copy_cost_in_macs", "main"]
+__all__ = ["primer_spec", "throughput", "flip_tta_accuracy", "speed_networks", "selected_networks", "speed_table",
+           "method_speed_table", "notebook_minutes", "breakdown_tables", "copy_cost_in_macs", "main"]
 
 
 def primer_spec():
@@ -238,12 +237,12 @@ def _calibrated(form, x: torch.Tensor, rule: str, shares: list[float]):
     return ClassExclusion(betas)
 
 
-def speed_table(repeats: int = 5, batch1_rows: int = 128, only: str | None = None, network: str | None = None,
+def speed_table(networks: list[dict], repeats: int = 5, batch1_rows: int = 128,
                 devices: list[torch.device] | None = None) -> list[dict]:
-    """The real early-exit speed rows of the chosen networks (``selected_networks``) on every device
-    present (``devices``; the CPU first): trained weights when complete, random weights always."""
+    """The real early-exit speed rows of ``networks`` (``selected_networks``) on every device present
+    (``devices``; the CPU first): trained weights when complete, random weights always."""
     rows = []
-    for entry in selected_networks(only, network):
+    for entry in networks:
         trained = not entry.get("random_only") and _trained(entry["spec"])
         if not entry.get("random_only") and not trained:
             print(f"{entry['notebook']} {entry['name']}: not trained: run make reproduce ONLY={entry['notebook']} "
@@ -333,15 +332,14 @@ def copy_cost_in_macs(repeats: int = 7) -> dict:
     return {"ns per MAC": 1e9 * t_conv, "ns per copied element": 1e9 * t_copy, "copy in MACs": t_copy / t_conv}
 
 
-def breakdown_tables(repeats: int = 5, batch1_rows: int = 64, only: str | None = None,
-                     network: str | None = None) -> dict[str, list[dict]]:
+def breakdown_tables(networks: list[dict], repeats: int = 5, batch1_rows: int = 64) -> dict[str, list[dict]]:
     """``speed.exit_breakdown`` of the speed table's networks (trained when their checkpoints are complete,
     random weights otherwise), batch 1 and 256, with the rule each is timed with; the title names the case."""
     from .inference import inference_form
     from .macs import mac_table
     from .speed import exit_breakdown
     out = {}
-    for entry in selected_networks(only, network):
+    for entry in networks:
         trained = not entry.get("random_only") and _trained(entry["spec"])
         if trained:
             run = train_cached(entry["spec"], progress=False)
@@ -411,33 +409,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-training", action="store_true", help="skip the backbone quality table")
     parser.add_argument("--only", default=None, help="notebooks for the speed table, e.g. 01,03")
     parser.add_argument("--network", default=None,
-                        help="only the speed networks whose name contains this, e.g. vgg_small (with --only: within those)")
+                        help="only the speed networks whose name contains this, e.g. vgg_small "
+                             "(with --only: within those notebooks)")
     parser.add_argument("--repeats", type=int, default=7,
                         help="interleaved repeats per timing (a 95%% interval for a speed-up needs 6 or more)")
     parser.add_argument("--breakdown", action="store_true",
                         help="only the per-exit time breakdown (stages, head, decision) of the speed networks")
     args = parser.parse_args(argv)
-    if args.network:
-        try:
-            selected_networks(args.only, args.network)
-        except ValueError as exc:
+    with_05 = "05" in (args.only or "").split(",") or not (args.only or args.network)
+    try:
+        networks = selected_networks(args.only, args.network)
+    except ValueError as exc:
+        if args.network:
             parser.error(str(exc))
+        networks = []                                  # --only 05: notebook 05's table alone
     if args.breakdown:
         torch.set_num_threads(1)
-        print(f"where the early exit's time goes when no row leaves: microseconds per image, median of {args.repeats} repeats, "
-              f"1 thread, {cpu_model()}, inference form")
-        for name, rows in breakdown_tables(args.repeats, only=args.only, network=args.network).items():
+        print(f"where the early exit's time goes when no row leaves: microseconds per image, median of "
+              f"{args.repeats} repeats, 1 thread, {cpu_model()}, inference form")
+        for name, rows in breakdown_tables(networks, args.repeats).items():
             print(f"\n{name}\n{_table(rows)}")
         return 0
     if not args.skip_speed:
         torch.set_num_threads(1)
         cpu = cpu_model()
         print(f"real early exit vs plain backbone, inference form (BN folded, channels_last), float32, 1 CPU thread "
-              f"({cpu}) and every accelerator present; ms/img median [min-max] of {args.repeats} repeats; batch 1 = rows timed one by one; realised "
-              f"speed-up = median of the repeats' paired plain / early-exit ratios, with its 95% interval")
-        if not args.only or set(args.only.split(",")) & {e["notebook"] for e in speed_networks()}:
-            print(_table(display(speed_table(args.repeats, only=args.only, network=args.network))))
-        if (not args.only and not args.network) or "05" in (args.only or "").split(","):
+              f"({cpu}) and every accelerator present; ms/img median [min-max] of {args.repeats} repeats; batch 1 = "
+              f"rows timed one by one; realised speed-up = median of the repeats' paired plain / early-exit ratios, "
+              f"with its 95% interval")
+        if networks:
+            print(_table(display(speed_table(networks, args.repeats))))
+        if with_05:
             methods = method_speed_table(args.repeats)
             print("\nnotebook 05: every rule at its operating points nearest the costs timed there (first seed's "
                   "networks, fronts fitted on validation)")
