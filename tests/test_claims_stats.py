@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from earlyexit.claims import VERDICTS, claim, claims_table, paper_number
+from earlyexit.studies.claims import VERDICTS, claim, claims_table, paper_number
 from earlyexit.stats import bootstrap_mean, median_interval, paired_bootstrap, seed_interval
 
 

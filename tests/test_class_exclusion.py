@@ -10,8 +10,8 @@ from earlyexit.stats import bootstrap_weighted
 import torch.nn.functional as F
 
 from earlyexit.backbones import build_backbone
-from earlyexit.claims import VERDICTS, claims_table
-from earlyexit.class_exclusion import (ClassExclusion, ClassExclusionLoss, ConfidenceLoss, SetupEvaluation,
+from earlyexit.studies.claims import VERDICTS, claims_table
+from earlyexit.methods.class_exclusion import (ClassExclusion, ClassExclusionLoss, ConfidenceLoss, SetupEvaluation,
                                        SingleConfident, _largest_growth, _uneven_shares, authors_exit_keys,
                                        authors_thresholds, conclusions, early_exit_class_shares, evaluate_setup,
                                        exclusion_weights, fit_operating_point, greedy_search, matched_cost_gap,
@@ -23,7 +23,7 @@ from earlyexit.losses import build_loss
 from earlyexit.macs import mac_table
 from earlyexit.multiexit import ExitOutputs, MultiExitNet
 from earlyexit.outputs import CachedOutputs, collect_outputs
-from earlyexit.plans.class_exclusion import lr_candidates, method_run
+from earlyexit.studies.class_exclusion import lr_candidates, method_run
 from earlyexit.stats import bootstrap_mean
 from earlyexit.train import train_cached
 

@@ -4,12 +4,12 @@ against CR is decided over training seeds."""
 import pytest
 import torch
 
-from earlyexit.class_exclusion import (choose_lr, choose_lrs, claims_with_rivals, evaluate_seeds, final_accuracies,
+from earlyexit.methods.class_exclusion import (choose_lr, choose_lrs, claims_with_rivals, evaluate_seeds, final_accuracies,
                                        protocol, seed_gap, seed_rows)
 from earlyexit.macs import MacTable
 from earlyexit.outputs import CachedOutputs
-from earlyexit.plans.class_exclusion import lr_candidates, plan, seed_runs
-from earlyexit.plans.reference import reference_run
+from earlyexit.studies.class_exclusion import lr_candidates, plan, seed_runs
+from earlyexit.studies.reference import reference_run
 from earlyexit.stats import seed_interval
 
 CPU = dict(reference=True, train_size=None, val_size=5000, test_size=None, epochs=12, batch_size=256,

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from earlyexit import comparison as cmp
-from earlyexit.class_exclusion import ClassExclusion
+from earlyexit.studies import benchmark as cmp
+from earlyexit.methods.class_exclusion import ClassExclusion
 from earlyexit.macs import MacTable
 from earlyexit.outputs import CachedOutputs
 from earlyexit.policies import Entropy, MaxProbability

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from earlyexit.backbones import build_backbone
-from earlyexit.diffbranch import (SoftConditionalLoss, ensemble_accuracy, exit_probabilities,
+from earlyexit.methods.differentiable_branching import (SoftConditionalLoss, ensemble_accuracy, exit_probabilities,
                                   expected_cost, normalised_exit_costs, soft_conditional)
 from earlyexit.evaluate import evaluate_policy
 from earlyexit.losses import build_loss

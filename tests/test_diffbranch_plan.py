@@ -4,8 +4,8 @@ from dataclasses import replace
 
 import pytest
 
-from earlyexit.plans.differentiable_branching import layout, plan
-from earlyexit.plans.reference import reference_run
+from earlyexit.studies.differentiable_branching import layout, plan
+from earlyexit.studies.reference import reference_run
 from earlyexit.reproduce import default_parameters, notebooks, resolve_parameters
 
 

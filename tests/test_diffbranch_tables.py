@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-from earlyexit import diffbranch as db
+from earlyexit.methods import differentiable_branching as db
 from earlyexit.backbones import build_backbone
 from earlyexit.macs import mac_table
 from earlyexit.multiexit import MultiExitNet
 from earlyexit.outputs import CachedOutputs
-from earlyexit.plans.differentiable_branching import Layout, group_runs
+from earlyexit.studies.differentiable_branching import Layout, group_runs
 
 N, C = 400, 10
 

@@ -6,12 +6,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from earlyexit.e2cm import (CloudSearch, MethodCurve, paired_accuracy_difference, points_table, threshold_cloud,
+from earlyexit.methods.e2cm import (CloudSearch, MethodCurve, paired_accuracy_difference, points_table, threshold_cloud,
                             unsupervised_curves, unsupervised_mean, unsupervised_summary)
 from earlyexit.evaluate import ThresholdSweep
 from earlyexit.macs import MacTable
 from earlyexit.outputs import CachedOutputs
-from earlyexit.plans import e2cm as study
+from earlyexit.studies import e2cm as study
 from earlyexit.policies import MaxProbability
 from earlyexit.stats import seed_interval
 

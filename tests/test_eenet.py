@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from earlyexit.claims import VERDICTS, claim
-from earlyexit.eenet import (BASELINES, EENetConfig, EENetPolicy, UtilityScheduler, _assignment, _weighted_auroc,
+from earlyexit.studies.claims import VERDICTS, claim
+from earlyexit.methods.eenet import (BASELINES, EENetConfig, EENetPolicy, UtilityScheduler, _assignment, _weighted_auroc,
                              auroc, auroc_gain, budget_grid, compare_at_budgets, conclusions, correctness_auroc,
                              exit_features, exit_share_shift, fit_eenet, fit_geometric, geometric_shares,
                              patience_points, quantile_thresholds, utility_weights, versus_best_baseline)
@@ -230,7 +230,7 @@ def test_utility_weights_split_the_score_weights():
 
 
 def test_conclusions_quote_the_verdicts_and_the_metrics():
-    from earlyexit.eenet import study_network
+    from earlyexit.methods.eenet import study_network
     run = FakeRun()
     studies = {s: study_network(run, [0.45, 0.75], FAST, (0,), draws=50, auroc_draws=20) for s in (0, 1)}
     evidence = across_networks({s: st.evidence for s, st in studies.items()})
@@ -254,7 +254,7 @@ def test_conclusions_quote_the_verdicts_and_the_metrics():
 
 
 # ---------------------------------------------------------------- recipe sweep, stacked fits, poisoned test labels
-from earlyexit.eenet import (Recipe, across_networks, fit_eenet_budgets, recipe_grid, scheduler_macs,  # noqa: E402
+from earlyexit.methods.eenet import (Recipe, across_networks, fit_eenet_budgets, recipe_grid, scheduler_macs,  # noqa: E402
                             sweep_budgets, sweep_recipes, network_claims)
 
 TINY = EENetConfig(epochs=20, patience=10)
@@ -350,7 +350,7 @@ def test_across_networks_gives_a_seed_interval_and_claims():
 def test_a_repeated_stack_of_fits_is_loaded_from_the_cache(fresh_artifacts, monkeypatch):
     """Notebook 05 repeats 04's fits: the same stack is fitted once, then loaded with the same weights;
     another budget is a new stack."""
-    import earlyexit.eenet as E
+    import earlyexit.methods.eenet as E
     calls = []
     real = E._fit_stacked
     monkeypatch.setattr(E, "_fit_stacked", lambda *a: calls.append(1) or real(*a))

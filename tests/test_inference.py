@@ -9,7 +9,7 @@ import torch
 from earlyexit import macs as macs_module
 from earlyexit import multiexit
 from earlyexit.backbones import build_backbone
-from earlyexit.class_exclusion import ClassExclusion, SingleConfident
+from earlyexit.methods.class_exclusion import ClassExclusion, SingleConfident
 from earlyexit.data import tensor_batches
 from earlyexit.evaluate import evaluate_policy
 from earlyexit.inference import count_batchnorm, fold_batchnorm, inference_form, prediction_agreement

@@ -6,9 +6,9 @@ import torch
 
 from earlyexit.backbones import build_backbone
 from earlyexit.data import tensor_batches
-from earlyexit.class_exclusion import ClassExclusion, SingleConfident
-from earlyexit.e2cm import E2CMExit
-from earlyexit.eenet import EENetPolicy, UtilityScheduler
+from earlyexit.methods.class_exclusion import ClassExclusion, SingleConfident
+from earlyexit.methods.e2cm import E2CMExit
+from earlyexit.methods.eenet import EENetPolicy, UtilityScheduler
 from earlyexit.evaluate import (convex_hull, evaluate_policy, pareto_front, random_thresholds, select,
                                 shared_threshold_sweep, sweep_thresholds)
 from earlyexit.macs import mac_table

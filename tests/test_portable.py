@@ -79,7 +79,7 @@ def test_figures_are_png_and_pdf_and_paths_relative(tmp_path, monkeypatch):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from earlyexit import plots
+    from earlyexit.studies import plots
     monkeypatch.setattr(plots, "project_root", lambda: tmp_path)
     plots.use_style()
     fig, ax = plt.subplots(figsize=(12, 4))

@@ -7,8 +7,8 @@ import torch
 
 from earlyexit.macs import MacTable
 from earlyexit.outputs import CachedOutputs
-from earlyexit.plans.primer import maxprob_choice, plan, seed_spread, spread_sentence
-from earlyexit.plans.reference import reference_run
+from earlyexit.studies.primer import maxprob_choice, plan, seed_spread, spread_sentence
+from earlyexit.studies.reference import reference_run
 from earlyexit.stats import seed_interval
 
 CPU = dict(backbone="vgg13", width=0.5, dataset="cifar10", train_size=None, val_size=5000, test_size=None,

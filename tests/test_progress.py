@@ -100,7 +100,7 @@ def _write_notebook(path, cells):
 
 
 def test_failed_notebook_is_summarised_in_a_few_lines(tmp_path, monkeypatch):
-    import earlyexit.report as report
+    import earlyexit.studies.report as report
     monkeypatch.setattr(R, "project_root", lambda: tmp_path)
     monkeypatch.setattr(report, "project_root", lambda: tmp_path)
     (tmp_path / "notebooks").mkdir()

@@ -1,7 +1,7 @@
 """The shared reference network: one spec per (form, seed), the split fixed across seeds."""
 import pytest
 
-from earlyexit.plans.reference import reference_run, reference_runs
+from earlyexit.studies.reference import reference_run, reference_runs
 
 OPTIONS = dict(backbone="vgg13", width=0.5, dataset="cifar10", train_size=None, val_size=5000, test_size=None,
                epochs=12, batch_size=256, lr=0.2, weight_decay=5e-4, bf16=True, channels_last=True)

@@ -110,7 +110,7 @@ def test_device_choice_and_checkpoints_load_anywhere(data, fresh_artifacts):
 def test_metrics_files_say_where_they_ran(tmp_path, monkeypatch):
     import json
     from earlyexit import device as D
-    from earlyexit.report import save_metrics
+    from earlyexit.studies.report import save_metrics
     monkeypatch.setenv("EARLYEXIT_OUTPUT", str(tmp_path))
     monkeypatch.setattr(D, "_default", D._default)
     monkeypatch.setattr(D, "_bf16", D._bf16)

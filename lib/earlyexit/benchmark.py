@@ -34,7 +34,7 @@ import time
 import torch
 
 from .losses import build_loss
-from .plans import primer
+from .studies import primer
 from .reproduce import _table, call_plan, default_parameters, notebooks
 from .device import autocast, bf16_supported, cpu_model, describe_device, maybe_compile, resolve_device, synchronize
 from .speed import display, interleaved, speed_rows, timings
@@ -127,7 +127,7 @@ def speed_networks() -> list[dict]:
     """The cpu-profile networks of notebooks 00, 01 and 03 with their rules, as run specs, and the
     class-exclusion paper's VGGsmall x0.25 with its 6 exits (random weights only: the engine's test
     case for many exits on a small network)."""
-    from .plans import class_exclusion as p01, differentiable_branching as p03
+    from .studies import class_exclusion as p01, differentiable_branching as p03
     primer_run = primer_spec()
     primer = default_parameters(notebooks()["00"])
     out = [{"notebook": "00", "name": f"primer {primer_run.model.backbone} x{primer_run.model.width:g}", "rule": "max-softmax",
@@ -197,8 +197,8 @@ def _scenario_shares(scenario: str, early: int) -> list[float]:
 def _calibrated(form, x: torch.Tensor, rule: str, shares: list[float]):
     """The notebook's rule on a random-weight network, tuned so that ``shares`` of ``x`` leave at each
     early exit. Gates: the gate biases move (the hard-gate rule keeps its fixed t)."""
-    from .class_exclusion import ClassExclusion
-    from .diffbranch import hard_gate_rule
+    from .methods.class_exclusion import ClassExclusion
+    from .methods.differentiable_branching import hard_gate_rule
     from .policies import MaxProbability
     with torch.no_grad():
         out = form(x.contiguous(memory_format=form.input_format))
@@ -279,15 +279,15 @@ def _random_rows(entry: dict, repeats: int, batch1_rows: int, label: dict, devic
 
 def _trained_rows(entry: dict, repeats: int, batch1_rows: int, label: dict, device: torch.device) -> list[dict]:
     from .inference import inference_form
-    from .diffbranch import hard_gate_rule
+    from .methods.differentiable_branching import hard_gate_rule
     from .policies import MaxProbability
     run = train_cached(entry["spec"], progress=False)
     if entry["rule"] == "max-softmax":   # the threshold notebook 00 chooses on validation
-        from .plans.primer import maxprob_choice
+        from .studies.primer import maxprob_choice
         _, choice = maxprob_choice(run.outputs("val"), run.outputs("test"), run.macs, entry["tolerance"])
         policy = MaxProbability(choice["thresholds"])
     elif entry["rule"] == "class exclusion":
-        from .class_exclusion import fit_operating_point
+        from .methods.class_exclusion import fit_operating_point
         policy = fit_operating_point("BC", run.outputs("val"), run.outputs("test"), run.macs,
                                      entry["tolerance"]).policy
     else:
@@ -363,9 +363,9 @@ def method_speed_table(repeats: int = 5, batch1_rows: int = 128) -> list[dict] |
     """Notebook 05's rules on its first seed's cpu networks (fronts fitted on validation as the notebook
     fits them): realised / predicted speed-up at the points nearest its ``speed_costs``, batch 1 and 256,
     one thread. None when a network is not trained yet."""
-    from . import comparison
-    from .eenet import EENetConfig
-    from .plans import benchmark as p05
+    from .studies import benchmark as comparison
+    from .methods.eenet import EENetConfig
+    from .studies import benchmark as p05
     params = default_parameters(notebooks()["05"])
     specs = {name: runs[0] for name, runs in call_plan(p05.networks, params).items()}
     if not all(_trained(s) for s in specs.values()):
@@ -388,7 +388,7 @@ def notebook_minutes() -> list[dict]:
     reports/<profile>/timings.json), with the machine each ran on."""
     import json
     from .reproduce import TIMINGS
-    from .report import reports_dir
+    from .studies.report import reports_dir
     rows = []
     for profile in ("smoke", "cpu"):
         path = reports_dir(profile) / TIMINGS

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from .paths import project_root
-from .report import format_value
+from .studies.report import format_value
 from .profiles import PROFILE_NAMES
 
 __all__ = ["notebook_html", "build", "main"]

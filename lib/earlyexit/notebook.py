@@ -15,12 +15,10 @@ import torch
 from . import rehearsal
 from .data import available_offline
 from .device import set_default_device
-from .plots import use_style
-from .reproduce import call_plan, default_parameters, notebooks, plan_module, resolve_parameters
+from .studies.plots import use_style
+from .parameters import THREADS_ENV, call_plan, default_parameters, notebooks, plan_module, resolve_parameters
 
-__all__ = ["start", "THREADS_ENV"]
-
-THREADS_ENV = "EARLYEXIT_THREADS"   # overrides every notebook's ``threads`` parameter when set
+__all__ = ["start"]
 
 
 def start(notebook: str, namespace: dict) -> dict:

@@ -13,8 +13,9 @@ from typing import Callable, Generic, TypeVar
 __all__ = ["Registry", "PROVIDERS"]
 
 # Modules that register entries; imported on the first lookup miss.
-PROVIDERS = ("earlyexit.backbones", "earlyexit.losses", "earlyexit.class_exclusion", "earlyexit.diffbranch",
-             "earlyexit.e2cm")
+PROVIDERS = ("earlyexit.backbones", "earlyexit.losses", "earlyexit.methods.class_exclusion",
+             "earlyexit.methods.differentiable_branching",
+             "earlyexit.methods.e2cm")
 
 T = TypeVar("T")
 

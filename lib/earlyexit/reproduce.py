@@ -42,8 +42,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import importlib
-import inspect
 import json
 import logging
 import math
@@ -59,69 +57,12 @@ from typing import TextIO
 
 from . import rehearsal
 from .paths import project_root
-from .profiles import PROFILE_NAMES, PROFILES
+from .parameters import (THREADS_ENV, ConfigError, call_plan, default_parameters, notebooks, plan_module,
+                         resolve_parameters, select)
+from .profiles import PROFILE_NAMES
 
 __all__ = ["notebooks", "resolve_parameters", "dry_run", "run", "check", "compare_reports", "compare_metrics",
            "main", "Progress", "portable", "make_portable_notebook"]
-
-
-class ConfigError(ValueError):
-    """A bad profile, notebook or parameter: reported as one line."""
-
-
-def notebooks() -> dict[str, Path]:
-    """Notebook sources by two-digit id: {'00': notebooks/00_primer.ipynb, ...}."""
-    return {p.name[:2]: p for p in sorted((project_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))}
-
-
-def default_parameters(path: Path) -> dict:
-    """Names and default values of the notebook's ``parameters`` cell (plain assignments of literals,
-    evaluated in an empty namespace)."""
-    import nbformat
-    nb = nbformat.read(str(path), as_version=4)
-    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    if not cells:
-        raise ConfigError(f"{path.name} has no cell tagged 'parameters'")
-    values: dict = {}
-    exec(compile(cells[0].source, f"{path.name}:parameters", "exec"), {}, values)
-    return values
-
-
-def resolve_parameters(path: Path, profile: str) -> dict:
-    """Profile overrides for a notebook, checked against its parameters cell."""
-    if profile not in PROFILE_NAMES:
-        raise ConfigError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILE_NAMES)}")
-    stem = path.stem
-    overrides = dict(PROFILES.get(stem, {}).get(profile, {}))
-    known = default_parameters(path)
-    unknown = sorted(set(overrides) - set(known))
-    if unknown:
-        raise ConfigError(f"profile {profile!r} sets unknown parameter(s) {unknown} of {stem}; "
-                          f"its parameters are {sorted(known)}")
-    return {**overrides, "profile": profile}
-
-
-def select(only: str | None) -> dict[str, Path]:
-    found = notebooks()
-    if not only:
-        return found
-    wanted = [w.strip() for w in only.split(",") if w.strip()]
-    missing = [w for w in wanted if w not in found]
-    if missing:
-        raise ConfigError(f"unknown notebook(s) {missing}; available: {', '.join(found)}")
-    return {w: found[w] for w in wanted}
-
-
-def plan_module(path: Path):
-    return importlib.import_module(f"earlyexit.plans.{path.stem[3:]}")
-
-
-def call_plan(plan, params: dict) -> list:
-    """``plan`` with the notebook parameters it accepts (all of them if it takes ``**parameters``)."""
-    accepted = inspect.signature(plan).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values()):
-        return plan(**params)
-    return plan(**{k: v for k, v in params.items() if k in accepted})
 
 
 def dry_run(profile: str, chosen: dict[str, Path]) -> list[dict]:
@@ -536,8 +477,7 @@ def record_timings(profile: str, results: list[dict]) -> Path:
     trainings and the machine it ran on (``make bench`` prints them)."""
     import torch
     from .device import cpu_model
-    from .notebook import THREADS_ENV
-    from .report import reports_dir
+    from .studies.report import reports_dir
     path = reports_dir(profile) / TIMINGS
     try:
         done = json.loads(path.read_text())
@@ -557,8 +497,8 @@ def run(profile: str, chosen: dict[str, Path], out: TextIO | None = None, tty: b
     """Execute the chosen notebooks on ``profile``, showing live progress on ``out`` (stdout); ``record``:
     merge the minutes per notebook into reports/<profile>/timings.json."""
     import papermill
-    from .report import write_summary
-    from .report import reports_dir
+    from .studies.report import write_summary
+    from .studies.report import reports_dir
     from .train import USE_LOG_ENV
     out = out or sys.stdout
     out_dir = reports_dir(profile)   # reports/<profile>/, under EARLYEXIT_OUTPUT when set (``--check``)
@@ -617,7 +557,7 @@ def run_parallel(profile: str, chosen: dict[str, Path], jobs: int, out: TextIO |
     first (``rehearsal.longest_first``), each started as an earlier one ends; every line a child prints reaches ``out`` prefixed by its notebook. Only
     for rehearsals: there notebooks share no training, so two processes never train the same run."""
     import subprocess
-    from .report import write_summary
+    from .studies.report import write_summary
     out = out or sys.stdout
     lock = threading.Lock()
 
@@ -785,7 +725,7 @@ def check(profile: str, chosen: dict[str, Path], fresh: bool = False, scratch: P
     """Rerun the chosen notebooks into ``scratch`` (a new temporary folder unless given; with ``fresh``,
     on an empty artifacts root inside it) and compare each metrics file with the committed one in
     reports/<profile>/. Returns the exit status (0: nothing moved beyond tolerance) and the run's rows."""
-    from .report import reports_dir
+    from .studies.report import reports_dir
     out = out or sys.stdout
     committed_dir = reports_dir(profile)
     scratch = Path(scratch) if scratch is not None else Path(tempfile.mkdtemp(prefix="earlyexit-check-"))

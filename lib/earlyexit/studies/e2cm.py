@@ -18,12 +18,12 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from ..backbones import build_backbone
-from ..claims import Claim, claim, paper_number, paper_numbers
+from .claims import Claim, claim, paper_number, paper_numbers
 from ..data import DATASET_SHAPES, DataSpec
-from ..e2cm import CloudSearch, MethodCurve, autoencoder_run, class_means_run, e2cm_policy, paired_accuracy_difference
+from ..methods.e2cm import CloudSearch, MethodCurve, autoencoder_run, class_means_run, e2cm_policy, paired_accuracy_difference
 from ..macs import mac_table
 from ..outputs import outputs_of_runs
-from ..report import comparison
+from .report import comparison
 from ..stats import seed_interval
 from ..train import LossSpec, ModelSpec, RunSpec, TrainConfig, TrainedRun, build_model, train_cached
 from .reference import reference_runs

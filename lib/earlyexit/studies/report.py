@@ -14,9 +14,9 @@ from pathlib import Path
 
 import torch
 
-from . import rehearsal
-from .device import cpu_model, default_description
-from .paths import output_root, project_root
+from .. import rehearsal
+from ..device import cpu_model, default_description
+from ..paths import output_root, project_root
 
 __all__ = ["format_value", "reports_dir", "save_metrics", "comparison", "write_summary", "environment"]
 

@@ -10,7 +10,7 @@ logits are the negative normalised distances), filled by the fitting step "class
 ordinary cached run (``class_means_run``), and the exit rule ``E2CMExit``. Cached outputs, sweeps,
 the real early exit and the MAC table (which counts the distances through the head) then work as for
 every other rule. The trained-head rivals (SDN heads on the frozen backbone, BranchyNet jointly,
-E2CM+SDN heads that also read the distances) are ordinary runs too (``plans.e2cm``).
+E2CM+SDN heads that also read the distances) are ordinary runs too (``studies.e2cm``).
 
 The unsupervised variant: an autoencoder (backbone "conv_autoencoder", loss "reconstruction") is an
 ordinary cached run; k-means on its embedding gives pseudo-labels, whose means fill the same heads.
@@ -28,18 +28,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import StagedBackbone, register_backbone
-from .data import Dataset, DataSpec, Split, TensorLoader
-from .device import autocast, bf16_supported
-from .evaluate import ThresholdSweep, evaluate_policy, exit_scores, random_thresholds, select, sweep_thresholds
-from .heads import ClassMeansHead, euclidean_distances, exit_feature
-from .losses import register_loss
-from .macs import mac_table
-from .multiexit import ExitOutputs, MultiExitNet
-from .outputs import CachedOutputs, collect_outputs
-from .policies import MaxProbability, PerExitThresholds
-from .stats import paired_bootstrap
-from .train import FITS, FitSpec, LossSpec, ModelSpec, RunSpec, TrainConfig, TrainedRun, train_cached
+from ..backbones import StagedBackbone, register_backbone
+from ..data import Dataset, DataSpec, Split, TensorLoader
+from ..device import autocast, bf16_supported
+from ..evaluate import ThresholdSweep, evaluate_policy, exit_scores, random_thresholds, select, sweep_thresholds
+from ..heads import ClassMeansHead, euclidean_distances, exit_feature
+from ..losses import register_loss
+from ..macs import mac_table
+from ..multiexit import ExitOutputs, MultiExitNet
+from ..outputs import CachedOutputs, collect_outputs
+from ..policies import MaxProbability, PerExitThresholds
+from ..stats import paired_bootstrap
+from ..train import FITS, FitSpec, LossSpec, ModelSpec, RunSpec, TrainConfig, TrainedRun, train_cached
 
 __all__ = ["ClassMeans", "fit_class_means", "load_class_means", "class_means_run", "E2CMExit", "e2cm_policy",
            "threshold_cloud", "CloudSearch", "MethodCurve", "points_table", "paired_accuracy_difference",

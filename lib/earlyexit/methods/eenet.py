@@ -61,14 +61,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import rehearsal
-from .evaluate import evaluate_policy, random_thresholds, select, sweep_thresholds
-from .macs import MacTable
-from .outputs import CachedOutputs
-from .paths import artifacts_root, atomic_save, config_hash, load_cached
-from .claims import Claim, paper_number
-from .policies import Entropy, ExitPolicy, MaxProbability, Patience, normalised_entropy
-from .stats import bootstrap_weighted, paired_bootstrap, seed_interval
+from .. import rehearsal
+from ..evaluate import evaluate_policy, random_thresholds, select, sweep_thresholds
+from ..macs import MacTable
+from ..outputs import CachedOutputs
+from ..paths import artifacts_root, atomic_save, config_hash, load_cached
+from ..studies.claims import Claim, paper_number
+from ..policies import Entropy, ExitPolicy, MaxProbability, Patience, normalised_entropy
+from ..stats import bootstrap_weighted, paired_bootstrap, seed_interval
 
 __all__ = ["EENetConfig", "BudgetedFit", "UtilityScheduler", "EENetPolicy", "exit_features", "quantile_thresholds",
            "geometric_shares", "fit_eenet", "fit_geometric", "fit_searched", "budget_grid", "compare_at_budgets", "auroc",
@@ -958,7 +958,7 @@ def network_claims(evidence: dict[str, dict], config: EENetConfig, setting: str,
     """The six claims of notebook 04 from ``across_networks`` evidence: the interval is the t interval
     over training seeds of the per-seed values (each seed's own paired bootstrap interval is in the
     metrics); properties of every fit (cost error, splits read) are decided on their worst seed."""
-    from .claims import claim
+    from ..studies.claims import claim
 
     def seeds(name: str) -> tuple[float, tuple[float, float] | None, str]:
         e = evidence[name]

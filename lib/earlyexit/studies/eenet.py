@@ -1,6 +1,6 @@
 """Runs of notebook 04_eenet: the multi-exit networks EENet schedules, one per training seed.
 
-The cpu and smoke profiles schedule the shared reference network (``plans.reference``, form
+The cpu and smoke profiles schedule the shared reference network (``studies.reference``, form
 "multi", one training per seed), which notebooks 00, 01 and 03 train or reuse; nothing is trained
 for this notebook alone. The paper profile keeps the paper's own networks (``settings``), trained
 with EENet's depth-weighted cross-entropy, one per seed. EENet and its baselines are then fitted on

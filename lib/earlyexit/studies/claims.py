@@ -21,7 +21,7 @@ from functools import lru_cache
 
 import pandas as pd
 
-from .paths import project_root
+from ..paths import project_root
 
 __all__ = ["VERDICTS", "Claim", "claim", "claims_table", "paper_numbers", "paper_number", "PaperNumber"]
 

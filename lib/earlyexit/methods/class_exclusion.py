@@ -37,12 +37,12 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .evaluate import PolicyResult, evaluate_policy, select
-from .losses import register_loss
-from .macs import MacTable
-from .multiexit import ExitOutputs
-from .outputs import CachedOutputs
-from .policies import ExitPolicy, State
+from ..evaluate import PolicyResult, evaluate_policy, select
+from ..losses import register_loss
+from ..macs import MacTable
+from ..multiexit import ExitOutputs
+from ..outputs import CachedOutputs
+from ..policies import ExitPolicy, State
 
 __all__ = ["BCE_MODES", "exclusion_weights", "ClassExclusionLoss", "ConfidenceLoss", "ClassExclusion",
            "SingleConfident", "SearchResult", "SEARCH_ORDERS", "authors_exit_keys", "resolve_order", "greedy_search", "search_betas", "search_taus", "OperatingPoint",
@@ -397,7 +397,7 @@ def paper_setup_keys(setup: dict) -> dict[str, str]:
 
 def authors_thresholds(setup: dict) -> dict[str, list[float]] | None:
     """The betas and taus of the authors' test configs for this set-up, or None if they have none."""
-    from .claims import paper_number
+    from ..studies.claims import paper_number
     try:
         values = {q: paper_number(PAPER, method=m, quantity=q, **paper_setup_keys(setup)).value
                   for m, q in (("BC", "beta"), ("CR", "tau"))}
@@ -582,7 +582,7 @@ def rivals_text(seed_evals: Sequence[SetupEvaluation]) -> str:
 
 def seed_rows(seed_evals: Sequence[SetupEvaluation], seeds: Sequence[int]) -> list[dict]:
     """Table I per training seed, then the mean and the 95 % t interval over seeds of every number."""
-    from .stats import seed_interval
+    from ..stats import seed_interval
     rows = [{"seed": s, **{k: v for k, v in ev.table_i_row().items() if k not in ("beta", "tau")},
              "matched MACs gap (BC - CR, points)": seed_gap(ev)} for s, ev in zip(seeds, seed_evals)]
     if len(rows) > 1:
@@ -662,8 +662,8 @@ def setup_claims(ev: SetupEvaluation, setting: str, draws: int = DRAWS, seed: in
     compares separately trained networks: with ``seed_evals`` (one evaluation per training seed, >= 2)
     its interval is the t interval over seeds of the per-seed statistic (seed s of BC against seed s of
     CR); with one seed it falls back to a bootstrap over test images, which covers the test sample only."""
-    from .claims import claim, paper_number
-    from .stats import bootstrap_mean, bootstrap_weighted, paired_bootstrap
+    from ..studies.claims import claim, paper_number
+    from ..stats import bootstrap_mean, bootstrap_weighted, paired_bootstrap
     bc, out, macs = ev.authors["BC"].test, ev.tests["BC"], ev.macs["BC"]
     n, k_final = len(out), ev.num_exits - 1
     none = paper_number(PAPER, quantity="paper_accuracy_and_mac_values")
@@ -692,7 +692,7 @@ def setup_claims(ev: SetupEvaluation, setting: str, draws: int = DRAWS, seed: in
                             "grid of BC's MACs minus those of the cheapest CR point reaching BC's test accuracy")
     rivals = f"final-exit test accuracy {rivals_text(seed_evals or [ev])}"
     if seed_evals is not None and len(seed_evals) >= 2:
-        from .stats import seed_interval
+        from ..stats import seed_interval
         per_seed = [seed_gap(e) for e in seed_evals]
         gap = seed_interval(per_seed)
         evidence = (f"t interval over {len(per_seed)} training seeds of the per-seed value (seed s of BC against "
@@ -745,7 +745,7 @@ def _grid(panels: int, rows: int, width: float, height: float):
 def plot_accuracy_vs_macs(evals: dict[str, SetupEvaluation]):
     """Test accuracy against remaining MACs on the common tolerance grid, one panel per set-up; stars:
     each network with early exits disabled; dotted: the plain backbone."""
-    from .plots import accuracy_vs_cost
+    from ..studies.plots import accuracy_vs_cost
     fig, axes = _grid(len(evals), 1, 6.2, 4.4)
     for ax, ev in zip(axes[0], evals.values()):
         grid = ", ".join(f"{100 * t:g}" for t in ev.tolerances)
@@ -771,7 +771,7 @@ def operating_points(evals: dict[str, SetupEvaluation], common: float) -> Points
 
 def plot_exit_points(evals: dict[str, SetupEvaluation], points: Points):
     """Fig. 4: share of test images leaving at each exit, BC beside CR; one row per operating point."""
-    from .plots import exit_histogram
+    from ..studies.plots import exit_histogram
     fig, axes = _grid(len(evals), len(points), 6.5, 3.5 * len(points))
     for r, (label, pts) in enumerate(points.items()):
         for ax, (name, ev) in zip(axes[r], evals.items()):
@@ -830,7 +830,7 @@ def plot_remaining_classes(evals: dict[str, SetupEvaluation]):
 def paper_comparisons(ev: SetupEvaluation, note: str) -> list[dict]:
     """Rows beside the paper for SUMMARY.md: the paper's accuracy and MAC values were not retrieved, so
     only the thresholds of the authors' test configs have a paper column."""
-    from .report import comparison
+    from ..studies.report import comparison
     row, missing = ev.table_i_row(), note + "; paper value not retrieved"
     rows = [comparison("BC test accuracy (authors' tolerance)", row["BC acc"], None, "fraction", missing),
             comparison("BC remaining MACs", row["BC remaining MACs %"], None, "% of plain", missing),
@@ -874,7 +874,7 @@ def protocol(tolerances: Sequence[float], search_order: str | Sequence[int], res
 def claims_with_rivals(claims: Sequence, rivals: dict[str, str]):
     """``claims_table`` with a column giving, beside each comparison, the rivals' final-exit test
     accuracies of its set-up (``rivals``: {set-up name: text}; a claim's setting starts with its name)."""
-    from .claims import claims_table
+    from ..studies.claims import claims_table
     table = claims_table(list(claims))
     table.insert(3, "rivals' final-exit test accuracy",
                  [next((t for name, t in rivals.items() if c.setting.startswith(name)), "") for c in claims])

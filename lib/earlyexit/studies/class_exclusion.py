@@ -4,7 +4,7 @@ network (CR), all trained from scratch under one recipe, at learning rates chose
 
 Two ways to get the networks (``reference``):
 
-- ``True`` (the cpu profile): plain and CR are the shared reference network (``plans.reference``: plain,
+- ``True`` (the cpu profile): plain and CR are the shared reference network (``studies.reference``: plain,
   and the multi-exit network trained with weighted CE, the final classifier carrying half the loss);
   BC is the same architecture with the same linear GAP heads, trained with the class-exclusion loss under
   the reference recipe (SGD Nesterov, one-cycle, crops and flips). A set-up may then only name the

@@ -1,6 +1,16 @@
-"""Every exit rule of the library on one backbone family, on equal terms (notebook 05).
+"""Notebook 05_benchmark: every exit rule of the library on one backbone family, on equal terms.
 
-A rule's candidates (threshold vectors, scheduler fits, patience values) are evaluated on the
+The runs. Every network is a form of the shared reference network (``studies.reference``), built by the plan
+module of the notebook that owns it, so that in the cpu profile each is found in the run cache
+(``tests/test_reference.py`` checks that 05 trains nothing new there):
+
+- ``multi`` (00): max-softmax, entropy, patience, the confidence baseline of class exclusion, EENet;
+- ``BC`` (01): the same architecture trained with the class-exclusion loss; class exclusion;
+- ``gated`` (03): the same architecture with gated heads, soft-conditional loss at a fixed lambda;
+  differentiable branching's hard gates;
+- ``plain`` (02) and ``E2CM`` (02): class means fitted on the frozen plain network; E2CM.
+
+The comparison. A rule's candidates (threshold vectors, scheduler fits, patience values) are evaluated on the
 validation split; its front is the validation Pareto front of those candidates, read on test. Every
 threshold rule, class exclusion and its confidence baseline included, gets the same tuning budget:
 ``vectors`` random per-exit vectors drawn at validation quantiles of its own per-row score, plus
@@ -32,22 +42,67 @@ from typing import Mapping, Protocol, Sequence
 import numpy as np
 import torch
 
-from . import rehearsal
-from .class_exclusion import ClassExclusion, SingleConfident
-from .e2cm import e2cm_policy
-from .eenet import EENetConfig, RecipeSweep, budget_grid, fit_eenet_budgets, recipe_grid, sweep_budgets, \
+from .. import rehearsal
+from ..methods.class_exclusion import ClassExclusion, SingleConfident
+from ..methods.e2cm import e2cm_policy
+from ..methods.eenet import EENetConfig, RecipeSweep, budget_grid, fit_eenet_budgets, recipe_grid, sweep_budgets, \
     sweep_recipes
-from .evaluate import evaluate_policy, exit_scores, pareto_front, random_thresholds, sweep_thresholds, \
+from ..evaluate import evaluate_policy, exit_scores, pareto_front, random_thresholds, sweep_thresholds, \
     threshold_outcomes
-from .macs import MacTable
-from .outputs import CachedOutputs
-from .policies import Entropy, ExitPolicy, GateThreshold, MaxProbability, Patience, PerExitThresholds
-from .stats import bootstrap_many, seed_interval
+from ..macs import MacTable
+from ..outputs import CachedOutputs
+from ..policies import Entropy, ExitPolicy, GateThreshold, MaxProbability, Patience, PerExitThresholds
+from ..stats import bootstrap_many, seed_interval
+from ..train import RunSpec
+from . import class_exclusion as p01, differentiable_branching as p03, e2cm as p02
+from .reference import reference_runs
 
-__all__ = ["Front", "METHODS", "seed_fronts", "benchmark_fronts", "threshold_front", "policy_front", "exclusion_candidates", "confident_candidates",
-           "patience_candidates", "first_right_cost", "oracle_curve", "oracle_cost", "curve_accuracy", "accuracy_band",
+__all__ = ["NETWORKS", "networks", "plan", "Front", "METHODS", "seed_fronts", "benchmark_fronts", "threshold_front",
+           "policy_front", "exclusion_candidates", "confident_candidates", "patience_candidates", "first_right_cost", "oracle_curve", "oracle_cost", "curve_accuracy", "accuracy_band",
            "curve_cost_to_reach", "fixed_cost_rows", "final_exits", "reach_rows", "nearest_point", "speed_points", "method_rows",
            "display_rows", "oracle_rows", "oracle_line", "protocol", "conclusions", "plot_fronts"]
+
+NETWORKS = ("multi", "BC", "gated", "plain", "E2CM")
+
+
+def networks(backbone: str, width: float, dataset: str, train_size: int | None, val_size: int,
+             test_size: int | None, epochs: int, batch_size: int, lr: float, weight_decay: float, bf16: bool,
+             channels_last: bool, seeds: list[int], class_exclusion: dict, gated: dict, e2cm: dict,
+             **_) -> dict[str, list[RunSpec]]:
+    """Network name (``NETWORKS``) -> one run per training seed. ``class_exclusion``: {setup (01's set-up
+    name), bce_mode, rho}; ``gated``: {lambda, mixing, cost_reference} (03's headline network);
+    ``e2cm``: {feature, fit_augment}. They must equal the owning notebooks' values for the runs to be shared."""
+    ref = dict(backbone=backbone, width=width, dataset=dataset, train_size=train_size, val_size=val_size,
+               test_size=test_size, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+               bf16=bf16, channels_last=channels_last)
+    for name, given, needed in (("class_exclusion", class_exclusion, {"setup", "bce_mode", "rho"}),
+                                ("gated", gated, {"lambda", "mixing", "cost_reference"}),
+                                ("e2cm", e2cm, {"feature", "fit_augment"})):
+        if set(given) != needed:
+            raise ValueError(f"{name} must give exactly {sorted(needed)}, got {sorted(given)}")
+    setup = {"name": class_exclusion["setup"], "backbone": backbone, "dataset": dataset, "width": width}
+    bc = [p01.method_run(setup, "BC", lr, seed, reference=True, train_size=train_size, val_size=val_size,
+                         test_size=test_size, epochs=epochs, batch_size=batch_size, weight_decay=weight_decay,
+                         schedule="onecycle", warmup=0.0, crop_pad=2, flip=True, bce_mode=class_exclusion["bce_mode"],
+                         rho=class_exclusion["rho"], cr_loss="half_final", bf16=bf16, channels_last=channels_last)
+          for seed in seeds]
+    layout = p03.layout(datasets=[dataset], backbones=[backbone], width=width, exit_after={}, head_features="linear",
+                        head_width=64, head_pool=1, train_size=train_size, val_size=val_size, test_size=test_size,
+                        epochs=epochs, batch_size=batch_size, optimizer="sgd", schedule="onecycle", lr=lr,
+                        weight_decay=weight_decay, augment=True, seeds=seeds, split_seed=0,
+                        headline_lambda=gated["lambda"], lambda_grid=[], grid_start="warm", grid_train="heads",
+                        grid_epochs=1, mixing=gated["mixing"], cost_reference=gated["cost_reference"],
+                        branchynet_weights="uniform", reference=True, bf16=bf16, channels_last=channels_last)
+    plain = reference_runs("plain", seeds, **ref)
+    return {"multi": reference_runs("multi", seeds, **ref), "BC": bc,
+            "gated": [layout[(dataset, backbone)].proposed[s] for s in seeds], "plain": plain,
+            "E2CM": [p02.e2cm_spec(p, e2cm["feature"], e2cm["fit_augment"]) for p in plain]}
+
+
+def plan(**parameters) -> list[RunSpec]:
+    """Every run of ``networks``, the parents before the runs that start from them."""
+    nets = networks(**parameters)
+    return [spec for name in NETWORKS for spec in nets[name]]
 
 
 class RunLike(Protocol):
@@ -166,7 +221,7 @@ def patience_candidates(num_exits: int) -> list[Patience]:
     return [Patience(p) for p in range(1, num_exits + 1)]
 
 
-# Every rule of the library, the network form it runs on (plans.benchmark.NETWORKS).
+# Every rule of the library, the network form it runs on (NETWORKS).
 METHODS = {"max-softmax": "multi", "entropy": "multi", "patience (PABEE)": "multi",
            "confidence baseline (CR)": "multi", "EENet": "multi", "class exclusion": "BC", "E2CM": "E2CM",
            "gates (diff. branching)": "gated"}
@@ -363,8 +418,8 @@ def speed_points(front: Front, run, costs: Sequence[float], repeats: int, batch1
     """Real early exit (``MultiExitNet.early_exit`` on the inference form) at the points nearest ``costs``,
     against the plain network in the same form, on the first test images, with ``threads`` torch threads;
     one row per point and batch (``speed.speed_rows``)."""
-    from .inference import inference_form
-    from .speed import speed_rows
+    from ..inference import inference_form
+    from ..speed import speed_rows
     batch1_rows = rehearsal.cap(batch1_rows, rehearsal.LATENCY_IMAGES)
     repeats = rehearsal.cap(repeats, 1)
     form = inference_form(run.net)

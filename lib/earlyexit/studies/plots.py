@@ -15,8 +15,8 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 from matplotlib.text import Text
 
-from . import rehearsal
-from .paths import output_root, project_root
+from .. import rehearsal
+from ..paths import output_root, project_root
 
 __all__ = ["use_style", "save_figure", "figure_dir", "accuracy_vs_cost", "exit_histogram", "stacked_exit_shares",
            "budget_calibration", "fronts_with_bands", "PAPER_WIDTHS", "PAPER_FONT_SIZES"]

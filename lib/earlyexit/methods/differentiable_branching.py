@@ -37,16 +37,16 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from . import rehearsal
-from .claims import VERDICTS, Claim, PaperNumber, claim, paper_number
-from .evaluate import (PolicyResult, ThresholdSweep, evaluate_policy, random_thresholds, select,
+from .. import rehearsal
+from ..studies.claims import VERDICTS, Claim, PaperNumber, claim, paper_number
+from ..evaluate import (PolicyResult, ThresholdSweep, evaluate_policy, random_thresholds, select,
                        shared_threshold_sweep, sweep_thresholds)
-from .losses import register_loss
-from .macs import MacTable
-from .multiexit import ExitOutputs, MultiExitNet
-from .outputs import CachedOutputs
-from .policies import Entropy, GateThreshold
-from .stats import bootstrap_weighted, seed_interval
+from ..losses import register_loss
+from ..macs import MacTable
+from ..multiexit import ExitOutputs, MultiExitNet
+from ..outputs import CachedOutputs
+from ..policies import Entropy, GateThreshold
+from ..stats import bootstrap_weighted, seed_interval
 
 __all__ = ["MIXING", "COST_REFERENCES", "soft_conditional", "exit_probabilities", "expected_cost",
            "normalised_exit_costs", "SoftConditionalLoss", "ensemble_accuracy", "ensemble_prediction",
@@ -447,8 +447,8 @@ def latency_table(group: BackboneRuns, choice: LambdaChoice, gate_threshold: flo
     ``images`` test images one by one, one thread, ``repeats`` interleaved with the plain backbone's) of the
     first seed's network at the fixed lambda and of the grid's chosen network, each in its inference form
     (``inference.inference_form``) against its own backbone in the same form."""
-    from .inference import inference_form
-    from .speed import speed_rows
+    from ..inference import inference_form
+    from ..speed import speed_rows
     seed = group.seeds[0]
     x, _ = next(iter(group.run("plain", seed).loader("test", batch_size=images)))
     x = x[:rehearsal.cap(len(x), rehearsal.LATENCY_IMAGES)]
@@ -607,7 +607,7 @@ def paper_comparisons(t1: Table1, t2: dict[str, pd.DataFrame], lat: dict[str, La
                       choices: dict[tuple[str, str], LambdaChoice], setting: str) -> list[dict]:
     """Every number of the paper's Tables 1 and 2 that we measure, beside ours (``report.comparison``);
     Table 1 as the mean over seeds."""
-    from .report import comparison
+    from ..studies.report import comparison
     out = []
     for row in t1.summary.to_dict("records"):
         s = PAPER_BACKBONES.get(row["backbone"], row["backbone"])

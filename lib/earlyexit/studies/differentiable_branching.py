@@ -1,7 +1,7 @@
 """Runs of notebook 03_differentiable_branching, per data set and backbone:
 
 - ``plain`` and ``branchynet`` for every training seed. With ``reference=True`` (the cpu profile) these
-  are the shared reference network's "plain" and "multi" forms (``plans.reference``), which every
+  are the shared reference network's "plain" and "multi" forms (``studies.reference``), which every
   notebook finds in one cache; otherwise (the paper profile) this notebook's own runs under the
   given recipe.
 - ``proposed``: the gated network trained with the soft-conditional loss at ``headline_lambda`` (fixed
@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from ..data import DATASET_SHAPES, DataSpec
-from ..diffbranch import BackboneRuns, normalised_exit_costs
+from ..methods.differentiable_branching import BackboneRuns, normalised_exit_costs
 from ..macs import mac_table
 from ..train import LossSpec, ModelSpec, RunSpec, TrainConfig, build_model
 from .reference import reference_run
