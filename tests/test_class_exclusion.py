@@ -11,20 +11,18 @@ import torch.nn.functional as F
 
 from earlyexit.backbones import build_backbone
 from earlyexit.studies.claims import VERDICTS, claims_table
-from earlyexit.methods.class_exclusion import (ClassExclusion, ClassExclusionLoss, ConfidenceLoss, SetupEvaluation,
-                                       SingleConfident, _largest_growth, _uneven_shares, authors_exit_keys,
-                                       authors_thresholds, conclusions, early_exit_class_shares, evaluate_setup,
-                                       exclusion_weights, fit_operating_point, greedy_search, matched_cost_gap,
-                                       mean_remaining_classes, paper_setup_keys, resolve_order, search_betas,
-                                       search_taus)
+from earlyexit.methods.class_exclusion import (ClassExclusion, ClassExclusionLoss, ConfidenceLoss, SingleConfident,
+                                               authors_exit_keys, exclusion_weights, fit_operating_point,
+                                               greedy_search, resolve_order, search_betas, search_taus)
 from earlyexit.data import tensor_batches
 from earlyexit.evaluate import evaluate_policy
 from earlyexit.losses import build_loss
 from earlyexit.macs import mac_table
 from earlyexit.multiexit import ExitOutputs, MultiExitNet
 from earlyexit.outputs import CachedOutputs, collect_outputs
-from earlyexit.studies.class_exclusion import lr_candidates, method_run
-from earlyexit.stats import bootstrap_mean
+from earlyexit.studies.class_exclusion import (SetupEvaluation, _largest_growth, _uneven_shares, authors_thresholds,
+                                               conclusions, early_exit_class_shares, evaluate_setup, lr_candidates,
+                                               matched_cost_gap, mean_remaining_classes, method_run, paper_setup_keys)
 from earlyexit.train import train_cached
 
 NEG, POS = -6.0, 6.0

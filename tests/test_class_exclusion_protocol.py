@@ -4,11 +4,11 @@ against CR is decided over training seeds."""
 import pytest
 import torch
 
-from earlyexit.methods.class_exclusion import (choose_lr, choose_lrs, claims_with_rivals, evaluate_seeds, final_accuracies,
-                                       protocol, seed_gap, seed_rows)
 from earlyexit.macs import MacTable
 from earlyexit.outputs import CachedOutputs
-from earlyexit.studies.class_exclusion import lr_candidates, plan, seed_runs
+from earlyexit.studies.class_exclusion import (choose_lr, choose_lrs, claims_with_rivals, evaluate_seeds,
+                                               final_accuracies, lr_candidates, plan, protocol, seed_gap, seed_rows,
+                                               seed_runs)
 from earlyexit.studies.reference import reference_run
 from earlyexit.stats import seed_interval
 

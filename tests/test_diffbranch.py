@@ -11,7 +11,7 @@ from earlyexit.methods.differentiable_branching import (SoftConditionalLoss, ens
 from earlyexit.evaluate import evaluate_policy
 from earlyexit.losses import build_loss
 from earlyexit.macs import mac_table
-from earlyexit.multiexit import ExitOutputs, MultiExitNet
+from earlyexit.multiexit import MultiExitNet
 from earlyexit.outputs import CachedOutputs
 from earlyexit.policies import GateThreshold
 

@@ -13,7 +13,7 @@ from earlyexit.backbones import build_backbone
 from earlyexit.macs import mac_table
 from earlyexit.multiexit import MultiExitNet
 from earlyexit.outputs import CachedOutputs
-from earlyexit.studies.differentiable_branching import Layout, group_runs
+from earlyexit.studies import differentiable_branching as study, differentiable_branching_tables as tables
 
 N, C = 400, 10
 
@@ -83,20 +83,20 @@ def _group():
     for lam, gates, acc in ((0.0, shut, [0.3, 0.4, 0.5, 0.70]), (0.1, half_open, [0.5, 0.4, 0.5, 0.70]),
                             (1.0, all_open, [0.5, 0.4, 0.5, 0.70])):
         grid[lam] = FakeRun(gated, {sp: _outputs(k, labels, acc, gates) for sp in both}, spec=Spec(init_from="x"))
-    return db.BackboneRuns("cifar10", "vgg13", plain, branchy, proposed, grid, 0.1)
+    return study.BackboneRuns("cifar10", "vgg13", plain, branchy, proposed, grid, 0.1)
 
 
 def _tables(g):
-    t1 = db.table1([g], "probabilities", 0.5, 0.01, bnet_shared=64, bnet_random=400)
-    return t1, db.lambda_choice(g, "probabilities", 0.5, 0.01)
+    t1 = study.table1([g], "probabilities", 0.5, 0.01, bnet_shared=64, bnet_random=400)
+    return t1, study.lambda_choice(g, "probabilities", 0.5, 0.01)
 
 
 def test_exit_list_round_trip_and_paper_cells():
-    assert db.exit_list([0.013, 0.0, 0.821, 0.166]) == "#1: 1.3%, #3: 82.1%, #4: 16.6%"
-    assert db.parse_exit_list("#1: 1.3%, #3: 82.1%, #4: 16.6%") == pytest.approx({1: 0.013, 3: 0.821, 4: 0.166})
-    exits = db.paper_value(table=2, backbone="vgg13", quantity="exits")
-    assert len(db.parse_exit_list(exits.value)) == 4
-    assert db.paper_value(table=1, dataset="mnist", backbone="vgg13", method="proposed") is None
+    assert study.exit_list([0.013, 0.0, 0.821, 0.166]) == "#1: 1.3%, #3: 82.1%, #4: 16.6%"
+    assert study.parse_exit_list("#1: 1.3%, #3: 82.1%, #4: 16.6%") == pytest.approx({1: 0.013, 3: 0.821, 4: 0.166})
+    exits = study.paper_value(table=2, backbone="vgg13", quantity="exits")
+    assert len(study.parse_exit_list(exits.value)) == 4
+    assert study.paper_value(table=1, dataset="mnist", backbone="vgg13", method="proposed") is None
 
 
 def test_outputs_are_read_once_per_run_and_split():
@@ -112,11 +112,11 @@ def test_outputs_are_read_once_per_run_and_split():
 
 def test_group_runs_by_name():
     g = _group()
-    lay = Layout({0: Spec()}, {0: Spec()}, {0: Spec()}, {0.5: Spec()})
+    lay = study.Layout({0: Spec()}, {0: Spec()}, {0: Spec()}, {0.5: Spec()})
     for i, spec in enumerate(lay.specs()):
         spec.name = f"r{i}"
     runs = {"r0": g.plain[0], "r1": g.branchynet[0], "r2": g.proposed[0], "r3": g.grid[0.1]}
-    grouped = group_runs(runs, {("cifar10", "vgg13"): lay}, 0.1)[("cifar10", "vgg13")]
+    grouped = study.group_runs(runs, {("cifar10", "vgg13"): lay}, 0.1)[("cifar10", "vgg13")]
     assert grouped.grid[0.5] is g.grid[0.1] and grouped.proposed[0] is g.proposed[0] and grouped.headline_lambda == 0.1
 
 
@@ -141,14 +141,14 @@ def test_table1_per_seed_and_summary_with_paper_numbers():
 
 def test_branchynet_gets_at_least_the_proposed_budget():
     g = _group()
-    assert db.candidate_budget([g]) == 6 * len(db.GATE_GRID)
+    assert study.candidate_budget([g]) == 6 * len(study.GATE_GRID)
     with pytest.raises(ValueError, match="fewer than"):
-        db.table1([g], "probabilities", 0.5, 0.01, bnet_shared=10, bnet_random=10)
+        study.table1([g], "probabilities", 0.5, 0.01, bnet_shared=10, bnet_random=10)
 
 
 def test_lambda_choice_is_the_cheapest_within_tolerance_of_the_best_ensemble():
     g = _group()
-    choice = db.lambda_choice(g, "probabilities", 0.5, 0.01)
+    choice = study.lambda_choice(g, "probabilities", 0.5, 0.01)
     f = choice.frame.set_index("lambda")
     assert choice.reference == pytest.approx(f["val ensemble acc"].max())
     ok = f[f["val hard-exit acc"] >= choice.reference - 0.01 - 1e-12]
@@ -158,7 +158,7 @@ def test_lambda_choice_is_the_cheapest_within_tolerance_of_the_best_ensemble():
 def _poisoned(g):
     """The same group whose test labels are shuffled in every run."""
     perm = torch.randperm(N, generator=torch.Generator().manual_seed(1))
-    for kind in db.KINDS:
+    for kind in study.KINDS:
         for run in getattr(g, kind).values():
             t = run.outs["test"]
             run.outs["test"] = CachedOutputs(t.logits, t.labels[perm], t.gates)
@@ -177,9 +177,9 @@ def test_selections_do_not_read_test_labels():
 def test_table2_and_training_minutes():
     g = _group()
     t1, choice = _tables(g)
-    t2 = db.table2(g, t1, choice, "probabilities", "final")
+    t2 = tables.table2(g, t1, choice, "probabilities", "final")
     assert len(t2) == 5 and t2["shares sum (%)"].iloc[:4].tolist() == pytest.approx([100.0] * 4)
-    minutes = db.training_minutes([g])
+    minutes = tables.training_minutes([g])
     assert len(minutes) == 12 and (minutes["minutes"] == 1.0).all()
 
 
@@ -187,7 +187,7 @@ def test_claims_over_seeds_and_the_lambda_bootstrap():
     g = _group()
     t1, choice = _tables(g)
     polarised = {s: 1.0 for s in SEEDS}
-    claims = db.check_claims(t1, g, choice, polarised, "probabilities", "test")
+    claims = study.check_claims(t1, g, choice, polarised, "probabilities", "test")
     assert len(claims) == 7
     bnet, prop, drop, cut, few, polar, lam = claims
     diffs = [100 * (b - p) for b, p in zip(t1.values("cifar10", "vgg13", "BranchyNet (final exit)"),
@@ -205,28 +205,28 @@ def test_gate_collapse_states_per_model_at_its_last_epoch():
     rows = [{"model": m, "lambda": 0.0, "epoch": e, "branch": b, "mean gate": v}
             for m, gates, epochs in (("a", [0.01, 0.02], 3), ("b", [0.97, 0.5], 1), ("c", [0.2, 0.6], 2))
             for e in range(1, epochs + 1) for b, v in enumerate(gates, 1)]
-    states = db.gate_collapse(pd.DataFrame(rows))["state"].tolist()
+    states = tables.gate_collapse(pd.DataFrame(rows))["state"].tolist()
     assert states == ["all shut (< 0.05)", "first gate open (> 0.95)", "no collapse"]
 
 
 def test_polarised_share_per_image():
     gates = torch.tensor([[0.05, 0.5], [0.95, 0.5]])
-    assert db.polarised_share(gates).tolist() == [1.0, 0.0]
+    assert tables.polarised_share(gates).tolist() == [1.0, 0.0]
 
 
 def test_conclusions_and_protocol_read_every_number_from_tables():
     g = _group()
     t1, choice = _tables(g)
-    claims = db.check_claims(t1, g, choice, {s: 1.0 for s in SEEDS}, "probabilities", "test")
+    claims = study.check_claims(t1, g, choice, {s: 1.0 for s in SEEDS}, "probabilities", "test")
     history = pd.DataFrame([{"model": "m", "lambda": 0.0, "epoch": 1, "branch": 1, "mean gate": 0.01}])
-    text = db.conclusions(t1, {("cifar10", "vgg13"): choice}, claims, db.gate_collapse(history), 0.125, 2, 3)
+    text = study.conclusions(t1, {("cifar10", "vgg13"): choice}, claims, tables.gate_collapse(history), 0.125, 2, 3)
     assert f"{100 * t1.summary.iloc[0]['plain mean']:.2f}%" in text
     assert "1 of 1 models: all shut" in text and f"lambda = {choice.chosen:g}" in text
     params = dict(seeds=[0, 1, 2], optimizer="sgd", schedule="onecycle", lr=0.2, epochs=12, batch_size=256,
                   weight_decay=5e-4, augment=True, bf16=True, channels_last=True, reference=True,
                   headline_lambda=0.1, lambda_grid=[0.0, 0.1, 1.0], grid_start="warm", grid_train="heads",
                   grid_epochs=3, tolerance=0.01, gate_threshold=0.5, bnet_shared=64, bnet_random=400)
-    proto = db.protocol(params, t1, {("cifar10", "vgg13"): choice}, [g])
+    proto = study.protocol(params, t1, {("cifar10", "vgg13"): choice}, [g])
     assert {"lambda_grid", "lambda_selection", "bnet_thresholds"} <= set(proto)
     assert proto["lambda_selection"]["chosen"] == {"cifar10|vgg13": choice.chosen}
     assert all(n >= proto["bnet_thresholds"]["proposed_budget"]
@@ -234,7 +234,7 @@ def test_conclusions_and_protocol_read_every_number_from_tables():
 
 
 def test_lambda_claim_allows_ties_but_not_rises():
-    assert db.lambda_monotone_drop([0.9, 0.9, 0.8, 0.8]) == pytest.approx(0.1)
-    assert db.lambda_monotone_drop([0.9, 0.7, 0.8, 0.6]) == pytest.approx(-0.1)
-    assert db.lambda_monotone_drop([0.9, 0.9]) == 0.0
-    assert db.lambda_monotone_drop([0.5, 0.5 + 1e-16]) == 0.0
+    assert study.lambda_monotone_drop([0.9, 0.9, 0.8, 0.8]) == pytest.approx(0.1)
+    assert study.lambda_monotone_drop([0.9, 0.7, 0.8, 0.6]) == pytest.approx(-0.1)
+    assert study.lambda_monotone_drop([0.9, 0.9]) == 0.0
+    assert study.lambda_monotone_drop([0.5, 0.5 + 1e-16]) == 0.0

@@ -6,7 +6,7 @@ import torch
 from earlyexit.backbones import build_backbone
 from earlyexit.data import DataSpec, tensor_batches
 from earlyexit.methods.e2cm import (E2CMExit, class_means_run, clustering_accuracy, e2cm_policy, fit_class_means,
-                            load_class_means, prediction_disagreement, threshold_cloud)
+                                    load_class_means, threshold_cloud)
 from earlyexit.evaluate import evaluate_policy
 from earlyexit.heads import euclidean_distances, exit_feature
 from earlyexit.losses import build_loss, loss_target
@@ -14,6 +14,7 @@ from earlyexit.macs import mac_table
 from earlyexit.multiexit import MultiExitNet
 from earlyexit.outputs import collect_outputs, outputs_of_runs
 from earlyexit.studies.e2cm import head_runs
+from earlyexit.studies.e2cm_tables import prediction_disagreement
 from earlyexit.train import LossSpec, ModelSpec, RunSpec, TrainConfig, build_model, train_cached
 
 

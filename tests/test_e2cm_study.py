@@ -6,12 +6,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from earlyexit.methods.e2cm import (CloudSearch, MethodCurve, paired_accuracy_difference, points_table, threshold_cloud,
-                            unsupervised_curves, unsupervised_mean, unsupervised_summary)
+from earlyexit.methods.e2cm import threshold_cloud
 from earlyexit.evaluate import ThresholdSweep
 from earlyexit.macs import MacTable
 from earlyexit.outputs import CachedOutputs
 from earlyexit.studies import e2cm as study
+from earlyexit.studies.e2cm import CloudSearch, MethodCurve, paired_accuracy_difference, points_table
+from earlyexit.studies.e2cm_tables import (unsupervised_claims, unsupervised_curves, unsupervised_mean,
+                                           unsupervised_summary)
 from earlyexit.policies import MaxProbability
 from earlyexit.stats import seed_interval
 
@@ -138,7 +140,7 @@ def test_unsupervised_curves_claims_and_means_over_seeds():
     mean = unsupervised_mean(curves, "mnist")
     assert list(mean.index) == [0.4, 1.0] and mean.loc[0.4, "test clustering acc"] == pytest.approx(0.598)
     assert list(unsupervised_summary(curves, (0.4, 0.5)).index) == [0.4]
-    mnist, fashion = study.unsupervised_claims(results)
+    mnist, fashion = unsupervised_claims(results)
     assert mnist.ours == pytest.approx(-0.2) and mnist.verdict == "supported" and "3 autoencoder seeds" in mnist.evidence
     assert fashion.ours is None and fashion.verdict == "inconclusive at this budget"
 

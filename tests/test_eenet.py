@@ -1,14 +1,16 @@
-"""EENet scheduler and its budgeted baselines on small synthetic multi-exit outputs."""
+"""EENet scheduler and its budgeted baselines (``methods.eenet``) and notebook 04's study of them
+(``studies.eenet``) on small synthetic multi-exit outputs."""
 import math
 
 import pytest
 import torch
 
 from earlyexit.studies.claims import VERDICTS, claim
-from earlyexit.methods.eenet import (BASELINES, EENetConfig, EENetPolicy, UtilityScheduler, _assignment, _weighted_auroc,
-                             auroc, auroc_gain, budget_grid, compare_at_budgets, conclusions, correctness_auroc,
-                             exit_features, exit_share_shift, fit_eenet, fit_geometric, geometric_shares,
-                             patience_points, quantile_thresholds, utility_weights, versus_best_baseline)
+from earlyexit.methods.eenet import (EENetConfig, EENetPolicy, UtilityScheduler, _assignment, auroc, budget_grid,
+                                    correctness_auroc, exit_features, fit_eenet, fit_geometric, geometric_shares,
+                                    quantile_thresholds)
+from earlyexit.studies.eenet import (BASELINES, _weighted_auroc, auroc_gain, compare_at_budgets, conclusions,
+                                     exit_share_shift, patience_points, utility_weights, versus_best_baseline)
 from earlyexit.evaluate import evaluate_policy
 from earlyexit.macs import MacTable
 from earlyexit.outputs import CachedOutputs, collect_outputs
@@ -230,7 +232,7 @@ def test_utility_weights_split_the_score_weights():
 
 
 def test_conclusions_quote_the_verdicts_and_the_metrics():
-    from earlyexit.methods.eenet import study_network
+    from earlyexit.studies.eenet import study_network
     run = FakeRun()
     studies = {s: study_network(run, [0.45, 0.75], FAST, (0,), draws=50, auroc_draws=20) for s in (0, 1)}
     evidence = across_networks({s: st.evidence for s, st in studies.items()})
@@ -248,14 +250,15 @@ def test_conclusions_quote_the_verdicts_and_the_metrics():
                                      "utility_weights": st.weights} for s, st in studies.items()}}
     text = conclusions(metrics, [flat, up, down, up, down, flat])
     assert f"Budget adherence: {VERDICTS[0]}" in text and f"best rule-based baseline: {VERDICTS[0]}" in text
-    assert f"tighter half" in text and f"({VERDICTS[1]};" in text and "0 of 6 fits read another split" in text
+    assert "tighter half" in text and f"({VERDICTS[1]};" in text and "0 of 6 fits read another split" in text
     assert "adam, lr 3e-05, 1000 epochs" in text and "3.0e-07 of the backbone" in text
     assert "0.934" in text  # the shipped scheduler's weight, read from data/paper_numbers
 
 
 # ---------------------------------------------------------------- recipe sweep, stacked fits, poisoned test labels
-from earlyexit.methods.eenet import (Recipe, across_networks, fit_eenet_budgets, recipe_grid, scheduler_macs,  # noqa: E402
-                            sweep_budgets, sweep_recipes, network_claims)
+from earlyexit.methods.eenet import (Recipe, fit_eenet_budgets, recipe_grid, scheduler_macs,  # noqa: E402
+                                    sweep_budgets, sweep_recipes)
+from earlyexit.studies.eenet import across_networks, network_claims  # noqa: E402
 
 TINY = EENetConfig(epochs=20, patience=10)
 

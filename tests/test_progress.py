@@ -5,9 +5,8 @@ import json
 from types import SimpleNamespace
 
 import nbformat
-import pytest
 
-from earlyexit import reproduce as R
+from earlyexit import paths, progress as P, reproduce as R
 
 
 def _cell(source, tags=()):
@@ -16,7 +15,7 @@ def _cell(source, tags=()):
 
 def test_epoch_lines_are_shown_with_time_left_and_bars_are_not(tmp_path):
     out = io.StringIO()
-    p = R.Progress("00_primer", tmp_path / "logs" / "00_primer.log", out=out, tty=False, refresh=0)
+    p = P.Progress("00_primer", tmp_path / "logs" / "00_primer.log", out=out, tty=False, refresh=0)
     p.cell_start(8, 24, _cell("run = train_cached(spec)"))
     for k in (1, 2):
         p.widget_text(f"primer epoch {k}/4:  50%")
@@ -36,7 +35,7 @@ def test_epoch_lines_are_shown_with_time_left_and_bars_are_not(tmp_path):
 
 
 def test_status_line_names_the_cell_and_the_live_bar(tmp_path):
-    p = R.Progress("02_e2cm", tmp_path / "x.log", out=io.StringIO(), tty=False, refresh=0)
+    p = P.Progress("02_e2cm", tmp_path / "x.log", out=io.StringIO(), tty=False, refresh=0)
     p.cell_start(3, 30, _cell("# comment\nnet = build()"))
     p.widget_text("r18 epoch 3/9:  42%")
     p.widget_text(" 74/176 [00:30&lt;00:41,\u20072.4it/s]")
@@ -46,12 +45,12 @@ def test_status_line_names_the_cell_and_the_live_bar(tmp_path):
     assert line.endswith("net = build()")
 
 
-def _clocked_progress(tmp_path, monkeypatch) -> tuple[R.Progress, io.StringIO, list[float]]:
+def _clocked_progress(tmp_path, monkeypatch) -> tuple[P.Progress, io.StringIO, list[float]]:
     """A non-terminal Progress inside a training cell, with a clock the test sets (``now[0]``)."""
     now = [0.0]
-    monkeypatch.setattr(R.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(P.time, "perf_counter", lambda: now[0])
     out = io.StringIO()
-    p = R.Progress("nb", tmp_path / "x.log", out=out, tty=False, refresh=0)
+    p = P.Progress("nb", tmp_path / "x.log", out=out, tty=False, refresh=0)
     p.cell_start(0, 1, _cell("train()"))
     return p, out, now
 
@@ -85,9 +84,9 @@ def test_a_run_stopped_before_its_epoch_cap_is_shown_done(tmp_path, monkeypatch)
 
 
 def test_portable_replaces_machine_prefixes():
-    root = str(R.project_root())
-    text = f"saved {root}/figures/cpu/a.png; python at {R.sys.prefix}/lib/x.py"
-    clean = R.portable(text)
+    root = str(paths.project_root())
+    text = f"saved {root}/figures/cpu/a.png; python at {paths.sys.prefix}/lib/x.py"
+    clean = paths.portable(text)
     assert clean.startswith("saved figures/cpu/a.png") and root not in clean
 
 
@@ -101,7 +100,9 @@ def _write_notebook(path, cells):
 
 def test_failed_notebook_is_summarised_in_a_few_lines(tmp_path, monkeypatch):
     import earlyexit.studies.report as report
-    monkeypatch.setattr(R, "project_root", lambda: tmp_path)
+    from earlyexit import parameters
+    monkeypatch.setattr(paths, "project_root", lambda: tmp_path)
+    monkeypatch.setattr(parameters, "project_root", lambda: tmp_path)
     monkeypatch.setattr(report, "project_root", lambda: tmp_path)
     (tmp_path / "notebooks").mkdir()
     nb = tmp_path / "notebooks" / "98_broken.ipynb"

@@ -456,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     spec = primer_spec()
     rows = throughput_table(args.threads)
-    print(f"\ntraining throughput per device present, batch 256, random data (img/s)")
+    print("\ntraining throughput per device present, batch 256, random data (img/s)")
     print(_table(rows))
     if args.skip_training:
         return 0

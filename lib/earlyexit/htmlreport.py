@@ -18,7 +18,7 @@ import re
 import sys
 from pathlib import Path
 
-from .paths import project_root
+from .paths import portable, project_root
 from .studies.report import format_value
 from .profiles import PROFILE_NAMES
 
@@ -39,7 +39,6 @@ def notebook_html(path: Path) -> str:
     """One executed notebook as a self-contained HTML page."""
     import nbformat
     from nbconvert import HTMLExporter
-    from .reproduce import portable
     nb = nbformat.read(str(path), as_version=4)
     _strip_widgets(nb)
     exporter = HTMLExporter(template_name="lab", embed_images=True)
@@ -137,7 +136,6 @@ def _index(profile: str, entries: list[dict]) -> str:
 
 def build(profile: str, out: Path | None = None) -> Path:
     """Render every executed notebook of ``profile`` and write the index; return the index path."""
-    from .reproduce import portable
     root = project_root()
     reports = root / "reports" / profile
     notebooks = sorted(reports.glob("[0-9][0-9]_*.ipynb"))

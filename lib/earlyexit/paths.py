@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -12,7 +13,8 @@ import torch
 
 from . import rehearsal
 
-__all__ = ["project_root", "output_root", "data_root", "artifacts_root", "atomic_save", "load_cached", "move_aside", "config_hash"]
+__all__ = ["project_root", "output_root", "data_root", "artifacts_root", "atomic_save", "load_cached", "move_aside", "config_hash",
+           "machine_prefixes", "portable"]
 
 
 def project_root() -> Path:
@@ -74,3 +76,27 @@ def config_hash(config: dict) -> str:
     """A short stable hash of a JSON-serialisable configuration."""
     text = json.dumps(config, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def machine_prefixes() -> list[tuple[str, str]]:
+    """Absolute prefixes of this machine and what to write instead, longest first."""
+    root = str(project_root())
+    pairs = {root + os.sep: "", root: "."}
+    for env, name in (("EARLYEXIT_LOCAL_DATA", "$EARLYEXIT_LOCAL_DATA"), ("EARLYEXIT_ARTIFACTS", "$EARLYEXIT_ARTIFACTS"),
+                      ("EARLYEXIT_DATA", "$EARLYEXIT_DATA")):
+        if os.environ.get(env):
+            pairs.setdefault(str(Path(os.environ[env]).resolve()) + os.sep, name + "/")
+            pairs.setdefault(os.environ[env].rstrip(os.sep) + os.sep, name + "/")
+    pairs.setdefault(sys.prefix + os.sep, "<python>/")
+    pairs.setdefault(tempfile.gettempdir() + os.sep, "<tmp>/")
+    pairs.setdefault(str(Path.home()) + os.sep, "~/")
+    return sorted(pairs.items(), key=lambda kv: -len(kv[0]))
+
+
+def portable(text: str, prefixes: list[tuple[str, str]] | None = None) -> str:
+    """``text`` with this machine's absolute prefixes (project root, data folders, interpreter, temp, home)
+    replaced by relative or symbolic forms."""
+    for prefix, replacement in prefixes or machine_prefixes():
+        if prefix in text:
+            text = text.replace(prefix, replacement)
+    return text

@@ -1,29 +1,35 @@
-"""E2CM: early exit via class means (Görmez, Dasari, Koyuncu, IJCNN 2022), on the shared spine.
+"""E2CM, early exit via class means: A. Görmez, V. R. Dasari, E. Koyuncu, "E2CM: Early exit via class
+means for efficient supervised and unsupervised learning", IJCNN 2022 (arXiv 2103.01148). It gives an
+already trained network early exits without any gradient training or change to its layers: one pass over
+the training set stores, at every exit, each class's mean feature and mean training distance; at inference
+a sample leaves at the first exit where the softmax of its negative normalised distances to the class means
+reaches that exit's threshold, predicting the nearest class mean. The paper's section and equation numbers
+could not be read; the rule, the normalisation and the random threshold search follow the authors' code
+(github.com/alperengormez/class_means). Here: the fit (``fit_class_means`` into ``heads.ClassMeansHead``,
+the fitting step "class_means" of an ordinary run, ``class_means_run``), the exit rule (``E2CMExit``,
+``e2cm_policy``), the threshold search (``threshold_cloud``) and the paper's unsupervised variant
+(autoencoder backbone "conv_autoencoder" with loss "reconstruction", k-means pseudo-labels whose means fill
+the same heads, clustering accuracy under the Hungarian map: ``unsupervised_e2cm``). Notebook 02's
+comparison with trained-head rivals is ``studies.e2cm``.
 
-E2CM trains nothing. One pass over the training set stores, at every exit, the mean feature of each
-class; a second pass measures each class's mean training distance. At inference a sample leaves at
-the first exit where the softmax of its negative *normalised* distances to the class means reaches
-that exit's threshold, and the nearest class mean is the prediction.
+Use it on a network of your own: a ``MultiExitNet(backbone, exits, "class_means", feature="gap")`` around
+your trained backbone, loaders yielding (images, labels)::
 
-On the spine this is: ``heads.ClassMeansHead`` in ``net.heads`` of the frozen trained network (its
-logits are the negative normalised distances), filled by the fitting step "class_means" of an
-ordinary cached run (``class_means_run``), and the exit rule ``E2CMExit``. Cached outputs, sweeps,
-the real early exit and the MAC table (which counts the distances through the head) then work as for
-every other rule. The trained-head rivals (SDN heads on the frozen backbone, BranchyNet jointly,
-E2CM+SDN heads that also read the distances) are ordinary runs too (``studies.e2cm``).
-
-The unsupervised variant: an autoencoder (backbone "conv_autoencoder", loss "reconstruction") is an
-ordinary cached run; k-means on its embedding gives pseudo-labels, whose means fill the same heads.
+    load_class_means(net, fit_class_means(net, train_loader, num_classes, "gap"))
+    rule = e2cm_policy(net, thresholds)                # one threshold per early exit
+    val, test = collect_outputs(net, val_loader), collect_outputs(net, test_loader)
+    result = evaluate_policy(test, rule, mac_table(net))            # offline, on cached outputs
+    real = net.eval().early_exit(images, rule)                       # or the real early exit
+    cloud = threshold_cloud(val, test, e2cm_policy(net), mac_table(net), n=2000)   # search thresholds
 """
 from __future__ import annotations
 
 import copy
 import time
 from dataclasses import dataclass, replace
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,21 +37,18 @@ from torch import nn
 from ..backbones import StagedBackbone, register_backbone
 from ..data import Dataset, DataSpec, Split, TensorLoader
 from ..device import autocast, bf16_supported
-from ..evaluate import ThresholdSweep, evaluate_policy, exit_scores, random_thresholds, select, sweep_thresholds
+from ..evaluate import ThresholdSweep, exit_scores, random_thresholds, sweep_thresholds
 from ..heads import ClassMeansHead, euclidean_distances, exit_feature
 from ..losses import register_loss
 from ..macs import mac_table
 from ..multiexit import ExitOutputs, MultiExitNet
 from ..outputs import CachedOutputs, collect_outputs
 from ..policies import MaxProbability, PerExitThresholds
-from ..stats import paired_bootstrap
-from ..train import FITS, FitSpec, LossSpec, ModelSpec, RunSpec, TrainConfig, TrainedRun, train_cached
+from ..train import FITS, FitSpec, LossSpec, ModelSpec, RunSpec, TrainConfig, train_cached
 
 __all__ = ["ClassMeans", "fit_class_means", "load_class_means", "class_means_run", "E2CMExit", "e2cm_policy",
-           "threshold_cloud", "CloudSearch", "MethodCurve", "points_table", "paired_accuracy_difference",
-           "prediction_disagreement", "ncm_table", "feature_ablation", "clustering_accuracy", "hungarian_map",
-           "autoencoder_run", "unsupervised_e2cm",
-           "UNSUP_GRID", "unsupervised_curves", "unsupervised_mean", "unsupervised_summary"]
+           "threshold_cloud", "hungarian_map", "clustering_accuracy", "conv_autoencoder", "ReconstructionLoss",
+           "autoencoder_run", "unsupervised_e2cm"]
 
 
 # ---------------------------------------------------------------- class means
@@ -177,12 +180,6 @@ def e2cm_policy(net: MultiExitNet, thresholds: Sequence[float] | None = None, pr
     return E2CMExit(tuple(thresholds), scales)
 
 
-def prediction_disagreement(outputs: CachedOutputs, policy: E2CMExit) -> list[float]:
-    """Share of samples per early exit where the nearest raw mean and the largest normalised score differ."""
-    return [(policy.prediction(k, outputs.logits[k]) != outputs.logits[k].argmax(1)).float().mean().item()
-            for k in range(outputs.num_exits - 1)]
-
-
 def threshold_cloud(search: CachedOutputs, test: CachedOutputs, rule: PerExitThresholds, macs, n: int,
                     space: str = "quantile", seed: int = 0, search_labels: torch.Tensor | None = None,
                     test_labels: torch.Tensor | None = None) -> ThresholdSweep:
@@ -193,116 +190,6 @@ def threshold_cloud(search: CachedOutputs, test: CachedOutputs, rule: PerExitThr
         raise ValueError("the random cloud draws thresholds on the confidence itself: use E2CMExit or MaxProbability")
     t = random_thresholds(n, exit_scores(search, rule).confidence, space, seed)
     return sweep_thresholds(search, test, rule, t, macs, search_labels, test_labels)
-
-
-@dataclass(frozen=True)
-class CloudSearch:
-    """The one operating-point search every compared method gets: ``n`` random per-exit thresholds
-    drawn in ``space`` on the ``split`` outputs, operating points chosen there, reported on test. One
-    object, so E2CM and its trained-head rivals cannot be searched differently."""
-
-    split: str = "val"
-    n: int = 2000
-    space: str = "quantile"
-    seed: int = 0
-
-    def curve(self, name: str, run: TrainedRun, rule: PerExitThresholds | None = None) -> "MethodCurve":
-        """The cloud of ``run`` under ``rule`` (default: max softmax, the trained heads' rule)."""
-        rule = rule if rule is not None else MaxProbability((0.0,) * (run.net.num_exits - 1))
-        test = run.outputs("test")
-        cloud = threshold_cloud(run.outputs(self.split), test, rule, run.macs, self.n, self.space, self.seed)
-        return MethodCurve(name, run, cloud, test)
-
-
-@dataclass
-class MethodCurve:
-    """One method on one backbone: its run, its threshold cloud and its test outputs, so that an
-    operating point can be read (``point``) and scored image by image (``correct``, for the paired
-    bootstrap between methods sharing a backbone and a test set)."""
-
-    name: str
-    run: TrainedRun
-    cloud: ThresholdSweep
-    test: CachedOutputs
-
-    def _index(self, budget: float) -> int | None:
-        return select(self.cloud.val_cost, self.cloud.val_accuracy, budget=budget)
-
-    def point(self, budget: float) -> dict | None:
-        """The most accurate point of the search split costing at most ``budget`` (None: none is that cheap)."""
-        i = self._index(budget)
-        return None if i is None else self.cloud.point(i)
-
-    def correct(self, budget: float) -> torch.Tensor | None:
-        """Per test image, 1 if the operating point chosen for ``budget`` classifies it correctly."""
-        i = self._index(budget)
-        if i is None:
-            return None
-        result = evaluate_policy(self.test, self.cloud.policy(i), self.run.macs)
-        return (result.prediction == self.test.labels).double()
-
-
-def points_table(curves: Mapping[str, Mapping[str, MethodCurve]], budgets: Sequence[float],
-                 columns: Sequence[str] = ("test_accuracy", "test_cost")) -> pd.DataFrame:
-    """One row per (backbone, method, budget) with ``columns`` of the point chosen for that budget
-    (NaN where the method has no point that cheap)."""
-    rows = []
-    for label, methods in curves.items():
-        for method, curve in methods.items():
-            for b in budgets:
-                point = curve.point(b) or {}
-                rows.append({"backbone": label, "method": method, "budget": b,
-                             **{c: point.get(c, float("nan")) for c in columns}})
-    return pd.DataFrame(rows)
-
-
-def paired_accuracy_difference(a: MethodCurve, b: MethodCurve, budget: float, draws: int = 2000,
-                               seed: int = 0) -> tuple[float, float, float] | None:
-    """Test accuracy of ``a`` minus ``b`` at ``budget`` in points, with its 95% paired bootstrap
-    interval over test images (both methods sit on one backbone and one test set, so what they
-    share cancels). None when either has no point that cheap."""
-    ca, cb = a.correct(budget), b.correct(budget)
-    if ca is None or cb is None:
-        return None
-    if not torch.equal(a.test.labels, b.test.labels):
-        raise ValueError(f"{a.name} and {b.name} were not evaluated on the same test images")
-    mean, lo, hi = paired_bootstrap(ca, cb, draws, seed)
-    return 100 * mean, 100 * lo, 100 * hi
-
-
-def _labelled(label: str | tuple[str, int]) -> dict:
-    """Table columns of a run label: (backbone, seed) or a backbone alone."""
-    return {"backbone": label[0], "seed": label[1]} if isinstance(label, tuple) else {"backbone": label}
-
-
-def ncm_table(runs: Mapping[str, TrainedRun], prediction: str = "nearest") -> pd.DataFrame:
-    """Every sample forced out at each exit of each E2CM run (the last exit is the backbone's own
-    classifier): train and test accuracy, cost, the distances' share of the cost spent up to the exit,
-    and how often the nearest raw mean differs from the largest normalised score (the authors' demo
-    prints the first two per exit)."""
-    rows = []
-    for label, run in runs.items():
-        policy = e2cm_policy(run.net, prediction=prediction)
-        test = run.outputs("test")
-        train_acc, test_acc = (exit_scores(o, policy).exit_accuracies() for o in (run.outputs("train"), test))
-        disagree = prediction_disagreement(test, policy) + [0.0]
-        macs = run.macs
-        for j, cost in enumerate(macs.exit_fractions):
-            own = macs.head_macs[j] if j < len(run.net.heads) else 0
-            rows.append({**_labelled(label), "exit": j + 1, "cost": cost, "train acc": train_acc[j],
-                         "test acc": test_acc[j], "overhead % of cost": 100 * own / macs.exit_macs[j],
-                         "nearest != argmax p": disagree[j]})
-    return pd.DataFrame(rows)
-
-
-def feature_ablation(gap: TrainedRun, flat: TrainedRun, prediction: str = "nearest") -> pd.DataFrame:
-    """Nearest-class-mean test accuracy and cost per exit with pooled (``gap``) and flattened
-    (``flat``, the authors' code) features on one backbone."""
-    acc = {name: exit_scores(run.outputs("test"), e2cm_policy(run.net, prediction=prediction)).exit_accuracies()
-           for name, run in (("gap", gap), ("flatten", flat))}
-    return pd.DataFrame({"exit": range(1, flat.net.num_exits + 1), "gap test acc": acc["gap"],
-                         "flatten test acc": acc["flatten"], "gap cost": gap.macs.exit_fractions,
-                         "flatten cost": flat.macs.exit_fractions})
 
 
 # ---------------------------------------------------------------- unsupervised variant
@@ -436,32 +323,3 @@ def unsupervised_e2cm(spec: RunSpec, feature: str, n_thresholds: int, space: str
     return {"cloud": cloud, "exit_costs": macs.exit_fractions, "exit_accuracy": exit_accuracy,
             "full_accuracy": exit_accuracy[-1], "backbone_MMACs": macs.backbone_macs / 1e6,
             "autoencoder": spec.key}
-
-
-UNSUP_GRID = tuple(round(0.2 + 0.05 * i, 2) for i in range(18))   # cost budgets 0.2 ... 1.05
-
-
-def unsupervised_curves(results: Mapping[tuple[str, int], dict], grid: Sequence[float] = UNSUP_GRID) -> pd.DataFrame:
-    """One row per (data set, seed, budget): test clustering accuracy and cost of the point chosen on
-    validation for that budget (``unsupervised_e2cm`` results keyed by (data set, seed))."""
-    rows = []
-    for (dataset, seed), out in results.items():
-        for b in grid:
-            point = out["cloud"].select(budget=b) or {}
-            rows.append({"dataset": dataset, "seed": seed, "budget": b,
-                         "test clustering acc": point.get("test_accuracy"), "test cost": point.get("test_cost")})
-    return pd.DataFrame(rows)
-
-
-def unsupervised_mean(curves: pd.DataFrame, dataset: str) -> pd.DataFrame:
-    """The mean over seeds (the red curve of the authors' slide), at the budgets every seed reaches."""
-    df = curves[curves["dataset"] == dataset].dropna()
-    seeds = curves.loc[curves["dataset"] == dataset, "seed"].nunique()
-    complete = df.groupby("budget").filter(lambda g: len(g) == seeds)
-    return complete.groupby("budget")[["test cost", "test clustering acc"]].mean()
-
-
-def unsupervised_summary(curves: pd.DataFrame, budgets: Sequence[float] = (0.25, 0.4, 0.6, 1.0)) -> pd.DataFrame:
-    """Mean test clustering accuracy and cost over seeds at a few budgets, data sets side by side."""
-    table = curves.groupby(["dataset", "budget"])[["test clustering acc", "test cost"]].mean().unstack(0)
-    return table.loc[[b for b in budgets if b in table.index]]

@@ -1,32 +1,42 @@
-"""Runs of notebook 02_e2cm. Per backbone and training seed: the plain backbone (in the cpu profile
-the shared reference network, form "plain"; in the paper profile the paper's own backbones), its
-E2CM network (class-means heads fitted on it, no training), and the trained-head rivals that start
-from the same checkpoint: SDN heads on the frozen backbone, BranchyNet (heads and backbone jointly)
-and E2CM+SDN heads (linear on pooled feature + normalised distances). The rivals' runs depend on
-measured times (the equal-time budget is max(E2CM's fit time, one backbone epoch), the paper's
-protocol), so the notebook derives them with ``method_curves``; the plan lists the runs that are known
-up front. The unsupervised variant's autoencoders are ordinary runs too.
-
-Also here, because they are this notebook's and nobody else's: the tables, claims, paper comparisons
-and generated conclusions built from those runs."""
+"""Notebook 02's study of E2CM, built on ``methods.e2cm``: its plan, the trained-head rivals, the shared
+threshold search, the evaluation tables, claims (i) and (ii), paper comparisons and generated
+conclusions. Per backbone and training seed: the plain backbone (in the cpu profile the shared
+reference network, form "plain"; in the paper profile the paper's own backbones), its E2CM network
+(class-means heads fitted on it, no training), and the rivals that start from the same checkpoint: SDN
+heads on the frozen backbone, BranchyNet (heads and backbone jointly) and E2CM+SDN heads (linear on
+pooled feature + normalised distances). The rivals' runs depend on measured times (the equal-time budget
+is max(E2CM's fit time, one backbone epoch), the paper's protocol), so the notebook derives them with
+``method_curves``; the plan lists the runs known up front, the unsupervised variant's autoencoders
+included. E2CM's own per-exit tables and the unsupervised experiment are ``studies.e2cm_tables``."""
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
 
 import pandas as pd
+import torch
 
 from ..backbones import build_backbone
-from .claims import Claim, claim, paper_number, paper_numbers
+from .claims import Claim, claim, paper_number
 from ..data import DATASET_SHAPES, DataSpec
-from ..methods.e2cm import CloudSearch, MethodCurve, autoencoder_run, class_means_run, e2cm_policy, paired_accuracy_difference
+from ..evaluate import ThresholdSweep, evaluate_policy, select
+from ..methods.e2cm import autoencoder_run, class_means_run, e2cm_policy, threshold_cloud
 from ..macs import mac_table
-from ..outputs import outputs_of_runs
+from ..outputs import CachedOutputs, outputs_of_runs
+from ..policies import MaxProbability, PerExitThresholds
 from .report import comparison
-from ..stats import seed_interval
+from ..stats import paired_bootstrap, seed_interval
 from ..train import LossSpec, ModelSpec, RunSpec, TrainConfig, TrainedRun, build_model, train_cached
 from .reference import reference_runs
+
+__all__ = ["E2CM", "EQUAL_TIME", "NO_LIMIT", "CLAIM_PAIRS", "POSTER_NAMES", "HEAD_BATCH", "every_block",
+           "backbone_label", "backbone_runs", "parent_runs", "e2cm_spec", "head_runs", "plan", "CloudSearch",
+           "MethodCurve", "points_table", "paired_accuracy_difference", "equal_time_budget", "head_steps",
+           "rival_specs", "method_curves", "flat", "stopped_by", "no_limit_stops", "head_training_table",
+           "timing_table", "plot_hulls", "operating_points", "seed_means", "split_comparison", "combination_table",
+           "paper_plateau", "seed_differences", "pair_claims", "e2cm_claims", "paper_comparisons", "options",
+           "protocol", "backbone_summary", "conclusions"]
 
 # the compared methods under their display names (the names the metrics and claims use)
 E2CM = "E2CM"
@@ -123,6 +133,82 @@ def plan(feature: str, fit_augment: bool, unsup_datasets: list[str], unsup_seeds
     specs += [autoencoder_run(d, s, unsup_epochs, unsup_channels, val_size, unsup_train_size, unsup_test_size)
               for d in unsup_datasets for s in unsup_seeds]
     return specs
+
+
+# ---------------------------------------------------------------- one search per method
+@dataclass(frozen=True)
+class CloudSearch:
+    """The one operating-point search every compared method gets: ``n`` random per-exit thresholds
+    drawn in ``space`` on the ``split`` outputs, operating points chosen there, reported on test. One
+    object, so E2CM and its trained-head rivals cannot be searched differently."""
+
+    split: str = "val"
+    n: int = 2000
+    space: str = "quantile"
+    seed: int = 0
+
+    def curve(self, name: str, run: TrainedRun, rule: PerExitThresholds | None = None) -> "MethodCurve":
+        """The cloud of ``run`` under ``rule`` (default: max softmax, the trained heads' rule)."""
+        rule = rule if rule is not None else MaxProbability((0.0,) * (run.net.num_exits - 1))
+        test = run.outputs("test")
+        cloud = threshold_cloud(run.outputs(self.split), test, rule, run.macs, self.n, self.space, self.seed)
+        return MethodCurve(name, run, cloud, test)
+
+
+@dataclass
+class MethodCurve:
+    """One method on one backbone: its run, its threshold cloud and its test outputs, so that an
+    operating point can be read (``point``) and scored image by image (``correct``, for the paired
+    bootstrap between methods sharing a backbone and a test set)."""
+
+    name: str
+    run: TrainedRun
+    cloud: ThresholdSweep
+    test: CachedOutputs
+
+    def _index(self, budget: float) -> int | None:
+        return select(self.cloud.val_cost, self.cloud.val_accuracy, budget=budget)
+
+    def point(self, budget: float) -> dict | None:
+        """The most accurate point of the search split costing at most ``budget`` (None: none is that cheap)."""
+        i = self._index(budget)
+        return None if i is None else self.cloud.point(i)
+
+    def correct(self, budget: float) -> torch.Tensor | None:
+        """Per test image, 1 if the operating point chosen for ``budget`` classifies it correctly."""
+        i = self._index(budget)
+        if i is None:
+            return None
+        result = evaluate_policy(self.test, self.cloud.policy(i), self.run.macs)
+        return (result.prediction == self.test.labels).double()
+
+
+def points_table(curves: Mapping[str, Mapping[str, MethodCurve]], budgets: Sequence[float],
+                 columns: Sequence[str] = ("test_accuracy", "test_cost")) -> pd.DataFrame:
+    """One row per (backbone, method, budget) with ``columns`` of the point chosen for that budget
+    (NaN where the method has no point that cheap)."""
+    rows = []
+    for label, methods in curves.items():
+        for method, curve in methods.items():
+            for b in budgets:
+                point = curve.point(b) or {}
+                rows.append({"backbone": label, "method": method, "budget": b,
+                             **{c: point.get(c, float("nan")) for c in columns}})
+    return pd.DataFrame(rows)
+
+
+def paired_accuracy_difference(a: MethodCurve, b: MethodCurve, budget: float, draws: int = 2000,
+                               seed: int = 0) -> tuple[float, float, float] | None:
+    """Test accuracy of ``a`` minus ``b`` at ``budget`` in points, with its 95% paired bootstrap
+    interval over test images (both methods sit on one backbone and one test set, so what they
+    share cancels). None when either has no point that cheap."""
+    ca, cb = a.correct(budget), b.correct(budget)
+    if ca is None or cb is None:
+        return None
+    if not torch.equal(a.test.labels, b.test.labels):
+        raise ValueError(f"{a.name} and {b.name} were not evaluated on the same test images")
+    mean, lo, hi = paired_bootstrap(ca, cb, draws, seed)
+    return 100 * mean, 100 * lo, 100 * hi
 
 
 # ---------------------------------------------------------------- the rivals, trained and searched
@@ -366,29 +452,6 @@ def e2cm_claims(curves: Mapping[tuple[str, int], Mapping[str, MethodCurve]], bud
     return equal + combo
 
 
-def unsupervised_claims(results: Mapping[tuple[str, int], dict], budget: float = 0.4, tolerance: float = 1.0,
-                        setting: str = "") -> list[Claim]:
-    """Claim (iii): cluster means give the same early exit for clustering, saving about 60% of the
-    cost with a negligible drop (read here as: clustering accuracy at cost <= ``budget`` within
-    ``tolerance`` points of full cost). Interval over autoencoder seeds."""
-    out = []
-    for dataset in dict.fromkeys(ds for ds, _ in results):
-        runs = [out_ for (ds, _), out_ in results.items() if ds == dataset]
-        points = [r["cloud"].select(budget=budget) for r in runs]
-        drops = None if None in points else [100 * (p["test_accuracy"] - r["full_accuracy"]) for p, r in zip(points, runs)]
-        interval = seed_interval(drops) if drops and len(drops) >= 2 else None
-        evidence = ("no operating point that cheap for some seed" if drops is None else
-                    f"t interval over {len(drops)} autoencoder seeds" if interval else "one seed: no interval across trainings")
-        out.append(claim("Cluster means give early exit for unsupervised clustering with a negligible accuracy drop",
-                         f"clustering accuracy at cost <= {budget:g} - at full cost, {dataset}, mean over seeds",
-                         None if drops is None else sum(drops) / len(drops), claimed="greater", than=-tolerance,
-                         interval=None if interval is None else interval[1:], unit="points", evidence=evidence,
-                         setting=f"{dataset}, autoencoder + k-means, {setting}",
-                         paper_source="defense slide 21 and the authors' summary ('up to 60% less cost with "
-                                      "negligible performance drop')"))
-    return out
-
-
 def paper_comparisons(points: pd.DataFrame, combination: pd.DataFrame, results: Mapping[tuple[str, int], dict],
                       split: str) -> list[dict]:
     """Every paper number beside ours: the poster table (section 6), the authors' demo (E2CM alone,
@@ -468,11 +531,6 @@ def backbone_summary(runs: Mapping[tuple[str, int], TrainedRun], e2cm_runs: Mapp
     return [{**_key_columns(k), "run": r.spec.key, "e2cm_run": e2cm_runs[k].spec.key, "epochs": r.spec.train.epochs,
              "MMACs": r.macs.backbone_macs / 1e6, "test_accuracy": r.outputs("test").exit_accuracies()[-1]}
             for k, r in runs.items()]
-
-
-def unsupervised_full(results: Mapping[tuple[str, int], dict]) -> list[dict]:
-    """Full-cost test clustering accuracy per (data set, seed)."""
-    return [{"dataset": ds, "seed": s, "full_accuracy": out["full_accuracy"]} for (ds, s), out in results.items()]
 
 
 def _verdicts(claims: Sequence[Claim], comparison_start: str) -> str:

@@ -1,0 +1,287 @@
+"""Notebook 03's tables and figures for differentiable branching against BranchyNet, read from the runs
+grouped by ``studies.differentiable_branching``: training time and branch costs, the paper's Table 2 from
+cached test outputs (``table2``) and with measured batch-1 latency (``latency_table``), the gates (Fig. 4
+analogue, accuracy against MACs, the mean gate per epoch and whether it collapses), the numbers beside
+the paper's (``paper_comparisons``) and the free-form part of the metrics file (``metrics``).
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import pandas as pd
+import torch
+
+from .. import rehearsal
+from ..evaluate import shared_threshold_sweep
+from ..methods.differentiable_branching import (ensemble_accuracy, expected_cost, hard_gate_rule,
+                                                normalised_exit_costs)
+from ..outputs import CachedOutputs
+from .differentiable_branching import (GATE_GRID, PAPER_BACKBONES, BackboneRuns, LambdaChoice, RunLike, Table1,
+                                       exit_list, paper_value)
+from .report import comparison
+
+__all__ = ["training_minutes", "branch_cost_table", "table2", "LatencyTable", "latency_table", "gate_values",
+           "polarised_share", "plot_gate_distributions", "plot_accuracy_vs_macs", "gate_history",
+           "plot_gate_history", "gate_collapse", "paper_comparisons", "metrics"]
+
+
+# ---------------------------------------------------------------- run time and branch costs
+def training_minutes(groups: Iterable[BackboneRuns]) -> pd.DataFrame:
+    """Training wall time in minutes of every run (reference runs included: their time is spent once)."""
+    return pd.DataFrame([{"data": g.dataset, "backbone": g.backbone, "run": label, "minutes": r.train_seconds / 60}
+                         for g in groups for label, r in g.all_runs().items()])
+
+
+def branch_cost_table(groups: Iterable[BackboneRuns], cost_reference: str) -> pd.DataFrame:
+    """Branches per backbone, MACs of the plain backbone and of all early heads, and the exit costs v_b."""
+    rows = []
+    for g in groups:
+        run = g.proposed[g.seeds[0]]
+        v = normalised_exit_costs(run.macs, cost_reference)
+        rows.append({"backbone": g.backbone, "branches": run.net.num_exits - 1,
+                     "plain MMACs": g.plain[g.seeds[0]].macs.backbone_macs / 1e6,
+                     "all heads MMACs": sum(run.macs.head_macs[:-1]) / 1e6,
+                     "v_b": " ".join(f"{c:.3f}" for c in v)})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- the paper's Table 2 and batch-1 latency
+def table2(group: BackboneRuns, t1: Table1, choice: LambdaChoice, mixing: str, cost_reference: str) -> pd.DataFrame:
+    """The paper's Table 2 without timing, from cached test outputs: hard-gate accuracy beside the ensemble,
+    mean MACs over the plain backbone, the soft expected cost the loss sees, and the share of inputs per
+    exit (final included), for every seed at the fixed lambda and for the grid's lambda chosen on validation."""
+    rows = []
+    models = [(f"lambda={group.headline_lambda:g} (fixed), seed {s}", "proposed", s, t1.hard[(group.dataset, group.backbone, s)])
+              for s in group.seeds]
+    models.append((f"lambda={choice.chosen:g} (val), warm start", "grid", choice.chosen, choice.hard[choice.chosen]))
+    for label, kind, key, r in models:
+        test, run = group.outputs(kind, key, "test"), group.run(kind, key)
+        soft = expected_cost([torch.sigmoid(z) for z in test.gates[:-1]],
+                             normalised_exit_costs(run.macs, cost_reference)).mean().item()
+        rows.append({"model": label, "ensemble acc": ensemble_accuracy(test, mixing), "hard-exit acc": r.accuracy,
+                     "MACs / plain": r.mean_fraction, "soft expected cost": soft,
+                     "shares sum (%)": 100 * sum(r.exit_shares), "exits": exit_list(r.exit_shares)})
+    p = _paper_table2_row(group.paper_backbone)
+    rows.append({"model": p["backbone"], "hard-exit acc": p["hard-exit acc"], "exits": p["exits (timed images)"]})
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class LatencyTable:
+    frame: pd.DataFrame
+    timed: dict[str, dict]     # one ``speed.speed_rows`` result per timed model
+    header: str
+
+    def speed_up(self, label: str) -> float:
+        """t_plain / t - 1, in % (medians)."""
+        return 100 * (self.timed[label]["realised"] - 1)
+
+
+def latency_table(group: BackboneRuns, choice: LambdaChoice, gate_threshold: float, images: int,
+                  repeats: int) -> LatencyTable:
+    """Batch-1 wall time of the real early-exit forward with hard gates (``speed.speed_rows``: the first
+    ``images`` test images one by one, one thread, ``repeats`` interleaved with the plain backbone's) of the
+    first seed's network at the fixed lambda and of the grid's chosen network, each in its inference form
+    (``inference.inference_form``) against its own backbone in the same form."""
+    from ..inference import inference_form
+    from ..speed import speed_rows
+    seed = group.seeds[0]
+    x, _ = next(iter(group.run("plain", seed).loader("test", batch_size=images)))
+    x = x[:rehearsal.cap(len(x), rehearsal.LATENCY_IMAGES)]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    timed, rows = {}, []
+    try:
+        for label, kind, key in ((f"lambda={group.headline_lambda:g} (fixed), seed {seed}", "proposed", seed),
+                                 (f"lambda={choice.chosen:g} (val), warm start", "grid", choice.chosen)):
+            run = group.run(kind, key)
+            r = timed[label] = speed_rows(inference_form(run.net), x, hard_gate_rule(run.net.num_exits, gate_threshold),
+                                          run.macs, 1, rehearsal.cap(repeats, 1), {"model": label})
+            rows.append({"model": label, "plain ms": statistics.median(r["plain ms"]),
+                         "ms": statistics.median(r["early exit ms"]), "speed-up (%)": 100 * (r["realised"] - 1),
+                         "time saved (%)": 100 * (1 - 1 / r["realised"]),
+                         "MAC-predicted speed-up (%)": 100 * (r["predicted"] - 1),
+                         "exits (timed images)": exit_list(r["exit shares"])})
+    finally:
+        torch.set_num_threads(previous)
+    p = _paper_table2_row(group.paper_backbone)
+    rows.append({"model": p["backbone"], "ms": p["ms"], "speed-up (%)": p["speed-up (%)"],
+                 "exits (timed images)": p["exits (timed images)"]})
+    header = (f"batch-1 latency: {len(x)} test images one by one, median of {rehearsal.cap(repeats, 1)} repeats "
+              "interleaved with the plain backbone's, 1 torch thread, float32, inference form (batch norm folded, "
+              "channels_last), real early-exit forward")
+    return LatencyTable(pd.DataFrame(rows), timed, header)
+
+
+def _paper_table2_row(backbone: str) -> dict:
+    def value(quantity: str):
+        p = paper_value(table=2, backbone=backbone, quantity=quantity)
+        return None if p is None else p.value
+    acc, ms, up = value("test_accuracy"), value("inference_time"), value("speed_up")
+    return {"backbone": f"paper {backbone}", "hard-exit acc": float("nan") if acc is None else acc / 100,
+            "ms": float("nan") if ms is None else ms, "speed-up (%)": float("nan") if up is None else up,
+            "exits (timed images)": value("exits") or ""}
+
+
+# ---------------------------------------------------------------- gates: Fig. 4 and their training history
+def gate_values(outputs: CachedOutputs) -> torch.Tensor:
+    """Gate probabilities of the early exits, [K-1, N]."""
+    return torch.sigmoid(outputs.gates[:-1])
+
+
+def polarised_share(gates: torch.Tensor, low: float = 0.1, high: float = 0.9) -> torch.Tensor:
+    """Per image, the share of its branches whose gate is below ``low`` or above ``high`` ([K-1, N] -> [N]);
+    its mean is the share of all gate values that are polarised."""
+    return ((gates < low) | (gates > high)).double().mean(0)
+
+
+def plot_gate_distributions(group: BackboneRuns, choice: LambdaChoice):
+    """Fig. 4 analogue: test gate histograms of an early, a middle and a late branch of the first seed's
+    network at the fixed lambda and of the grid's chosen network. Returns the figure and the share of
+    polarised gate values of every seed's network at the fixed lambda."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), squeeze=False)
+    models = ((f"seed {group.seeds[0]}, lambda={group.headline_lambda:g} (fixed)", "proposed", group.seeds[0]),
+              (f"warm start, lambda={choice.chosen:g} (val)", "grid", choice.chosen))
+    for ax, (title, kind, key) in zip(axes[0], models):
+        gates = gate_values(group.outputs(kind, key, "test"))
+        for b in sorted({0, (len(gates) - 1) // 2, len(gates) - 1}):
+            ax.hist(gates[b].numpy(), bins=40, range=(0, 1), alpha=0.55, label=f"branch {b + 1}")
+        ax.set_yscale("log")
+        ax.set(title=f"{group.backbone}, {title}", xlabel="gate g_b(x) on test", ylabel="images")
+        ax.legend()
+    polarised = {s: polarised_share(gate_values(group.outputs("proposed", s, "test"))).mean().item() for s in group.seeds}
+    return fig, polarised
+
+
+def plot_accuracy_vs_macs(group: BackboneRuns, t1: Table1, choice: LambdaChoice, mixing: str,
+                          gate_grid: Sequence[float] = GATE_GRID):
+    """Test accuracy against mean MACs / plain MACs: every grid network and the first seed's network at the
+    fixed lambda with t swept, their ensembles (open circles), BranchyNet's validation front of per-exit
+    entropy thresholds (first seed, test values), both chosen operating points and the plain backbone.
+    Returns the figure and the gate sweeps by label."""
+    import matplotlib.pyplot as plt
+    seed, sweeps = group.seeds[0], {}
+    fig, ax = plt.subplots(figsize=(6.5, 4.6))
+    models = [(f"grid lambda={lam:g}", "grid", lam) for lam in sorted(group.grid)]
+    models.append((f"lambda={group.headline_lambda:g} fixed, seed {seed}", "proposed", seed))
+    for label, kind, key in models:
+        run = group.run(kind, key)
+        s = sweeps[label] = shared_threshold_sweep(group.outputs(kind, key, "val"), group.outputs(kind, key, "test"),
+                                                   hard_gate_rule(run.net.num_exits, 0.0), gate_grid, run.macs)
+        line, = ax.plot(s.test_cost, 100 * s.test_accuracy, marker=".", ms=2, lw=1, label=label,
+                        ls="--" if kind == "proposed" else "-")
+        ax.scatter([run.macs.exit_fractions[-1]], [100 * ensemble_accuracy(group.outputs(kind, key, "test"), mixing)],
+                   facecolors="none", edgecolors=line.get_color(), s=40)
+    b = t1.branchynet[(group.dataset, group.backbone, seed)]
+    cost, acc = b.sweep.curve("test")
+    ax.plot(cost, [100 * a for a in acc], "k-", marker=".", ms=3, label="BranchyNet entropy (val front)")
+    ax.scatter([b.point["test_cost"]], [100 * b.point["test_accuracy"]], marker="s", c="k", s=50, zorder=5,
+               label="BranchyNet chosen (val)")
+    r = choice.hard[choice.chosen]
+    ax.scatter([r.mean_fraction], [100 * r.accuracy], marker="D", c="tab:red", s=50, zorder=5,
+               label=f"proposed chosen (val): lambda={choice.chosen:g}")
+    ax.scatter([1.0], [100 * group.outputs("plain", seed, "test").exit_accuracies()[-1]], marker="*", s=150, c="k",
+               zorder=5, label="plain backbone")
+    ax.set(title=f"{group.backbone} ({group.dataset}, test)", xlabel="mean MACs / plain-backbone MACs",
+           ylabel="test accuracy (%)")
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1, 0.5))
+    return fig, sweeps
+
+
+def gate_history(models: dict[str, RunLike]) -> pd.DataFrame:
+    """Mean validation gate of every branch after every epoch (from the per-epoch checkpoints), one row
+    per model, epoch and branch: shows whether the gates collapse during training."""
+    rows = []
+    for label, run in models.items():
+        for epoch in range(1, run.epochs_trained + 1):
+            snap = run.at_epoch(epoch)
+            mean = gate_values(snap.outputs("val")).mean(1)
+            rows += [{"model": label, "lambda": run.spec.loss.options["lam"], "epoch": snap.epoch, "branch": b + 1,
+                      "mean gate": v} for b, v in enumerate(mean.tolist())]
+    return pd.DataFrame(rows)
+
+
+def plot_gate_history(history: pd.DataFrame, columns: int = 4):
+    """Mean validation gate per branch against the epoch, one panel per model."""
+    import matplotlib.pyplot as plt
+    labels = list(dict.fromkeys(history["model"]))
+    nrows = -(-len(labels) // columns)
+    fig, axes = plt.subplots(nrows, columns, figsize=(3.2 * columns, 2.6 * nrows), squeeze=False, sharey=True)
+    for ax, label in zip(axes.flat, labels):
+        wide = history[history.model == label].pivot(index="epoch", columns="branch", values="mean gate")
+        for branch in wide.columns:
+            ax.plot(wide.index, wide[branch], marker="o", ms=3, label=f"branch {branch}",
+                    color=plt.cm.viridis((branch - 1) / max(1, len(wide.columns) - 1)))
+        ax.set(title=label, ylim=(0, 1), xticks=list(wide.index), xlabel="epoch")
+    for ax in axes.flat[len(labels):]:
+        ax.axis("off")
+    axes[0, 0].set_ylabel("mean gate (val)")
+    axes[0, -1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def gate_collapse(history: pd.DataFrame, shut: float = 0.05, open_: float = 0.95) -> pd.DataFrame:
+    """After the last epoch, per model: the mean validation gate of the first and last
+    branch, the largest, and the state: 'all shut' (every mean gate below ``shut``: the branches are never
+    used), 'first gate open' (above ``open_``: everything leaves at the weakest branch) or 'no collapse'."""
+    final = history[history.epoch == history.groupby("model").epoch.transform("max")]
+    rows = []
+    for label, part in final.groupby("model", sort=False):
+        g = part.sort_values("branch")["mean gate"].tolist()
+        state = (f"all shut (< {shut:g})" if max(g) < shut else
+                 f"first gate open (> {open_:g})" if g[0] > open_ else "no collapse")
+        rows.append({"model": label, "first": g[0], "last": g[-1], "max": max(g), "state": state})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- paper numbers beside ours, the metrics file
+def paper_comparisons(t1: Table1, t2: dict[str, pd.DataFrame], lat: dict[str, LatencyTable],
+                      choices: dict[tuple[str, str], LambdaChoice], setting: str) -> list[dict]:
+    """Every number of the paper's Tables 1 and 2 that we measure, beside ours (``report.comparison``);
+    Table 1 as the mean over seeds."""
+    out = []
+    for row in t1.summary.to_dict("records"):
+        s = PAPER_BACKBONES.get(row["backbone"], row["backbone"])
+        for method, ours, pap in (("plain", "plain", "paper plain"),
+                                  ("BranchyNet final exit", "BranchyNet (final exit)", "paper B-NET"),
+                                  ("proposed ensemble", "proposed (ensemble)", "paper proposed")):
+            out.append(comparison(f"{row['dataset']} {s} {method} test accuracy", round(100 * row[f"{ours} mean"], 2),
+                                  None if pd.isna(row[pap]) else round(100 * row[pap], 2), "%",
+                                  f"{setting}, mean of {row['seeds']} seeds"
+                                  + (", JPEG CIFAR-10 copy" if row["dataset"] == "cifar10" else "")
+                                  + (f", lambda={row['lambda (fixed)']:g}" if method.startswith("proposed") else "")))
+    for (d, bb), choice in choices.items():
+        s = PAPER_BACKBONES.get(bb, bb)
+        pap = paper_value(table=2, backbone=s, quantity="test_accuracy")
+        out.append(comparison(f"{d} {s} proposed hard-exit test accuracy", round(100 * choice.hard[choice.chosen].accuracy, 2),
+                              None if pap is None else pap.value, "%", f"lambda={choice.chosen:g} chosen on validation"))
+        if bb in lat:
+            label = f"lambda={choice.chosen:g} (val), warm start"
+            pap = paper_value(table=2, backbone=s, quantity="speed_up")
+            out.append(comparison(f"{d} {s} batch-1 speed-up t_plain/t - 1", round(lat[bb].speed_up(label), 1),
+                                  None if pap is None else pap.value, "%",
+                                  f"1 CPU thread, {lat[bb].timed[label]['images']} images, inference form"))
+    return out
+
+
+def metrics(data: dict, runs: dict, parameters: dict, t1: Table1, choices: dict[tuple[str, str], LambdaChoice],
+            t2: dict[str, pd.DataFrame], lat: dict[str, LatencyTable], polarised: dict[str, dict[int, float]],
+            history: pd.DataFrame) -> dict:
+    """The metrics file's free-form part: every table (each seed's numbers), choice and curve of the notebook."""
+    return {
+        "data": {d: ds.describe() for d, ds in data.items()}, "runs": {n: r.spec.key for n, r in runs.items()},
+        "train_minutes": {n: r.train_seconds / 60 for n, r in runs.items()},
+        "assumptions": {k: parameters[k] for k in ("mixing", "cost_reference", "head_features", "head_pool",
+                                                   "gate_threshold", "branchynet_weights")},
+        "table1_per_seed": t1.per_seed.to_dict("records"), "table1": t1.summary.to_dict("records"),
+        "branchynet_choice": {f"{d}|{bb}|s{s}": c.point for (d, bb, s), c in t1.branchynet.items()},
+        "lambda_grid": {f"{d}|{bb}": c.frame.to_dict("records") for (d, bb), c in choices.items()},
+        "table2": {bb: f.to_dict("records") for bb, f in t2.items()},
+        "latency": {f"{bb}|{k}": v for bb, t in lat.items() for k, v in t.timed.items()},
+        "gate_polarisation": {bb: {f"s{s}": v for s, v in p.items()} for bb, p in polarised.items()},
+        "gate_history": history.to_dict("records"),
+    }
