@@ -34,9 +34,8 @@ def modules() -> dict[str, Path]:
     return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
-def imported(path: Path, name: str) -> set[str]:
-    """Every earlyexit module ``name`` imports, at module level or inside a function."""
-    known = modules()
+def imported(path: Path, name: str, known: set[str]) -> set[str]:
+    """Every earlyexit module (of ``known``) that ``name`` imports, at module level or inside a function."""
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -50,13 +49,14 @@ def imported(path: Path, name: str) -> set[str]:
                 source = node.module or ""
             if not source.startswith("earlyexit"):
                 continue
-            subs = {f"{source}.{a.name}" for a in node.names} & set(known)
+            subs = {f"{source}.{a.name}" for a in node.names} & known
             found |= subs or {source}
     return {m for m in found if m in known and m != name}
 
 
 def graph() -> dict[str, set[str]]:
-    return {name: imported(path, name) for name, path in modules().items()}
+    found = modules()
+    return {name: imported(path, name, set(found)) for name, path in found.items()}
 
 
 def test_layers_are_known():

@@ -363,7 +363,6 @@ def method_speed_table(repeats: int = 5, batch1_rows: int = 128) -> list[dict] |
     """Notebook 05's rules on its first seed's cpu networks (fronts fitted on validation as the notebook
     fits them): realised / predicted speed-up at the points nearest its ``speed_costs``, batch 1 and 256,
     one thread. None when a network is not trained yet."""
-    from .studies import benchmark as comparison
     from .methods.eenet import EENetConfig
     from .studies import benchmark as p05
     params = default_parameters(notebooks()["05"])
@@ -372,14 +371,14 @@ def method_speed_table(repeats: int = 5, batch1_rows: int = 128) -> list[dict] |
         return None
     runs = {name: train_cached(s, progress=False) for name, s in specs.items()}
     recipe = {key: params[f"recipe_{key}"] for key in ("optimizers", "lrs", "epochs", "budgets")}
-    _, fronts = comparison.benchmark_fronts({name: [run] for name, run in runs.items()}, params["seeds"][:1],
-                                            params["vectors"], params["shared_grid"],
-                                            EENetConfig(**params["scheduler"]), params["eenet_budgets"],
-                                            params["scheduler_seeds"], recipe, params["e2cm_prediction"],
-                                            params["restrict_final"])
+    _, fronts = p05.benchmark_fronts({name: [run] for name, run in runs.items()}, params["seeds"][:1],
+                                     params["vectors"], params["shared_grid"],
+                                     EENetConfig(**params["scheduler"]), params["eenet_budgets"],
+                                     params["scheduler_seeds"], recipe, params["e2cm_prediction"],
+                                     params["restrict_final"])
     rows = []
     for front in fronts[params["seeds"][0]].values():
-        rows += comparison.speed_points(front, runs[front.network], params["speed_costs"], repeats, batch1_rows)
+        rows += p05.speed_points(front, runs[front.network], params["speed_costs"], repeats, batch1_rows)
     return rows
 
 

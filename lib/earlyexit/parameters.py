@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from pathlib import Path
+from types import ModuleType
 
 from .paths import project_root
 from .profiles import PROFILE_NAMES, PROFILES
@@ -56,6 +57,7 @@ def resolve_parameters(path: Path, profile: str) -> dict:
 
 
 def select(only: str | None) -> dict[str, Path]:
+    """The notebooks named by ``--only`` ("00,03"; all when empty), refusing an unknown id."""
     found = notebooks()
     if not only:
         return found
@@ -66,7 +68,8 @@ def select(only: str | None) -> dict[str, Path]:
     return {w: found[w] for w in wanted}
 
 
-def plan_module(path: Path):
+def plan_module(path: Path) -> ModuleType:
+    """The study of a notebook (01_class_exclusion -> earlyexit.studies.class_exclusion), holding its plan."""
     return importlib.import_module(f"earlyexit.studies.{path.stem[3:]}")
 
 

@@ -14,8 +14,7 @@ __all__ = ["Registry", "PROVIDERS"]
 
 # Modules that register entries; imported on the first lookup miss.
 PROVIDERS = ("earlyexit.backbones", "earlyexit.losses", "earlyexit.methods.class_exclusion",
-             "earlyexit.methods.differentiable_branching",
-             "earlyexit.methods.e2cm")
+             "earlyexit.methods.differentiable_branching", "earlyexit.methods.e2cm")
 
 T = TypeVar("T")
 
