@@ -2,8 +2,15 @@
 import pytest
 import torch
 
-from earlyexit.studies.claims import VERDICTS, claim, claims_table, paper_number
+from functools import partial
+
+from earlyexit.studies import claims as claims_module
+from earlyexit.studies import report
+from earlyexit.studies.claims import VERDICTS, claims_table, paper_number
 from earlyexit.stats import bootstrap_mean, median_interval, paired_bootstrap, seed_interval
+
+claim = partial(claims_module.claim, statement_source="Paper, Sec. 1: \"x beats y\"",
+                threshold_source="the paper's direction")
 
 
 @pytest.mark.parametrize("interval, claimed, verdict", [
@@ -26,6 +33,39 @@ def test_claim_without_interval_must_say_why_and_only_deterministic_ones_are_dec
     with pytest.raises(ValueError, match="deterministic"):
         claim("x", "y", 1.0, interval=(0.5, 1.5), deterministic=True)
     assert claim("x", "y", None, evidence="not measurable").verdict == VERDICTS[2]
+
+
+def test_every_row_names_its_sources_and_only_paper_rows_speak_for_the_paper():
+    with pytest.raises(TypeError):
+        claims_module.claim("x", "y", 1.0, interval=(0.5, 1.5))
+    with pytest.raises(ValueError, match="statement_source"):
+        claim("x", "y", 1.0, interval=(0.5, 1.5), statement_source=" ")
+    with pytest.raises(ValueError, match="our reading"):       # our reading must be labelled as such
+        claim("x", "y", 1.0, interval=(0.5, 1.5), statement_source="our reading: x should beat y")
+    with pytest.raises(ValueError, match="role"):
+        claim("x", "y", 1.0, interval=(0.5, 1.5), role="headline")
+    ours = claim("x", "y", -1.0, interval=(-1.5, -0.5), statement_source="our reading: x should beat y",
+                 role="our reading")
+    variant = claim("x", "y", -1.0, interval=(-1.5, -0.5), role="sensitivity")
+    paper = claim("x", "y", -1.0, interval=(-1.5, -0.5))
+    assert ours.verdict == variant.verdict == paper.verdict == "not supported"
+    assert paper.label == "not supported"
+    assert ours.label == "does not hold (our reading row)" and "not supported" not in variant.label
+    table = claims_table([paper, variant, ours])
+    assert table["verdict"].tolist() == ["not supported", "does not hold (sensitivity row)",
+                                         "does not hold (our reading row)"]
+    assert table["threshold from"].tolist() == ["the paper's direction"] * 3
+
+
+def test_summary_shows_sources_roles_and_counts_only_paper_rows(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "reports_dir", lambda profile: tmp_path)
+    rows = [claim("x", "y", -1.0, interval=(-1.5, -0.5)),
+            claim("x", "y", -1.0, interval=(-1.5, -0.5), statement_source="our reading: z", role="our reading")]
+    report.save_metrics("01_x", "smoke", {}, claims=rows)
+    text = report.write_summary("smoke").read_text()
+    assert "Paper rows: 0 supported, 1 not supported, 0 inconclusive at this budget" in text
+    assert "1 our-reading rows" in text and "does not hold (our reading row)" in text
+    assert "our reading: z" in text and "the paper's direction" in text
 
 
 def test_paper_numbers_are_read_with_their_source():

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from .paths import portable, project_root
+from .studies.claims import shown_verdict
 from .studies.report import format_value
 from .profiles import PROFILE_NAMES
 
@@ -75,7 +76,8 @@ th { background: #f3f3f3; }
 
 
 def _verdict_counts(claims: list[dict]) -> str:
-    verdicts = [c["verdict"] for c in claims]
+    """Supported / not / inconclusive over the paper rows (sensitivity and our-reading rows are not counted)."""
+    verdicts = [c["verdict"] for c in claims if c.get("role", "paper") == "paper"]
     return " / ".join(str(verdicts.count(v)) for v in ("supported", "not supported", "inconclusive at this budget"))
 
 
@@ -89,7 +91,7 @@ def _index(profile: str, entries: list[dict]) -> str:
              f"<code>figures/{e(profile)}/</code> (PNG for screens, PDF for papers); the summary is "
              f"<code>reports/{e(profile)}/SUMMARY.md</code>.</p>",
              "<table><tr><th>notebook</th><th>status</th><th>minutes</th><th>figures</th>"
-             "<th>claims (supported / not / inconclusive)</th><th>paper-vs-ours rows</th></tr>"]
+             "<th>paper's claims (supported / not / inconclusive)</th><th>paper-vs-ours rows</th></tr>"]
     for en in entries:
         status = ("<span class=\"ok\">ok</span>" if not en["errors"]
                   else f"<span class=\"failed\">failed: {e(en['errors'][0][:80])}</span>")
@@ -113,14 +115,15 @@ def _index(profile: str, entries: list[dict]) -> str:
         else:
             parts.append("<p class=\"meta\">no figures</p>")
         if en["claims"]:
-            parts.append("<table><tr><th>claim</th><th>measured</th><th>ours [95% interval]</th><th>verdict</th>"
-                         "<th>evidence</th></tr>")
+            parts.append("<table><tr><th>claim</th><th>role</th><th>statement from</th><th>measured</th>"
+                         "<th>ours [95% interval]</th><th>threshold from</th><th>verdict</th><th>evidence</th></tr>")
             for c in en["claims"]:
                 inside = (f" [{format_value(c['interval'][0])}, {format_value(c['interval'][1])}]"
                           if c.get("interval") else "")
                 parts.append("<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in (
-                    c["statement"], c["comparison"], f"{format_value(c['ours'])}{inside} {c['unit']}", c["verdict"],
-                    c["evidence"])) + "</tr>")
+                    c["statement"], c.get("role", "paper"), c.get("statement_source", "n/a"), c["comparison"],
+                    f"{format_value(c['ours'])}{inside} {c['unit']}", c.get("threshold_source", "n/a"),
+                    shown_verdict(c["verdict"], c.get("role", "paper")), c["evidence"])) + "</tr>")
             parts.append("</table>")
         if en["rows"]:
             parts.append("<table><tr><th>quantity</th><th>paper</th><th>ours</th><th>unit</th><th>note</th></tr>")

@@ -13,6 +13,13 @@ A claim without an interval says why in its evidence. Only a deterministic prope
 resampling of the data or retraining could change, e.g. "beta = 0 reproduces the final classifier",
 checked on every image) is decided by its point estimate; any other claim without an interval (a
 single training, no bootstrap) is "inconclusive at this budget", however large its margin looks.
+
+Every row says where its statement and its threshold come from (``statement_source``,
+``threshold_source``: the paper's section, figure or table, quoted briefly, or "our reading: ..." with
+why) and which role it plays (``ROLES``): ``"paper"``, the paper's claim measured with the paper's
+statistic, baselines and protocol (the headline); ``"sensitivity"``, a variant of a paper's claim
+under a set-up of ours; ``"our reading"``, a statement the paper does not make. Only "paper" rows
+can say that the paper's claim is (not) supported; the others read "holds" / "does not hold".
 """
 from __future__ import annotations
 
@@ -23,9 +30,14 @@ import pandas as pd
 
 from ..paths import project_root
 
-__all__ = ["VERDICTS", "Claim", "claim", "claims_table", "paper_numbers", "paper_number", "PaperNumber"]
+__all__ = ["VERDICTS", "ROLES", "Claim", "claim", "claims_table", "paper_numbers", "paper_number", "PaperNumber"]
 
 VERDICTS = ("supported", "not supported", "inconclusive at this budget")
+ROLES = ("paper", "sensitivity", "our reading")
+OUR_READING = "our reading"
+# what a verdict reads as on a row that is not the paper's own claim
+_NOT_THE_PAPERS = {"supported": "holds", "not supported": "does not hold",
+                   "inconclusive at this budget": "inconclusive at this budget"}
 
 
 @dataclass(frozen=True)
@@ -42,9 +54,26 @@ class Claim:
     setting: str                        # network, data, profile, seeds
     paper: float | str | None = None    # the paper's number, where it gives one
     paper_source: str = ""
+    statement_source: str = ""          # where the statement comes from: the paper (quoted) or "our reading: why"
+    threshold_source: str = ""          # where ``than`` comes from, the same way
+    role: str = "paper"                 # one of ROLES
+
+    @property
+    def label(self) -> str:
+        """The verdict as a reader should take it: a sensitivity or our-reading row never says that the
+        paper's claim is (not) supported."""
+        return shown_verdict(self.verdict, self.role)
 
     def row(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "label": self.label}
+
+
+def shown_verdict(verdict: str, role: str = "paper") -> str:
+    """``verdict`` for a row of ``role``: the verdict itself for the paper's claim, else "holds" /
+    "does not hold" / "inconclusive at this budget" with the role in brackets."""
+    if role == "paper":
+        return verdict
+    return f"{_NOT_THE_PAPERS[verdict]} ({role} row)"
 
 
 def _verdict(ours: float | None, interval: tuple[float, float] | None, claimed: str, than: float,
@@ -59,9 +88,18 @@ def _verdict(ours: float | None, interval: tuple[float, float] | None, claimed: 
 
 def claim(statement: str, comparison: str, ours: float | None, *, claimed: str = "greater", than: float = 0.0,
           interval: tuple[float, float] | None = None, unit: str = "", evidence: str = "", setting: str = "",
-          paper: float | str | None = None, paper_source: str = "", deterministic: bool = False) -> Claim:
+          paper: float | str | None = None, paper_source: str = "", deterministic: bool = False,
+          statement_source: str, threshold_source: str, role: str = "paper") -> Claim:
     """Decide a claim. Without an interval the evidence must say why none is needed or possible, and
-    only a ``deterministic`` property is then decided by its point estimate."""
+    only a ``deterministic`` property is then decided by its point estimate. Both sources are required;
+    a statement that is "our reading" makes the row an "our reading" row and nothing else."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    if not statement_source.strip() or not threshold_source.strip():
+        raise ValueError(f"claim {statement!r} needs a statement_source and a threshold_source")
+    if statement_source.lower().startswith(OUR_READING) != (role == OUR_READING):
+        raise ValueError(f"claim {statement!r}: a statement that is 'our reading: ...' has role 'our reading' "
+                         f"and only it (got role {role!r}, statement source {statement_source!r})")
     if claimed not in ("greater", "less"):
         raise ValueError(f"claimed must be 'greater' or 'less', got {claimed!r}")
     if interval is None and not evidence:
@@ -74,7 +112,8 @@ def claim(statement: str, comparison: str, ours: float | None, *, claimed: str =
             raise ValueError(f"interval {interval} is not ordered")
     ours = None if ours is None else float(ours)
     return Claim(statement, comparison, ours, unit, interval, claimed, float(than),
-                 _verdict(ours, interval, claimed, than, deterministic), evidence, setting, paper, paper_source)
+                 _verdict(ours, interval, claimed, than, deterministic), evidence, setting, paper, paper_source,
+                 statement_source, threshold_source, role)
 
 
 def claims_table(claims: list[Claim]) -> pd.DataFrame:
@@ -85,9 +124,11 @@ def claims_table(claims: list[Claim]) -> pd.DataFrame:
         inside = f" [{c.interval[0]:.3g}, {c.interval[1]:.3g}]" if c.interval else ""
         return f"{c.ours:.3g}{inside} {c.unit}".strip()
 
-    return pd.DataFrame([{"claim": c.statement, "measured": c.comparison, "ours (95% interval)": fmt(c),
+    return pd.DataFrame([{"claim": c.statement, "role": c.role, "statement from": c.statement_source,
+                          "measured": c.comparison, "ours (95% interval)": fmt(c),
                           "paper's side": f"{'>' if c.claimed == 'greater' else '<'} {c.than:g}",
-                          "paper": "n/a" if c.paper is None else c.paper, "verdict": c.verdict,
+                          "threshold from": c.threshold_source,
+                          "paper": "n/a" if c.paper is None else c.paper, "verdict": c.label,
                           "evidence": c.evidence} for c in claims])
 
 
