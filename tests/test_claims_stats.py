@@ -61,8 +61,8 @@ def test_summary_shows_sources_roles_and_counts_only_paper_rows(tmp_path, monkey
     monkeypatch.setattr(report, "reports_dir", lambda profile: tmp_path)
     rows = [claim("x", "y", -1.0, interval=(-1.5, -0.5)),
             claim("x", "y", -1.0, interval=(-1.5, -0.5), statement_source="our reading: z", role="our reading")]
-    report.save_metrics("01_x", "smoke", {}, claims=rows)
-    text = report.write_summary("smoke").read_text()
+    report.save_metrics("01_x", "cpu", {}, claims=rows)
+    text = report.write_summary("cpu").read_text()
     assert "Paper rows: 0 supported, 1 not supported, 0 inconclusive at this budget" in text
     assert "1 our-reading rows" in text and "does not hold (our reading row)" in text
     assert "our reading: z" in text and "the paper's direction" in text
@@ -117,3 +117,13 @@ def test_weighted_bootstrap_of_a_mean_is_the_bootstrap_mean_and_recomputes_any_s
     drawn_max = lambda w: torch.where(w > 0, values, -torch.inf).max(1).values  # noqa: E731
     top, lo, hi = bootstrap_weighted(drawn_max, len(values), draws=200)
     assert top == pytest.approx(values.max().item()) and lo <= hi <= top
+
+
+def test_smoke_rows_give_no_verdict(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "reports_dir", lambda profile: tmp_path)
+    row = claim("x", "y", 1.0, interval=(0.5, 1.5))
+    assert claims_table([row], profile="smoke")["verdict"].tolist() == ["n/a (smoke)"]
+    assert claims_table([row], profile="cpu")["verdict"].tolist() == ["supported"]
+    report.save_metrics("01_x", "smoke", {}, claims=[row])
+    text = report.write_summary("smoke").read_text()
+    assert "test the plumbing" in text and "**n/a (smoke)**" in text and "**supported**" not in text

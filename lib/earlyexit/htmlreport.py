@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from .paths import portable, project_root
-from .studies.claims import shown_verdict
+from .studies.claims import SMOKE_NOTE, SMOKE_VERDICT, is_smoke, shown_verdict
 from .studies.report import format_value
 from .profiles import PROFILE_NAMES
 
@@ -90,13 +90,14 @@ def _index(profile: str, entries: list[dict]) -> str:
              f"{e(profile)}</code>, rendered by <code>python -m earlyexit.htmlreport</code>. Figures link to "
              f"<code>figures/{e(profile)}/</code> (PNG for screens, PDF for papers); the summary is "
              f"<code>reports/{e(profile)}/SUMMARY.md</code>.</p>",
+             *([f"<p><strong>{e(SMOKE_NOTE)}</strong></p>"] if is_smoke(profile) else []),
              "<table><tr><th>notebook</th><th>status</th><th>minutes</th><th>figures</th>"
              "<th>paper's claims (supported / not / inconclusive)</th><th>paper-vs-ours rows</th></tr>"]
     for en in entries:
         status = ("<span class=\"ok\">ok</span>" if not en["errors"]
                   else f"<span class=\"failed\">failed: {e(en['errors'][0][:80])}</span>")
         parts.append(f"<tr><td><a href=\"{e(en['page'])}\">{e(en['name'])}</a></td><td>{status}</td>"
-                     f"<td>{en['minutes']}</td><td>{len(en['figures'])}</td><td>{_verdict_counts(en['claims'])}</td>"
+                     f"<td>{en['minutes']}</td><td>{len(en['figures'])}</td><td>{SMOKE_VERDICT if is_smoke(profile) else _verdict_counts(en['claims'])}</td>"
                      f"<td>{len(en['rows'])}</td></tr>")
     parts.append("</table>")
     for en in entries:
@@ -123,7 +124,7 @@ def _index(profile: str, entries: list[dict]) -> str:
                 parts.append("<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in (
                     c["statement"], c.get("role", "paper"), c.get("statement_source", "n/a"), c["comparison"],
                     f"{format_value(c['ours'])}{inside} {c['unit']}", c.get("threshold_source", "n/a"),
-                    shown_verdict(c["verdict"], c.get("role", "paper")), c["evidence"])) + "</tr>")
+                    shown_verdict(c["verdict"], c.get("role", "paper"), profile), c["evidence"])) + "</tr>")
             parts.append("</table>")
         if en["rows"]:
             parts.append("<table><tr><th>quantity</th><th>paper</th><th>ours</th><th>unit</th><th>note</th></tr>")

@@ -30,11 +30,14 @@ import pandas as pd
 
 from ..paths import project_root
 
-__all__ = ["VERDICTS", "ROLES", "Claim", "claim", "claims_table", "paper_numbers", "paper_number", "PaperNumber"]
+__all__ = ["VERDICTS", "ROLES", "SMOKE_VERDICT", "SMOKE_NOTE", "Claim", "claim", "shown_verdict", "is_smoke", "claims_table", "paper_numbers", "paper_number", "PaperNumber"]
 
 VERDICTS = ("supported", "not supported", "inconclusive at this budget")
 ROLES = ("paper", "sensitivity", "our reading")
 OUR_READING = "our reading"
+SMOKE_VERDICT = "n/a (smoke)"
+SMOKE_NOTE = ("Smoke profile: a few hundred images and one epoch, networks near chance accuracy. These numbers "
+              "test the plumbing, not the papers' claims; every verdict reads n/a (smoke).")
 # what a verdict reads as on a row that is not the paper's own claim
 _NOT_THE_PAPERS = {"supported": "holds", "not supported": "does not hold",
                    "inconclusive at this budget": "inconclusive at this budget"}
@@ -68,9 +71,17 @@ class Claim:
         return {**asdict(self), "label": self.label}
 
 
-def shown_verdict(verdict: str, role: str = "paper") -> str:
+def is_smoke(profile: str | None) -> bool:
+    """The smoke profile (or its rehearsal) tests the plumbing on networks near chance: no verdict."""
+    return bool(profile) and profile.split("-")[0] == "smoke"
+
+
+def shown_verdict(verdict: str, role: str = "paper", profile: str | None = None) -> str:
     """``verdict`` for a row of ``role``: the verdict itself for the paper's claim, else "holds" /
-    "does not hold" / "inconclusive at this budget" with the role in brackets."""
+    "does not hold" / "inconclusive at this budget" with the role in brackets; "n/a (smoke)" for
+    any row of a smoke run."""
+    if is_smoke(profile):
+        return SMOKE_VERDICT
     if role == "paper":
         return verdict
     return f"{_NOT_THE_PAPERS[verdict]} ({role} row)"
@@ -116,8 +127,9 @@ def claim(statement: str, comparison: str, ours: float | None, *, claimed: str =
                  statement_source, threshold_source, role)
 
 
-def claims_table(claims: list[Claim]) -> pd.DataFrame:
-    """The claims as a table for a notebook (numbers rounded for reading; the metrics keep them whole)."""
+def claims_table(claims: list[Claim], profile: str | None = None) -> pd.DataFrame:
+    """The claims as a table for a notebook (numbers rounded for reading; the metrics keep them whole);
+    on the smoke ``profile`` every verdict reads "n/a (smoke)"."""
     def fmt(c: Claim) -> str:
         if c.ours is None:
             return "n/a"
@@ -128,7 +140,8 @@ def claims_table(claims: list[Claim]) -> pd.DataFrame:
                           "measured": c.comparison, "ours (95% interval)": fmt(c),
                           "paper's side": f"{'>' if c.claimed == 'greater' else '<'} {c.than:g}",
                           "threshold from": c.threshold_source,
-                          "paper": "n/a" if c.paper is None else c.paper, "verdict": c.label,
+                          "paper": "n/a" if c.paper is None else c.paper,
+                          "verdict": shown_verdict(c.verdict, c.role, profile),
                           "evidence": c.evidence} for c in claims])
 
 

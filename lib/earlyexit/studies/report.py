@@ -17,7 +17,7 @@ import torch
 from .. import rehearsal
 from ..device import cpu_model, default_description
 from ..paths import output_root, project_root
-from .claims import shown_verdict
+from .claims import SMOKE_NOTE, is_smoke, shown_verdict
 
 __all__ = ["format_value", "reports_dir", "save_metrics", "comparison", "write_summary", "environment"]
 
@@ -102,7 +102,7 @@ def write_summary(profile: str) -> Path:
              "paper's statistic, baselines and protocol; *sensitivity* rows measure it under a variant of ours; "
              "*our reading* rows test a statement the paper does not make. Only paper rows say whether the "
              "paper's claim is supported; the others read holds / does not hold.", "",
-             _verdict_counts(bodies), "",
+             *([f"**{SMOKE_NOTE}**", ""] if is_smoke(profile) else [_verdict_counts(bodies), ""]),
              "## Claims", "",
              "| notebook | claim | role | statement from | measured | ours (95% interval) | paper's side | "
              "threshold from | paper | verdict | evidence | setting |",
@@ -113,7 +113,7 @@ def write_summary(profile: str) -> Path:
             role = c.get("role", "paper")
             lines.append(f"| {body['notebook']} | {c['statement']} | {role} | {c.get('statement_source') or 'n/a'} | "
                          f"{c['comparison']} | {_interval(c)} | {side} | {c.get('threshold_source') or 'n/a'} | "
-                         f"{format_value(c['paper'])} | **{shown_verdict(c['verdict'], role)}** | {c['evidence']} | "
+                         f"{format_value(c['paper'])} | **{shown_verdict(c['verdict'], role, profile)}** | {c['evidence']} | "
                          f"{c['setting']} |")
     lines += ["", "## Paper numbers beside ours", "",
               "| notebook | quantity | paper | ours | unit | note |", "|---|---|---|---|---|---|"]
