@@ -99,3 +99,21 @@ def test_every_rule_exits_for_real_where_the_offline_evaluator_says():
 def test_the_package_offers_wrap():
     import earlyexit
     assert earlyexit.wrap is wrap
+
+
+def test_a_torchvision_model_trains_and_caches_like_any_backbone(fresh_artifacts):
+    from earlyexit.data import DataSpec, load_dataset
+    from earlyexit.train import LossSpec, ModelSpec, RunSpec, TrainConfig, train_cached
+    spec = RunSpec("tv", ModelSpec("torchvision", 0.5, backbone_options={"model": "mobilenet_v3_small",
+                                                                       "cut_after": ["features.3", "features.8"]}),
+                   DataSpec("synthetic10", val_size=100, train_size=256, test_size=100),
+                   LossSpec("weighted_ce", {"weights": "uniform"}), TrainConfig(epochs=1, batch_size=64, lr=0.05))
+    data = load_dataset(spec.data)
+    run = train_cached(spec, data, progress=False)
+    assert run.net.num_exits == 3 and len(run.history[-1]["val_acc"]) == 3
+    again = train_cached(spec, data, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(run.net.state_dict().values(), again.net.state_dict().values()))
+    with pytest.raises(ValueError, match="no width option"):
+        train_cached(RunSpec("tv", ModelSpec("torchvision", 0.5, backbone_options={"model": "resnet18",
+                                                                                  "cut_after": ["layer2"]}),
+                             spec.data, spec.loss, spec.train), data, progress=False)

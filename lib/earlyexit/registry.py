@@ -13,7 +13,7 @@ from typing import Callable, Generic, TypeVar
 __all__ = ["Registry", "PROVIDERS"]
 
 # Modules that register entries; imported on the first lookup miss.
-PROVIDERS = ("earlyexit.backbones", "earlyexit.losses", "earlyexit.methods.class_exclusion",
+PROVIDERS = ("earlyexit.backbones", "earlyexit.wrapping", "earlyexit.losses", "earlyexit.methods.class_exclusion",
              "earlyexit.methods.differentiable_branching", "earlyexit.methods.e2cm")
 
 T = TypeVar("T")

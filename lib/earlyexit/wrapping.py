@@ -25,10 +25,10 @@ from typing import Sequence
 import torch
 from torch import fx, nn
 
-from .backbones import StagedBackbone
+from .backbones import StagedBackbone, register_backbone
 from .multiexit import MultiExitNet
 
-__all__ = ["wrap", "wrap_backbone", "cut_points"]
+__all__ = ["wrap", "wrap_backbone", "cut_points", "torchvision_backbone"]
 
 
 class _KeepWhole(fx.Tracer):
@@ -179,3 +179,32 @@ def wrap(model: nn.Module, exit_after: Sequence[str], input_shape: tuple[int, in
     """``model`` with an exit head (``heads.build_head(head, ...)``) after each submodule named in
     ``exit_after`` and its own output as the final exit. The model's parameters are shared, not copied."""
     return MultiExitNet(wrap_backbone(model, exit_after, input_shape), head=head, **head_options)
+
+
+@register_backbone("torchvision", "a torchvision classification model (``model``: its builder name, random "
+                   "weights) cut after the submodules ``cut_after``; ``width`` is the family's width_mult",
+                   in_channels=3, image_size=32, model="mobilenet_v3_small", cut_after=("features.3", "features.8"))
+def torchvision_backbone(num_classes: int, width: float, in_channels: int, image_size: int, model: str,
+                         cut_after: Sequence[str]) -> StagedBackbone:
+    """The registry's entry for torchvision models, so that a RunSpec can train and cache one like any
+    backbone here. Only families with a ``width_mult`` option (MobileNet, MNASNet's ``alpha``) take a
+    width other than 1."""
+    import torchvision
+    options = {}
+    if width != 1.0:
+        import inspect
+        builder = torchvision.models.get_model_builder(model)
+        accepted = set(inspect.signature(builder).parameters) | _width_options(model)
+        name = next((n for n in ("width_mult", "alpha") if n in accepted), None)
+        if name is None:
+            raise ValueError(f"torchvision {model!r} has no width option; use width=1.0")
+        options[name] = width
+    if in_channels != 3:
+        raise ValueError(f"torchvision models read 3-channel images, got in_channels={in_channels}")
+    net = torchvision.models.get_model(model, weights=None, num_classes=num_classes, **options)
+    return wrap_backbone(net, list(cut_after), (in_channels, image_size, image_size))
+
+
+def _width_options(model: str) -> set[str]:
+    """Width options passed through ``**kwargs`` by torchvision's builders (not in their signature)."""
+    return {"width_mult"} if model.startswith("mobilenet_v3") else {"alpha"} if model.startswith("mnasnet") else set()
