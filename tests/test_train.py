@@ -188,3 +188,12 @@ def test_channels_last_training_records_the_layout_it_ran_in(data, fresh_artifac
     fallback = train_cached(spec.with_train(seed=1), data, progress=False)
     assert fallback.history[-1]["channels_last"] is False
     assert all(p.is_contiguous() for p in fallback.net.parameters())
+
+
+def test_bf16_autocast_only_where_the_cpu_has_bf16_instructions(monkeypatch):
+    from earlyexit import device as D
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)   # oneDNN converts on AVX-512
+    for avx512_bf16, amx, expected in ((False, False, False), (True, False, True), (False, True, True)):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert D.bf16_supported("cpu") is expected
