@@ -159,6 +159,11 @@ def test_primer_runs_in_jupyterlab(lab, tmp_path):
             page.wait_for_function("() => window.jupyterapp.shell.currentWidget.sessionContext.kernelDisplayStatus "
                                    "=== 'idle'")
 
+            # --- opening the notebook and starting its kernel leave it unchanged (no unsaved-changes mark)
+            page.wait_for_timeout(1000)
+            assert page.evaluate("() => window.jupyterapp.shell.currentWidget.context.model.dirty") is False
+            assert page.locator(".jp-mod-dirty").count() == 0
+
             # --- the kernel is this project's interpreter and imports this checkout's library
             probe = page.evaluate(_KERNEL_PROBE, "import sys, earlyexit; print(sys.executable); "
                                                  "print(earlyexit.__file__)")

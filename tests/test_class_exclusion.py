@@ -12,17 +12,20 @@ import torch.nn.functional as F
 from earlyexit.backbones import build_backbone
 from earlyexit.studies.claims import VERDICTS, claims_table
 from earlyexit.methods.class_exclusion import (ClassExclusion, ClassExclusionLoss, ConfidenceLoss, SingleConfident,
-                                               authors_exit_keys, exclusion_weights, fit_operating_point,
-                                               greedy_search, resolve_order, search_betas, search_taus)
+                                               authors_exit_keys, exclusion_trace, exclusion_weights,
+                                               fit_operating_point, greedy_search, resolve_order, search_betas,
+                                               search_taus)
 from earlyexit.data import tensor_batches
 from earlyexit.evaluate import evaluate_policy
 from earlyexit.losses import build_loss
 from earlyexit.macs import mac_table
 from earlyexit.multiexit import ExitOutputs, MultiExitNet
 from earlyexit.outputs import CachedOutputs, collect_outputs
-from earlyexit.studies.class_exclusion import (SetupEvaluation, _largest_growth, _uneven_shares, authors_thresholds,
-                                               conclusions, early_exit_class_shares, evaluate_setup, lr_candidates,
-                                               matched_cost_gap, mean_remaining_classes, method_run, paper_setup_keys)
+from earlyexit.studies.class_exclusion import (SetupEvaluation, authors_thresholds, early_exit_class_shares,
+                                               early_exit_rates, evaluate_setup, front_cost, front_gap, lr_candidates,
+                                               mean_remaining_classes, method_run, paper_setup_keys, seed_gap,
+                                               table_i_gap)
+from earlyexit.studies.class_exclusion_claims import _largest_growth, conclusions, matched_cost_gap, setup_claims
 from earlyexit.train import train_cached
 
 NEG, POS = -6.0, 6.0
@@ -171,12 +174,16 @@ def test_decisions_are_per_sample():
 def test_greedy_search_respects_the_tolerance_and_trades_accuracy_for_cost(tolerance):
     data = _learned_like()
     macs = _dummy_macs(4)
-    bc, cr = search_betas(data, tolerance, macs=macs), search_taus(data, tolerance, macs=macs)
+    # the tolerance holds on validation when a failing exit stays disabled; the authors' clip (the default)
+    # keeps the first value at such an exit, which may cost validation accuracy beyond the tolerance
+    bc, cr = (search(data, tolerance, macs=macs, clip_on_failure=False) for search in (search_betas, search_taus))
     for found in (bc, cr):
         assert found.val_accuracy >= found.reference_accuracy - tolerance - 1e-9
         assert found.reference_accuracy == pytest.approx(data.exit_accuracies()[-1])
         assert len(found.thresholds) == 3
     assert sorted(bc.order) == [0, 1, 2]
+    assert min(search_betas(data, tolerance, macs=macs).thresholds) >= 0.01
+    assert max(search_taus(data, tolerance, macs=macs).thresholds) <= 0.99
     if tolerance == 0.05:
         loose = evaluate_policy(data, ClassExclusion(bc.thresholds), macs)
         assert loose.mean_fraction < macs.exit_fractions[-1] and loose.exit_counts[-1] < len(data)
@@ -212,25 +219,70 @@ def _one_exit(correct_early: list[bool], labels: list[int]) -> CachedOutputs:
     return CachedOutputs(torch.stack([early, final]), y)
 
 
-def test_acceptance_is_strict_and_clip_on_failure_is_an_option():
+def test_acceptance_is_strict_and_the_clip_on_failure_is_the_default():
     data = _one_exit([True] * 9 + [False], [0, 1, 2, 0, 1, 2, 0, 1, 2, 0])   # exit 1 alone: 90 %, final 100 %
     macs = _dummy_macs(2)
     make = lambda t: SingleConfident(t)  # noqa: E731
-    # a drop of exactly the tolerance is refused (the authors' loop runs while acc > reference - tolerance)
-    assert greedy_search(data, make, [0.9], 1.0, 0.1, macs).thresholds == [1.0]
-    assert greedy_search(data, make, [0.9], 1.0, 0.11, macs).thresholds == [0.9]
-    # their clip: an exit whose first value fails gets it anyway
-    assert greedy_search(data, make, [0.9], 1.0, 0.1, macs, clip_on_failure=True).thresholds == [0.9]
+    # a drop of exactly the tolerance is refused (the authors' loop runs while acc > reference - tolerance);
+    # the exit then keeps the first value anyway (the authors' clip), or stays disabled on request
+    assert greedy_search(data, make, [0.9], 1.0, 0.1, macs, clip_on_failure=False).thresholds == [1.0]
+    assert greedy_search(data, make, [0.9], 1.0, 0.1, macs).thresholds == [0.9]
+    assert greedy_search(data, make, [0.9], 1.0, 0.11, macs, clip_on_failure=False).thresholds == [0.9]
+
+
+def test_beta_whose_first_value_fails_is_clipped_to_0_01_or_kept_at_0():
+    # the early head is confidently wrong on 3 of 10 images: at beta = 0.01 every image leaves there (70 %)
+    data = _one_exit([True] * 7 + [False] * 3, [0, 1, 2, 0, 1, 2, 0, 1, 2, 0])
+    macs = _dummy_macs(2)
+    assert evaluate_policy(data, ClassExclusion([0.01]), macs).accuracy == pytest.approx(0.7)
+    assert search_betas(data, 0.05, macs).thresholds == [0.01]                          # the authors' clip
+    assert search_betas(data, 0.05, macs, clip_on_failure=False).thresholds == [0.0]    # exclusion disabled
+    assert search_betas(data, 0.5, macs).thresholds[0] > 0.01                           # a passing first value goes on
+    point = fit_operating_point("BC", data, data, macs, 0.05, clip_on_failure=False)
+    assert point.search.thresholds == [0.0] and point.test.accuracy == 1.0
+
+
+def _trace_data() -> CachedOutputs:
+    """Three early exits and 5 classes, at beta = 0.1: POS and 0 logits survive, NEG ones are excluded.
+    Images 0, 4, 5, 6 leave at exit 1; image 1 has |R| 3, 2, 1 (leaves at exit 3); image 2 has 3, 3, 2 and
+    image 3 has 5, 2, 2 (both go on to the final classifier)."""
+    patterns = {0: ([POS] + [NEG] * 4,) * 3, 1: ([POS, 0, 0, NEG, NEG], [POS, 0, NEG, NEG, NEG], [POS] + [NEG] * 4),
+                2: ([POS, 0, 0, NEG, NEG], [POS, 0, 0, NEG, NEG], [POS, 0, NEG, NEG, NEG]),
+                3: ([POS, 0, 0, 0, 0], [POS, 0, NEG, NEG, NEG], [POS, 0, NEG, NEG, NEG])}
+    rows = [patterns[i] for i in (0, 1, 2, 3, 0, 0, 0)]
+    early = torch.tensor([[r[k] for r in rows] for k in range(3)])
+    final = torch.full((1, 7, 5), NEG)
+    final[0, :, 0] = POS
+    return CachedOutputs(torch.cat([early, final]), torch.zeros(7, dtype=torch.long))
+
+
+def test_remaining_classes_count_the_images_that_go_on():
+    data, policy = _trace_data(), ClassExclusion([0.1] * 3)
+    exits = evaluate_policy(data, policy, _dummy_macs(4)).exit_index
+    assert exits.tolist() == [0, 2, 3, 3, 0, 0, 0]
+    # past exit 1: images 1-3 (3, 3, 5 classes); past exit 2: images 1-3 (2, 3, 2); past exit 3: images 2, 3 (2, 2)
+    assert mean_remaining_classes(data, policy, exits) == pytest.approx([11 / 3, 7 / 3, 2.0])
+    sizes = torch.tensor([[1, 3, 3, 5, 1, 1, 1], [1, 2, 3, 2, 1, 1, 1], [1, 1, 2, 2, 1, 1, 1]], dtype=torch.float64)
+    assert torch.equal(exclusion_trace(data, policy).sum(2).double(), sizes)
+    ones = torch.ones(1, 7, dtype=torch.float64)
+    going_on = torch.stack([(exits > k).double() for k in range(3)])
+    assert _largest_growth(sizes, going_on)(ones).item() == pytest.approx(2 - 7 / 3)   # falls: 11/3, 7/3, 2
+    # counting the images that leave at each exit (|R| = 1 there) as well makes exit 1 look like a rise
+    reached = torch.stack([(exits >= k).double() for k in range(3)])
+    assert _largest_growth(sizes, reached)(ones).item() == pytest.approx(7 / 3 - 15 / 7)
+    nobody = torch.zeros(3, 7, dtype=torch.float64)
+    assert _largest_growth(sizes, nobody)(ones).item() == -math.inf
 
 
 def test_operating_point_and_analysis_helpers():
     data = _learned_like()
     macs = _dummy_macs(4)
     point = fit_operating_point("BC", data, data, macs, 0.02)
-    remaining = mean_remaining_classes(data, point.policy, point.test.exit_index)
-    assert remaining[0] <= 10 and all(a >= b for a, b in zip(remaining, remaining[1:]))
     shares = early_exit_class_shares(point.test.prediction, data.labels, point.test.exit_index, 4, 10)
     assert shares["true"].sum().item() == pytest.approx(100) and shares["predicted"].sum().item() == pytest.approx(100)
+    rates = early_exit_rates(torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 1, 1]), torch.tensor([0, 3, 3, 1]), 4, 3)
+    assert rates["true"].tolist() == pytest.approx([100.0, 100 / 3, 0.0])   # class 1: one of its 3 images leaves early
+    assert rates["predicted"].tolist() == pytest.approx([50.0, 50.0, 0.0])
     with pytest.raises(ValueError, match="method"):
         fit_operating_point("XX", data, data, macs, 0.02)
 
@@ -304,40 +356,58 @@ def _toy_setup():
     return evaluate_setup(setup, runs, [0.005, 0.02, 0.08], order="forward")
 
 
-def test_matched_cost_gap_is_the_matched_table_on_the_full_set():
+def _asymmetric_gap(bc_grid, cr_front):
+    """The former statistic: BC's grid points each charged in full, CR read at its cheapest point reaching them."""
+    return sum(c - front_cost(cr_front, a) for c, a in bc_grid) / len(bc_grid)
+
+
+def test_symmetric_front_gap_on_hand_made_fronts_where_the_asymmetric_one_gets_the_sign_wrong():
+    # BC's 0.84 point is dominated by its own 0.85 point (cheaper and more accurate), as on seed 0 of the cpu run
+    bc_grid, bc_final = [(0.80, 0.85), (0.95, 0.84)], (1.0, 0.86)
+    cr = [(0.82, 0.85), (0.78, 0.838), (1.0, 0.86)]
+    bc = bc_grid + [bc_final]
+    assert _asymmetric_gap(bc_grid, cr) == pytest.approx(0.055)   # says BC is costlier ...
+    # ... but at every accuracy both span (0.84-0.86) BC's cheapest point costs no more than CR's:
+    # 0.80 vs 0.82 on (0.84, 0.85], 1.0 vs 1.0 on (0.85, 0.86]
+    assert front_gap(bc, cr) == pytest.approx(-0.01)
+    assert front_gap(cr, bc) == pytest.approx(0.01)                                  # symmetric
+    assert front_gap(bc + [(0.99, 0.845)], cr) == pytest.approx(-0.01)               # a dominated point costs nothing
+    # fronts sharing one accuracy at most: the gap at the highest accuracy both reach
+    assert front_gap([(0.5, 0.80), (0.9, 0.90)], [(0.7, 0.95), (1.0, 0.97)]) == pytest.approx(0.9 - 0.7)
+    assert front_cost(cr, 0.99) == math.inf
+
+
+def test_matched_cost_gap_resamples_the_seed_gap():
     ev = _toy_setup()
-    rows = [r for r in ev.matched_rows() if r["method"] == "BC"]
-    final = 100 * ev.no_exit("CR")[0]
-    expected = sum(r["remaining MACs %"] - (final if r["other method's MACs % at >= this accuracy"] is None
-                                            else r["other method's MACs % at >= this accuracy"]) for r in rows) / len(rows)
-    gap, lo, hi = bootstrap_weighted(matched_cost_gap(ev), len(ev.tests["BC"]), draws=300)
-    assert gap == pytest.approx(expected) and lo <= gap <= hi
+    full = matched_cost_gap(ev)(torch.ones(1, len(ev.tests["BC"]), dtype=torch.float64)).item()
+    assert full == pytest.approx(seed_gap(ev)) == pytest.approx(100 * front_gap(ev.front("BC"), ev.front("CR")))
+    gap, lo, hi = bootstrap_weighted(matched_cost_gap(ev), len(ev.tests["BC"]), draws=200)
+    assert gap == pytest.approx(full) and lo <= gap <= hi
+    rows = ev.matched_rows()
+    assert len(rows) == 2 * len(ev.tolerances) and {"cheapest BC MACs % at >= this accuracy"} <= set(rows[0])
     other = dict(ev.tests)
     other["CR"] = CachedOutputs(ev.tests["CR"].logits, ev.tests["CR"].labels.roll(1))
     with pytest.raises(ValueError, match="same test images"):
         matched_cost_gap(SetupEvaluation(ev.setup, other, ev.macs, ev.authors, ev.curves, ev.tolerances))
 
 
-def test_setup_claims_give_one_row_per_claim_with_an_interval_or_a_reason():
+def test_setup_claims_give_one_row_per_claim_with_sources_roles_and_an_interval_or_a_reason():
     ev = _toy_setup()
-    claims = ev.claims("toy, synthetic", draws=300)
-    assert len(claims) == 8   # claims 1 and 6 in two parts; claim 4 for 10 classes
+    claims = setup_claims([ev], "toy, synthetic", draws=300)
+    assert len(claims) == 8   # Table I and matched accuracy for claim 2; claim 6 in two parts; Fig. 5 descriptive
     assert all(c.verdict in VERDICTS and (c.interval is not None or c.evidence) for c in claims)
     assert all(c.interval[0] <= c.ours <= c.interval[1] for c in claims if c.interval)
-    macs, beta0 = claims[0], claims[6]
-    assert macs.ours == pytest.approx(100 * ev.authors["BC"].test.mean_fraction)
+    assert all(c.statement_source and c.threshold_source for c in claims)
+    assert [c.role for c in claims].count("paper") == 3 and claims[3].role == "sensitivity"
+    assert all(c.statement_source.startswith("our reading") == (c.role == "our reading") for c in claims)
+    macs, drop, table_i, matched, beta0 = claims[0], claims[1], claims[2], claims[3], claims[6]
+    assert macs.ours == pytest.approx(100 * ev.authors["BC"].test.mean_fraction) and "bootstrap" in macs.evidence
+    assert table_i.ours == pytest.approx(table_i_gap(ev)) and matched.ours == pytest.approx(seed_gap(ev))
     assert beta0.ours == 0 and beta0.interval is None and beta0.verdict == "supported"
-    assert claims[1].paper == pytest.approx(0.1) and "search" in claims[1].paper_source   # authors' VGG C10 tolerance
-    assert len(claims_table(claims)) == 8 and "toy" in conclusions({"toy": ev}, claims)
+    assert drop.than == pytest.approx(100 * 0.01) and drop.role == "our reading"   # the tolerance, no allowance
+    assert drop.paper == pytest.approx(0.1) and "search" in drop.paper_source       # authors' VGG C10 tolerance
+    assert len(claims_table(claims)) == 8 and "toy" in conclusions({"toy": [ev]}, claims)
     assert ev.table_i_row()["beta"] == ev.authors["BC"].search.thresholds
-
-
-def test_uneven_shares_and_largest_growth_statistics():
-    uneven = _uneven_shares(torch.tensor([0, 0, 0, 1, 2]), torch.tensor([True, True, True, True, False]), 10)
-    assert uneven(torch.ones(1, 5, dtype=torch.float64)).item() == 3.0   # classes with none count as one image
-    sizes = torch.tensor([[3.0, 3.0], [2.0, 1.0], [2.0, 1.0], [5.0, 5.0]])
-    reached = torch.tensor([[1.0, 1.0], [1.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
-    assert _largest_growth(sizes, reached)(torch.ones(1, 2, dtype=torch.float64)).item() == 0.0   # exit 4: nobody
 
 
 def test_authors_thresholds_by_setup():

@@ -6,9 +6,9 @@ import torch
 
 from earlyexit.macs import MacTable
 from earlyexit.outputs import CachedOutputs
-from earlyexit.studies.class_exclusion import (choose_lr, choose_lrs, claims_with_rivals, evaluate_seeds,
-                                               final_accuracies, lr_candidates, plan, protocol, seed_gap, seed_rows,
-                                               seed_runs)
+from earlyexit.studies.class_exclusion import (choose_lr, choose_lrs, evaluate_seeds, final_accuracies, lr_candidates,
+                                               plan, protocol, seed_gap, seed_rows, seed_runs, table_i_gap)
+from earlyexit.studies.class_exclusion_claims import claim_values, claims_with_rivals, setup_claims
 from earlyexit.studies.reference import reference_run
 from earlyexit.stats import seed_interval
 
@@ -74,7 +74,11 @@ def test_learning_rate_choice_reads_validation_only():
     same = {0.1: by_lr[0.2], 0.3: by_lr[0.2]}
     assert choose_lr(same)[0] == 0.1                                  # ties: the first rate of the grid
     chosen, rows = choose_lrs({"toy": {"BC": by_lr, "CR": poisoned}})
-    assert chosen == {"toy": {"BC": 0.2, "CR": 0.2}} and sum(r["chosen"] for r in rows) == 2
+    assert chosen == {"toy": {"BC": 0.2, "CR": 0.2}} and sum(r["chosen"] is True for r in rows) == 2
+    _, fixed = choose_lrs({"toy": {"BC": {0.2: by_lr[0.2]}}})
+    assert [r["chosen"] for r in fixed] == ["fixed (one rate)"]
+    assert protocol([0.01], "forward", True, {}, [0.2], [0, 1], True, "half_final", True)["lr_selected_on"].startswith(
+        "fixed, not selected")
 
 
 def _seed_runs(poison: bool) -> dict[str, list[_Run]]:
@@ -95,17 +99,25 @@ def test_threshold_search_reads_validation_only_and_claims_use_seed_intervals():
         for m in ("BC", "CR"):
             assert a.authors[m].search.thresholds == b.authors[m].search.thresholds
             assert [p.search.thresholds for p in a.curves[m]] == [p.search.thresholds for p in b.curves[m]]
-    gaps = [seed_gap(ev) for ev in clean]
-    claims = clean[0].claims("toy, seeds [0, 1, 2]", draws=200, seed_evals=clean)
-    matched = next(c for c in claims if c.statement.startswith("BC needs fewer MACs"))
-    mean, lo, hi = seed_interval(gaps)
-    assert matched.ours == pytest.approx(mean) and matched.interval == pytest.approx((lo, hi))
-    assert "3 training seeds" in matched.evidence and "plain" in matched.evidence
+    claims = setup_claims(clean, "toy, seeds [0, 1, 2]", draws=200)
+    values = claim_values(clean)
+    for c, key in zip(claims, ("macs", "drop", "table_i", "matched", "early", "growth")):
+        if c.ours is not None:     # every estimate: the mean over seeds, with the t interval over the per-seed values
+            mean, lo, hi = seed_interval(values[key])
+            assert c.ours == pytest.approx(mean) and c.interval == pytest.approx((lo, hi))
+            assert "3 training seeds" in c.evidence
+    table_i, matched = claims[2], claims[3]
+    assert table_i.role == "paper" and values["table_i"] == pytest.approx([table_i_gap(ev) for ev in clean])
+    assert matched.role == "sensitivity" and values["matched"] == pytest.approx([seed_gap(ev) for ev in clean])
+    assert "plain" in matched.evidence
+    curves = [ev.claim_curves() for ev in clean]     # every curve the claims read, for every seed
+    assert all(len(c["fronts"]["BC"]) == 3 and len(c["remaining_classes_continuing"]) == 3 for c in curves)
     accuracies = final_accuracies(clean)
     assert set(accuracies) == {"plain", "BC", "CR"} and all(len(v) == 3 for v in accuracies.values())
     rows = seed_rows(clean, [0, 1, 2])
     assert [r["seed"] for r in rows] == [0, 1, 2, "mean", "95% interval"]
     table = claims_with_rivals(claims, {"toy": "plain 90 %"})
     assert (table["rivals' final-exit test accuracy"] == "plain 90 %").all()
-    keys = protocol([0.005], "authors", True, {"toy": {"BC": 0.2}}, [0.2], [0, 1, 2], False, "half_final", True)
+    keys = protocol([0.005], "authors", True, {"toy": {"BC": 0.2}}, [0.1, 0.2], [0, 1, 2], True, "half_final", True)
     assert {"search_order", "lr", "lr_selected_on"} <= set(keys) and keys["lr"] == {"toy": {"BC": 0.2}}
+    assert keys["lr_selected_on"].startswith("validation") and "beta 0.01" in keys["thresholds"]

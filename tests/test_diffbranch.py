@@ -158,3 +158,78 @@ def test_hard_gate_real_forward_reaches_final_exit_and_matches_offline():
         real = net.early_exit(x, rule, macs.exit_macs)
         assert real.exit_index.tolist() == [expected] * 8
         assert torch.equal(real.exit_index, evaluate_policy(offline, rule, macs).exit_index)
+
+
+# ---------------------------------------------------------------- initial gate bias and the collapse watch
+from earlyexit.methods.differentiable_branching import (SHUT_BIAS, gate_bias_value, initial_mixture,  # noqa: E402
+                                                        mixture_weights, watch_collapse)
+
+
+@pytest.mark.parametrize("option", ["fair", "shut", -2.0])
+def test_a_fresh_network_starts_with_the_mixture_its_gate_bias_sets(option):
+    torch.manual_seed(0)
+    probe = MultiExitNet(build_backbone("vgg13", num_classes=10, width=0.0625), None, "gated", features="linear", pool=1)
+    k = probe.num_exits
+    bias = gate_bias_value(option, k)
+    net = MultiExitNet(build_backbone("vgg13", num_classes=10, width=0.0625), None, "gated", features="linear",
+                       pool=1, gate_bias=bias).eval()
+    with torch.no_grad():
+        out = net(torch.randn(16, 3, 32, 32))
+    cached = CachedOutputs(torch.stack(out.logits), torch.zeros(16, dtype=torch.long),
+                           torch.stack([torch.zeros(16) if g is None else g for g in out.gates]))
+    pi = mixture_weights(cached)
+    assert pi.tolist() == pytest.approx(initial_mixture(bias, k), abs=1e-6)
+    assert (torch.stack(out.gates[:-1]) == bias).all()          # every image starts alike
+    if option == "fair":
+        assert pi[-1].item() == pytest.approx(1 / k, abs=1e-6)    # the final exit's fair share
+    if option == "shut":
+        assert bias == SHUT_BIAS and pi[-1].item() > 0.6 and pi[0].item() == pytest.approx(0.0474, abs=1e-4)
+
+
+def test_pytorch_default_gates_start_near_half_and_starve_the_final_exit():
+    torch.manual_seed(0)
+    assert gate_bias_value("pytorch", 10) is None
+    net = MultiExitNet(build_backbone("vgg13", num_classes=10, width=0.0625), None, "gated", features="linear",
+                       pool=1).eval()
+    with torch.no_grad():
+        out = net(torch.randn(64, 3, 32, 32))
+    pi = mixture_weights(CachedOutputs(torch.stack(out.logits), torch.zeros(64, dtype=torch.long),
+                                       torch.stack([torch.zeros(64) if g is None else g for g in out.gates])))
+    assert pi[-1].item() < 0.01 and pi[0].item() > 0.3
+    with pytest.raises(ValueError, match="gate bias"):
+        gate_bias_value("open", 10)
+
+
+def _committed_history(epochs=12, k=10):
+    """Like the committed cpu run: gate 5 at 0.988 after epoch 1 and 0.9998 from epoch 3, gates 1-4 at 0.002;
+    exits 6-10 keep a mixture weight of about 2e-4; every validation input leaves at exit 5."""
+    gates = torch.full((epochs, k - 1), 0.5)
+    gates[:, :4] = 0.002
+    gates[0, 4], gates[1, 4], gates[2:, 4] = 0.988, 0.995, 0.9998
+    mixture = torch.full((epochs, k), 2e-4)
+    mixture[:, :4] = 0.002
+    mixture[:, 4] = 1 - mixture[:, :4].sum(1) - mixture[:, 5:].sum(1)
+    shares = [0.0] * 4 + [1.0] + [0.0] * 5
+    return gates, mixture, shares
+
+
+def test_the_watch_flags_a_history_like_the_committed_one():
+    gates, mixture, shares = _committed_history()
+    found = watch_collapse(gates, mixture, shares, early_epochs=4)
+    assert found.collapsed and found.open_gates == {5: 2} and found.dominant == 5
+    assert found.starved == [6, 7, 8, 9, 10]
+    assert "gate 5 above 0.99 at epoch 2" in found.describe() and "exits 6, 7, 8, 9, 10 starved" in found.describe()
+    late = gates.clone()
+    late[:4, 4] = 0.5                       # the same gate opening only late in training is no early flag
+    assert watch_collapse(late, mixture, [0.5, 0.5] + [0.0] * 8, early_epochs=4).open_gates == {}
+
+
+def test_the_watch_passes_a_spread_history():
+    epochs, k = 6, 10
+    gates = torch.linspace(0.1, 0.6, k - 1).expand(epochs, -1)
+    mixture = torch.full((epochs, k), 1 / k)
+    shares = [0.05, 0.1, 0.2, 0.3, 0.1, 0.05, 0.05, 0.05, 0.05, 0.05]
+    found = watch_collapse(gates, mixture, shares, early_epochs=2)
+    assert not found.collapsed and found.describe() == "no collapse" and found.starved == []
+    everything_final = [0.0] * (k - 1) + [0.97]
+    assert watch_collapse(gates, mixture, everything_final, early_epochs=2).dominant == k

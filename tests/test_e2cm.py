@@ -7,12 +7,13 @@ from earlyexit.backbones import build_backbone
 from earlyexit.data import DataSpec, tensor_batches
 from earlyexit.methods.e2cm import (E2CMExit, class_means_run, clustering_accuracy, e2cm_policy, fit_class_means,
                                     load_class_means, threshold_cloud)
-from earlyexit.evaluate import evaluate_policy
+from earlyexit.evaluate import evaluate_policy, sweep_thresholds
 from earlyexit.heads import euclidean_distances, exit_feature
 from earlyexit.losses import build_loss, loss_target
-from earlyexit.macs import mac_table
+from earlyexit.macs import MacTable, mac_table
 from earlyexit.multiexit import MultiExitNet
-from earlyexit.outputs import collect_outputs, outputs_of_runs
+from earlyexit.outputs import CachedOutputs, collect_outputs, outputs_of_runs
+from earlyexit.policies import MaxProbability
 from earlyexit.studies.e2cm import head_runs
 from earlyexit.studies.e2cm_tables import prediction_disagreement
 from earlyexit.train import LossSpec, ModelSpec, RunSpec, TrainConfig, build_model, train_cached
@@ -78,6 +79,24 @@ def test_nearest_mean_prediction_differs_from_the_normalised_argmax():
     assert near.prediction(0, logits).item() == 0 and norm.prediction(0, logits).item() == 1
     expected = torch.softmax(torch.tensor([-2.0, -0.5]), 0).max()
     assert torch.allclose(near.confidence(0, logits, None), expected)
+
+
+def test_e2cm_exits_only_strictly_above_its_threshold():
+    """The authors' comparison is max p > t: a row whose confidence equals its exit's threshold goes on,
+    in the vectorised sweep and in the per-row decision alike (max probability takes it: >=)."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 6, 4, generator=g)
+    outputs = CachedOutputs(logits, torch.zeros(6, dtype=torch.long))
+    template = E2CMExit((0.0,))
+    t = template.confidence(0, logits[0], None)[2].item()      # row 2's confidence at the early exit
+    strict, loose = E2CMExit((t,)), MaxProbability((t,))
+    assert not strict.decide(0, 2, logits[0], None, None)[0][2] and loose.decide(0, 2, logits[0], None, None)[0][2]
+    assert strict.row_decider(2)(0, logits[0][2:3], None)[0] is False
+    macs = MacTable(stage_macs=[1, 1], head_macs=[0, 0], exit_stage=[0, 1], backbone_macs=2)
+    sweep = sweep_thresholds(outputs, outputs, template, torch.tensor([[t]]), macs)
+    above = (template.confidence(0, logits[0], None) > t).double()
+    assert sweep.val_cost[0].item() == pytest.approx((1.0 - 0.5 * above).mean().item())   # exit 0.5, final 1.0
+    assert strict.threshold_of(strict.cut(torch.tensor([t, float("inf")]))).tolist() == [t, float("inf")]
 
 
 def test_mac_table_counts_the_distances_through_the_head():

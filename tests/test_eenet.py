@@ -5,12 +5,14 @@ import math
 import pytest
 import torch
 
-from earlyexit.studies.claims import VERDICTS, claim
+from earlyexit.studies.claims import VERDICTS
 from earlyexit.methods.eenet import (EENetConfig, EENetPolicy, UtilityScheduler, _assignment, auroc, budget_grid,
                                     correctness_auroc, exit_features, fit_eenet, fit_geometric, geometric_shares,
                                     quantile_thresholds)
-from earlyexit.studies.eenet import (BASELINES, _weighted_auroc, auroc_gain, compare_at_budgets, conclusions,
-                                     exit_share_shift, patience_points, utility_weights, versus_best_baseline)
+from earlyexit.studies.eenet import (BASELINES, PAPER_BASELINES, SEARCHED_BASELINES, _weighted_auroc, auroc_gains,
+                                     compare_at_budgets, exit_share_shift, patience_points, utility_weights,
+                                     versus_best_baseline)
+from earlyexit.studies.eenet_tables import conclusions
 from earlyexit.evaluate import evaluate_policy
 from earlyexit.macs import MacTable
 from earlyexit.outputs import CachedOutputs, collect_outputs
@@ -150,9 +152,9 @@ def test_compare_at_budgets_and_auroc_rows():
     run = FakeRun()
     rows, fits = compare_at_budgets(run, [0.6], FAST, seeds=(0,))
     assert {r["method"] for r in rows} == {"EENet", *BASELINES}
-    assert all(abs(r["cost_error"]) < 0.1 for r in rows if "searched" not in r["method"])
-    for r in rows:   # a searched baseline spends at most the budget on validation, the split it was chosen on
-        assert "searched" not in r["method"] or r["val_cost"] <= 0.6 + 1e-9
+    assert all(abs(r["cost_error"]) < 0.1 for r in rows if r["method"] not in (*SEARCHED_BASELINES, "patience (PABEE)"))
+    for r in rows:   # searched and patience spend at most the budget on validation, the split they were chosen on
+        assert r["method"] not in (*SEARCHED_BASELINES, "patience (PABEE)") or r["val_cost"] <= 0.6 + 1e-9
     table = correctness_auroc(fits[("EENet", 0.6)].policy, run.outputs("test"))
     assert [r["exit"] for r in table] == [1, 2, 3]
     assert all(0.5 < r[s] <= 1 for r in table[:2] for s in ("utility score", "max probability", "entropy confidence"))
@@ -188,7 +190,7 @@ def test_versus_best_baseline_picks_the_better_baseline_on_validation_and_pairs_
     for r in versus.table:
         acc = {x["method"]: x["test_accuracy"] for x in rows if x["budget"] == r["budget"]}
         val = {x["method"]: x["val_accuracy"] for x in rows if x["budget"] == r["budget"]}
-        assert r["baseline val acc"] == max(val[m] for m in BASELINES) == val[r["best baseline"]]
+        assert r["baseline val acc"] == max(val[m] for m in PAPER_BASELINES if m in val) == val[r["best baseline"]]
         assert r["baseline acc"] == acc[r["best baseline"]]
         assert r["EENet - baseline (points)"] == pytest.approx(100 * (acc["EENet"] - r["baseline acc"]))
         assert r["95% interval low"] <= r["EENet - baseline (points)"] <= r["95% interval high"]
@@ -201,14 +203,17 @@ def test_versus_best_baseline_picks_the_better_baseline_on_validation_and_pairs_
         versus.gain([0.1])
 
 
-def test_auroc_gain_is_the_mean_over_defined_exits(two_budgets):
+def test_auroc_gains_per_exit_leave_out_undefined_exits(two_budgets):
     run, _, fits = two_budgets
     policy, test = fits[("EENet", 0.45)].policy, run.outputs("test")
-    per_exit = [r for r in correctness_auroc(policy, test) if not math.isnan(r["utility score"])]
-    gains = [r["utility score"] - max(r["max probability"], r["entropy confidence"]) for r in per_exit]
-    expected = sum(gains) / len(gains)
-    point, lo, hi = auroc_gain(policy, test, draws=300)
-    assert point == pytest.approx(expected) and lo <= point <= hi
+    rows = correctness_auroc(policy, test)
+    gains = auroc_gains(policy, test, [0, 1, 2], draws=300)
+    assert sorted(gains) == [0, 1]   # exit 3 is always right on this data: no AUROC
+    for k, (point, lo, hi) in gains.items():
+        r = rows[k]
+        assert point == pytest.approx(r["utility score"] - max(r["max probability"], r["entropy confidence"]))
+        assert lo <= point <= hi
+    assert list(auroc_gains(policy, test, [1], draws=50)) == [1] and auroc_gains(policy, test, [2], draws=50) == {}
 
 
 def test_exit_share_shift_and_patience_points(two_budgets):
@@ -232,33 +237,37 @@ def test_utility_weights_split_the_score_weights():
 
 
 def test_conclusions_quote_the_verdicts_and_the_metrics():
-    from earlyexit.studies.eenet import study_network
+    from earlyexit.studies.eenet import across_networks, study_network
+    from earlyexit.studies.eenet_tables import network_claims, network_metrics
     run = FakeRun()
-    studies = {s: study_network(run, [0.45, 0.75], FAST, (0,), draws=50, auroc_draws=20) for s in (0, 1)}
+    studies = {s: study_network(run, [0.45, 0.75], FAST, (0,), draws=50, auroc_draws=20, baseline_vectors=50)
+               for s in (0, 1)}
     evidence = across_networks({s: st.evidence for s, st in studies.items()})
-    up = claim("up", "x", 1.0, interval=(0.5, 1.5))
-    down = claim("down", "x", -1.0, interval=(-1.5, -0.5))
-    flat = claim("flat", "x", 0.0, evidence="deterministic property", claimed="less", than=1, unit="of 6 fits",
-                 deterministic=True)
-    sweep = {"chosen": {"optimizer": "adam", "lr": 3e-5, "epochs": 1000}, "summary": [1, 2], "seeds": [0, 1, 2]}
+    claims = network_claims(evidence, evidence, FAST, "toy", "toy, every exit", 12, 2)
+    sweep = {"chosen": {"optimizer": "adam", "lr": 3e-5, "epochs": 1000}, "summary": [1, 2], "seeds": [0, 1, 2],
+             "budgets": [0.45, 0.75], "networks": ["seed 0", "seed 1"]}
     metrics = {"model": "tiny x1", "backbone_MMACs": 1.0, "exit_fractions": run.macs.exit_fractions, "data": "synthetic",
+               "headline_exits": [1, 2, 3], "headline_exit_fractions": run.macs.exit_fractions,
+               "headline_exit_rule": "every exit of the network",
                "scheduler_seeds": [0], "budgets": [0.45, 0.75], "scheduler_config": vars(FAST), "val_images": 800,
                "test_images": 1000, "recipe_sweep": sweep, "scheduler_macs": [10, 20, 30], "scheduler_macs_fraction": 3e-7,
-               "evidence": evidence,
-               "networks": {str(s): {"final_exit_accuracy": st.final_exit_accuracy, "eenet_vs_best_baseline": st.versus.table,
-                                     "eenet_attempts": [a for (m, _), f in st.fits.items() if m == "EENet" for a in f.attempts],
-                                     "utility_weights": st.weights} for s, st in studies.items()}}
-    text = conclusions(metrics, [flat, up, down, up, down, flat])
-    assert f"Budget adherence: {VERDICTS[0]}" in text and f"best rule-based baseline: {VERDICTS[0]}" in text
-    assert "tighter half" in text and f"({VERDICTS[1]};" in text and "0 of 6 fits read another split" in text
+               "evidence": evidence, "evidence_all_exits": evidence,
+               "networks": {str(s): {"headline": network_metrics(st)} for s, st in studies.items()}}
+    text = conclusions(metrics, claims)
+    assert f"Budget adherence: {claims['cost_error_pct'].label}" in text
+    assert f"the paper's baselines: {claims['gain_all'].label}" in text
+    assert "searched baselines added to the pool" in text and "every exit of the network:" in text
+    assert "(our reading row)" in text or "inconclusive" in text   # tight budgets: an our-reading row
+    assert "exit 3 (seed(s) 0, 1)" in text   # always right at exit 3: left out and said so
     assert "adam, lr 3e-05, 1000 epochs" in text and "3.0e-07 of the backbone" in text
-    assert "0.934" in text  # the shipped scheduler's weight, read from data/paper_numbers
+    assert "0.934" in text and "released" in text  # the released scheduler file's weight, labelled as such
 
 
 # ---------------------------------------------------------------- recipe sweep, stacked fits, poisoned test labels
 from earlyexit.methods.eenet import (Recipe, fit_eenet_budgets, recipe_grid, scheduler_macs,  # noqa: E402
                                     sweep_budgets, sweep_recipes)
-from earlyexit.studies.eenet import across_networks, network_claims  # noqa: E402
+from earlyexit.studies.eenet import across_networks  # noqa: E402
+from earlyexit.studies.eenet_tables import network_claims  # noqa: E402
 
 TINY = EENetConfig(epochs=20, patience=10)
 
@@ -280,15 +289,16 @@ def _selections(run):
     cfg = sweep.config(TINY)
     rows, fits = compare_at_budgets(run, budgets, cfg, seeds=(0, 1))
     versus = versus_best_baseline(run, rows, fits, draws=50)
-    return (sweep.chosen, [r["best baseline"] for r in versus.table],
-            {k: f.policy.thresholds for k, f in fits.items()}, sweep.rows)
+    searched = versus_best_baseline(run, rows, fits, BASELINES, draws=50)
+    return (sweep.chosen, [r["best baseline"] for r in versus.table + searched.table],
+            {k: getattr(f.policy, "thresholds", f.policy) for k, f in fits.items()}, sweep.rows)
 
 
 def test_selections_do_not_move_when_test_labels_are_shuffled():
     clean, poisoned = _selections(FakeRun()), _selections(PoisonedRun())
     assert clean[0] == poisoned[0]                 # scheduler recipe
     assert clean[1] == poisoned[1]                 # baseline chosen at each budget
-    assert clean[2] == poisoned[2]                 # every fitted threshold, EENet's and the baselines'
+    assert clean[2] == poisoned[2]                 # every fitted threshold (patience value), EENet's and the baselines'
     assert clean[3] == poisoned[3]                 # every fit of the sweep
 
 
@@ -338,16 +348,42 @@ def test_scheduler_macs_are_the_linear_layers():
     assert macs[0] == 12 + 12 * 6 + 6 and macs == sorted(macs) and len(macs) == 3
 
 
+def _evidence(gains=(1.0, 2.0, 3.0), auroc_exit_2=0.01):
+    return {s: {"gain_all": (g, g - 1, g + 1), "gain_tight": (g, g - 1, g + 1), "gain_all_searched": (-g, -g - 1, -g + 1),
+                "auroc_exit_1": (0.01, 0.0, 0.02), "auroc_exit_2": (auroc_exit_2 if s else math.nan,) * 3,
+                "last_exit_shift": (0.1, 0.05, 0.15), "cost_error_pct": (2.0, 2.0, 2.0),
+                "fits_reading_other_splits": (0, 0, 0)} for s, g in enumerate(gains)}
+
+
 def test_across_networks_gives_a_seed_interval_and_claims():
-    per = {s: {"gain_all": (g, g - 1, g + 1), "gain_tight": (g, g - 1, g + 1), "auroc_gain": (0.01, 0.0, 0.02),
-               "last_exit_shift": (0.1, 0.05, 0.15), "cost_error_pct": (2.0, 2.0, 2.0),
-               "fits_reading_other_splits": (0, 0, 0)} for s, g in ((0, 1.0), (1, 2.0), (2, 3.0))}
-    ev = across_networks(per)
+    ev = across_networks(_evidence())
     assert ev["gain_all"]["mean"] == pytest.approx(2.0) and ev["gain_all"]["low"] < 2.0 < ev["gain_all"]["high"]
     assert ev["gain_all"]["per_seed"]["1"]["value"] == 2.0
-    claims = network_claims(ev, EENetConfig(), "toy", "seed 0 90%", 12, 2)
-    assert [c.verdict for c in claims][0] == VERDICTS[0] and claims[-1].verdict == VERDICTS[0]
-    assert claims[1].interval == (ev["gain_all"]["low"], ev["gain_all"]["high"]) and "90%" in claims[1].setting
+    assert ev["auroc_exit_2"]["mean"] is None and ev["auroc_exit_2"]["undefined_on"] == ["0"]
+    assert ev["auroc_exit_2"]["per_seed"]["0"]["value"] is None   # no NaN in the metrics file
+    claims = network_claims(ev, None, EENetConfig(), "toy", "", 12, 2)
+    assert claims["cost_error_pct"].verdict == VERDICTS[0] and claims["fits_reading_other_splits"].verdict == VERDICTS[0]
+    assert claims["gain_all"].interval == (ev["gain_all"]["low"], ev["gain_all"]["high"])
+    assert "auroc_exit_1" in claims and "auroc_exit_2" not in claims   # undefined on a seed: left out ...
+    assert "left out: exit 2" in claims["auroc_exit_1"].evidence and "seed(s) 0" in claims["auroc_exit_1"].evidence
+    assert "gain_all_all_exits" not in claims   # the headline used every exit: no all-exit row
+    named = network_claims(ev, None, EENetConfig(), "toy", "", 12, 2, network_exits=[3, 10])["auroc_exit_1"]
+    assert "(exit 1 (network exit 3))" in named.statement and "left out: exit 2 (network exit 10)" in named.evidence
+
+
+def test_every_claim_says_where_it_comes_from_and_its_role():
+    ev = across_networks(_evidence((2.0, 2.5, 3.0)))
+    claims = network_claims(ev, ev, EENetConfig(), "toy", "toy, all exits", 12, 2)
+    roles = {name: c.role for name, c in claims.items()}
+    assert roles == {"cost_error_pct": "paper", "gain_all": "paper", "gain_tight": "our reading",
+                     "auroc_exit_1": "paper", "last_exit_shift": "our reading", "fits_reading_other_splits": "paper",
+                     "gain_all_searched": "sensitivity", "gain_all_all_exits": "sensitivity"}
+    for c in claims.values():
+        assert c.statement_source and c.threshold_source
+        assert c.statement_source.startswith("our reading") == (c.role == "our reading")
+        assert c.role == "our reading" or "2301.07099 abstract" in c.statement_source
+    assert "searched" in claims["gain_all_searched"].statement and claims["gain_all_all_exits"].setting == "toy, all exits"
+    assert claims["gain_all"].label == VERDICTS[0] and claims["gain_all_searched"].label.endswith("(sensitivity row)")
 
 
 def test_a_repeated_stack_of_fits_is_loaded_from_the_cache(fresh_artifacts, monkeypatch):
@@ -365,3 +401,115 @@ def test_a_repeated_stack_of_fits_is_loaded_from_the_cache(fresh_artifacts, monk
     assert first.policy.thresholds == again.policy.thresholds
     fit_eenet(run, 0.5, cfg, seeds=(0, 1))
     assert len(calls) == 2
+
+
+# ---------------------------------------------------------------- the paper's baselines, exit count and recipe sweep
+from earlyexit.methods.eenet import BudgetedFit, fit_patience, pool_sweeps  # noqa: E402
+from earlyexit.studies.eenet import ExitSubset, choose_recipe, headline_exits  # noqa: E402
+
+
+def test_the_headline_pool_is_the_papers_baselines_and_the_searched_ones_only_a_sensitivity():
+    """A searched baseline that is the most accurate on validation wins only in the sensitivity pool; patience,
+    the most accurate of the paper's baselines on validation at one budget, wins the headline there."""
+    assert PAPER_BASELINES == ("max-prob (MSDNet)", "entropy (BranchyNet)", "patience (PABEE)")
+    assert not set(SEARCHED_BASELINES) & set(PAPER_BASELINES) and set(BASELINES) == {*PAPER_BASELINES, *SEARCHED_BASELINES}
+    run = FakeRun()
+    test = run.outputs("test")
+    val_acc = {"EENet": 0.5, "max-prob (MSDNet)": 0.6, "entropy (BranchyNet)": 0.7, "patience (PABEE)": 0.8,
+               "max-prob, searched": 0.9, "entropy, searched": 0.1}
+    rows, fits = [], {}
+    for budget in (0.45, 0.75):
+        for i, (method, acc) in enumerate(val_acc.items()):
+            if method == "patience (PABEE)" and budget == 0.45:
+                continue                       # no patience value within this budget: not in its pool here
+            policy = Patience(1 + i % 2)
+            fits[(method, budget)] = BudgetedFit(method, budget, policy, [], budget, acc, budget)
+            r = evaluate_policy(test, policy, run.macs)
+            rows.append({"budget": budget, "method": method, "val_accuracy": acc, "test_accuracy": r.accuracy,
+                         "test_cost": r.mean_fraction})
+    headline = versus_best_baseline(run, rows, fits, draws=20)
+    sensitivity = versus_best_baseline(run, rows, fits, BASELINES, draws=20)
+    assert [r["best baseline"] for r in headline.table] == ["entropy (BranchyNet)", "patience (PABEE)"]
+    assert [r["best baseline"] for r in sensitivity.table] == ["max-prob, searched"] * 2
+    with pytest.raises(ValueError, match="no baseline"):
+        versus_best_baseline(run, rows, fits, ("vote",), draws=20)
+
+
+def test_compare_at_budgets_puts_patience_in_the_pool_and_searched_only_when_asked():
+    run = FakeRun()
+    rows, fits = compare_at_budgets(run, [0.35, 0.6], FAST, seeds=(0,), baseline_vectors=0)
+    assert {r["method"] for r in rows} == {"EENet", *PAPER_BASELINES}   # searched baselines: none without vectors
+    assert fits[("patience (PABEE)", 0.35)].policy == Patience(1)        # the only value within 0.35
+    assert all(fits[("patience (PABEE)", b)].splits_read == ("val",) for b in (0.35, 0.6))
+
+
+def test_fit_patience_takes_the_most_accurate_value_within_the_budget():
+    run = FakeRun()
+    val = run.outputs("val")
+    results = {p: evaluate_policy(val, Patience(p), run.macs) for p in (1, 2)}
+    assert fit_patience(run, 0.29) is None                        # patience 1 costs 0.3: nothing fits
+    for budget in (0.31, 0.7, 1.0):
+        fit = fit_patience(run, budget)
+        inside = {p: r for p, r in results.items() if r.mean_fraction <= budget}
+        best = max(inside, key=lambda p: (inside[p].accuracy, -p))
+        assert fit.policy == Patience(best) and fit.val_cost == inside[best].mean_fraction <= budget
+        assert fit.method == "patience (PABEE)" and fit.val_accuracy == inside[best].accuracy
+
+
+def test_headline_exits_follow_the_mac_rule():
+    reference = [0.0154, 0.1795, 0.2615, 0.4257, 0.5077, 0.6718, 0.7539, 0.9181, 0.9591, 1.0002]  # the cpu network
+    assert headline_exits(reference, [0.25, 0.5, 0.75]) == [2, 4, 6, 9]     # exits 3, 5, 7 and the final
+    assert headline_exits(reference, None) == list(range(10))
+    assert headline_exits([0.2, 0.3, 1.0], [0.25, 0.5, 0.75]) == [0, 1, 2]  # a tie goes to the earlier exit; no repeats
+    assert headline_exits([0.1, 0.9, 1.0], [0.95]) == [1, 2]
+
+
+def test_an_exit_subset_restricts_the_outputs_and_counts_only_its_heads():
+    class Run(FakeRun):
+        macs = MacTable([10, 20, 30, 40], [1, 2, 3, 4], [0, 1, 2, 3], 100)
+
+        def outputs(self, split, features=False):
+            return synthetic(50, 0, k=4)
+
+    run = Run()
+    sub = ExitSubset(run, [1, 3])
+    assert sub.macs.exit_macs == [10 + 20 + 2, 100 + 2 + 4]    # stages so far + only the kept heads
+    full = run.outputs("val")
+    out = sub.outputs("val")
+    assert torch.equal(out.logits, full.logits[[1, 3]]) and torch.equal(out.labels, full.labels)
+    for bad in ([1, 2], [3, 1, 3], []):
+        with pytest.raises(ValueError):
+            ExitSubset(run, bad)
+
+
+def test_recipe_chosen_from_several_networks_at_the_tightest_and_loosest_budget():
+    runs = [FakeRun(), PoisonedRun()]   # poisoned test labels: the sweep reads validation only
+    grid = recipe_grid(["adamw"], [1e-3, 1e-2], [10, 20])
+    sweep = choose_recipe(runs, ["seed 0", "seed 1"], [0, -1], 4, grid, TINY, seeds=(0, 1))
+    budgets = budget_grid(runs[0], 4)
+    assert sweep.budgets == [budgets[0], budgets[-1]] and sweep.networks == ["seed 0", "seed 1"]
+    assert {(r["network"], r["budget"]) for r in sweep.rows} == {(n, b) for n in sweep.networks for b in sweep.budgets}
+    assert len(sweep.rows) == 2 * 2 * len(grid) * 2 and all(set(r.read) == {"val"} for r in runs)
+    key = lambda r: (r["in budget"], r["mean val accuracy in budget"] if r["in budget"] else -1.0)  # noqa: E731
+    assert key(next(r for r in sweep.summary if r["recipe"] == sweep.chosen)) == max(map(key, sweep.summary))
+    pooled = [r["val_accuracy"] for r in sweep.rows if r["accepted"] and (r["optimizer"], r["lr"], r["epochs"])
+              == (sweep.chosen.optimizer, sweep.chosen.lr, sweep.chosen.epochs)]
+    chosen = next(r for r in sweep.summary if r["recipe"] == sweep.chosen)
+    assert chosen["mean val accuracy in budget"] == pytest.approx(sum(pooled) / len(pooled))
+    assert sweep.protocol()["networks"] == ["seed 0", "seed 1"]
+    with pytest.raises(ValueError):
+        pool_sweeps([], [])
+
+
+def test_released_numbers_are_labelled_with_their_budget_unit_and_exit_count():
+    from earlyexit.studies.eenet import study_network
+    from earlyexit.studies.eenet_tables import released_comparisons
+    run = FakeRun()
+    studies = {s: study_network(run, [0.45, 0.55, 0.75], FAST, (0,), draws=20, auroc_draws=10, baseline_vectors=0)
+               for s in (0, 1)}
+    rows = released_comparisons(studies, run.macs.exit_fractions)
+    assert len(rows) == 3
+    for r in rows:
+        assert "not the paper" in r["quantity"] and "3 exits" in r["quantity"] and "2.5 ms/sample" in r["quantity"]
+        assert "budget 0.550" in r["note"] and "mean of 2 network seed(s)" in r["note"]   # nearest 0.507 of c_K
+    assert rows[0]["paper"] == 1.9 and rows[1]["paper"] == 0.934

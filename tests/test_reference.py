@@ -67,5 +67,6 @@ def test_the_benchmark_notebook_fits_eenet_as_notebook_04_does(profile):
     p04, p05 = ({**default_parameters(p), **resolve_parameters(p, profile)}
                 for p in (nbs / "04_eenet.ipynb", nbs / "05_benchmark.ipynb"))
     assert p05["eenet_budgets"] == p04["num_budgets"]
-    for key in ("recipe_optimizers", "recipe_lrs", "recipe_epochs", "recipe_budgets", "scheduler_seeds", "scheduler"):
+    for key in ("recipe_optimizers", "recipe_lrs", "recipe_epochs", "recipe_budgets", "recipe_networks",
+                "headline_exit_costs", "scheduler_seeds", "scheduler"):
         assert p05[key] == p04[key], key

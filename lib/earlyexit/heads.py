@@ -116,12 +116,15 @@ class ConvHead(ExitHead):
 
 
 class GatedHead(ExitHead):
-    """Class logits plus a scalar gate logit computed from the same features."""
+    """Class logits plus a scalar gate logit computed from the same features. ``gate_bias``: None keeps
+    PyTorch's default initialisation of the gate (a logit near 0, so every gate starts near 0.5); a
+    number starts the gate's weight at 0 and its bias at that number, so every input starts with the
+    same gate, sigmoid(gate_bias) (differentiable branching's initial mixture is then set by it)."""
 
     has_gate = True
 
     def __init__(self, in_shape: tuple[int, ...], num_classes: int, features: str = "conv", width: int = 64,
-                 pool: int = 2):
+                 pool: int = 2, gate_bias: float | None = None):
         channels = in_shape[0]
         if features == "conv":
             body, dim = _conv_pooled(channels, width, pool)
@@ -131,6 +134,9 @@ class GatedHead(ExitHead):
             raise ValueError(f"gated head features must be 'conv' or 'linear', got {features!r}")
         super().__init__(body, dim, num_classes)
         self.gate = nn.Linear(dim, 1)
+        if gate_bias is not None:
+            nn.init.zeros_(self.gate.weight)
+            nn.init.constant_(self.gate.bias, float(gate_bias))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.fc_input(x)

@@ -15,6 +15,7 @@ import torch
 from . import rehearsal
 from .data import available_offline
 from .device import set_default_device
+from .studies.claims import SMOKE_NOTE, is_smoke
 from .studies.plots import use_style
 from .parameters import THREADS_ENV, call_plan, default_parameters, notebooks, plan_module, resolve_parameters
 
@@ -37,6 +38,8 @@ def start(notebook: str, namespace: dict) -> dict:
         print(rehearsal.banner(params["profile"], [n for n in used if not available_offline(n)], trimmed))
     if changed:
         print(f"profile {params['profile']!r} sets {', '.join(changed)}")
+    if is_smoke(params["profile"]):
+        print(SMOKE_NOTE)
     # `reproduce --jobs` runs notebooks side by side and gives each one thread (EARLYEXIT_THREADS)
     torch.set_num_threads(int(os.environ.get(THREADS_ENV, params.get("threads", 1))))
     if "device" in params:

@@ -18,7 +18,8 @@ links HWAI-TUDa/EarlyClassExclusion); where code and paper may differ, both read
   exit when |R_k| = 1; final prediction restricted to R_K (or not, ``restrict_final=False``).
 - ``SingleConfident``: CR's rule, exit when exactly one softmax probability exceeds tau_k.
 - ``greedy_search``: the authors' per-exit greedy threshold search on validation under an accuracy
-  tolerance (strict acceptance, their effective exit order by default: ``authors_exit_keys``), with
+  tolerance (strict acceptance, their clip of an exit whose first value fails, their effective exit
+  order by default: ``authors_exit_keys``), with
   test-time (per-sample, cumulative) semantics (the authors' batched search in
   searcher/threshhold_searcher.py re-admits other images' argmax classes); ``search_betas`` and
   ``search_taus`` run it for BC and CR; ``fit_operating_point`` searches and evaluates on test.
@@ -280,12 +281,15 @@ def resolve_order(order: str | Sequence[int], num_early: int, macs: MacTable,
 
 def greedy_search(val: CachedOutputs, make_policy: Callable[[list[float]], ExitPolicy], grid: Sequence[float],
                   disabled: float, tolerance: float, macs: MacTable, order: str | Sequence[int] = "forward",
-                  authors_keys: Sequence[float] | None = None, clip_on_failure: bool = False) -> SearchResult:
+                  authors_keys: Sequence[float] | None = None, clip_on_failure: bool = True) -> SearchResult:
     """The authors' greedy search: with every exit disabled, take the reference validation accuracy;
     then, exit by exit in ``order`` (earlier choices kept), walk ``grid`` from the safe end and keep the
     last value whose accuracy stays strictly above reference - tolerance (their loop runs while
-    ``acc > goal``). If even the first value fails the exit stays disabled, or, with ``clip_on_failure``,
-    takes the first grid value (their code clips the backed-off value into [0.01, 0.99])."""
+    ``acc > goal``). If even the first value fails, the exit takes that first grid value anyway
+    (``clip_on_failure``, the default: their search backs off below the first value and clips the result
+    into [0.01, 0.99], so beta = 0.01 and tau = 0.99), or stays disabled (``clip_on_failure=False``).
+    The clip matters for class exclusion: beta = 0 excludes nothing but still re-admits the exit's top
+    class, so the remaining set can grow there, while beta = 0.01 drops classes below 1 % of the top score."""
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
     num_early = val.num_exits - 1
@@ -314,7 +318,8 @@ TAU_GRID = BETA_GRID[::-1]                                 # 0.99 .. 0.01, desce
 
 def search_betas(val: CachedOutputs, tolerance: float, macs: MacTable, restrict_final: bool = True,
                  order: str | Sequence[int] = "forward", **options) -> SearchResult:
-    """Class-exclusion betas: start at 0.01 and raise by 0.01 while validation accuracy holds.
+    """Class-exclusion betas: start at 0.01 and raise by 0.01 while validation accuracy holds (an exit
+    where 0.01 already fails gets 0.01, or 0 with ``clip_on_failure=False``).
     ``options``: ``authors_keys``, ``clip_on_failure`` of ``greedy_search``."""
     return greedy_search(val, lambda b: ClassExclusion(b, restrict_final), BETA_GRID, 0.0, tolerance, macs, order,
                          **options)

@@ -39,6 +39,12 @@ per early exit)::
     evaluate_policy(test, rule, macs).summary()    # accuracy and MACs offline, on cached outputs
     net.early_exit(x, rule, macs.exit_macs)        # real early exit: rows leave the batch as they exit
 
+Where the paper is silent, the gates' initial bias is a named choice (``GATE_BIASES``, ``gate_bias_value``;
+pass the value as the gated head's ``gate_bias`` option): PyTorch's default starts every gate near 0.5, so
+the final exit of a ten-exit network starts with 2^-9 = 0.002 of the mixture. ``watch_collapse`` flags a
+training whose gates collapse onto one exit (a gate above 0.99 early on, one exit taking 95% of the inputs,
+the exits behind it starved of mixture weight).
+
 For BranchyNet's rule on a network of plain heads: ``fit_branchynet(val, test, macs,
 entropy_candidates(num_classes, net.num_exits - 1, shared=50, random=200), tolerance=0.01)``.
 Notebook 03's study of the paper (its runs, lambda choice, tables, claims, figures) is
@@ -62,13 +68,19 @@ from ..policies import Entropy, GateThreshold
 
 __all__ = ["MIXING", "COST_REFERENCES", "soft_conditional", "exit_probabilities", "expected_cost",
            "normalised_exit_costs", "SoftConditionalLoss", "gate_probabilities", "ensemble_accuracy",
-           "ensemble_prediction", "hard_gate_rule", "ENTROPY_LOW_NATS", "entropy_candidates", "BranchyChoice",
-           "fit_branchynet"]
+           "ensemble_prediction", "hard_gate_rule", "GATE_BIASES", "SHUT_BIAS", "gate_bias_value",
+           "initial_mixture", "mixture_weights", "Collapse", "watch_collapse", "ENTROPY_LOW_NATS",
+           "entropy_candidates", "BranchyChoice", "fit_branchynet"]
 
 
 MIXING = ("probabilities", "logits")      # what the recursion mixes (the slides do not say)
 COST_REFERENCES = ("final", "backbone")   # what costs 1: the whole net with its heads, or the plain backbone
 ENTROPY_LOW_NATS = 1e-4                   # smallest entropy threshold BranchyNet may get
+# initial gate bias: PyTorch's default (gates near 0.5), every gate shut, or the final exit's fair share
+GATE_BIASES = ("pytorch", "shut", "fair")
+SHUT_BIAS = -3.0                          # sigmoid(-3) = 0.047: every gate starts nearly shut
+# the collapse watch's limits (``watch_collapse``)
+GATE_OPEN, EXIT_TAKES, STARVED = 0.99, 0.95, 1e-3
 
 
 # ---------------------------------------------------------------- the recursion and its closed form
@@ -160,6 +172,85 @@ def ensemble_prediction(outputs: CachedOutputs, mixing: str = "probabilities") -
     gates = [torch.sigmoid(g) for g in outputs.gates[:-1]]
     parts = [torch.softmax(z, 1) for z in outputs.logits] if mixing == "probabilities" else list(outputs.logits)
     return soft_conditional(parts, gates).argmax(1)
+
+
+# ---------------------------------------------------------------- initial gates and the collapse watch
+def gate_bias_value(option: str | float, num_exits: int) -> float | None:
+    """The gated heads' initial gate bias for ``option``: 'pytorch' -> None (PyTorch's default, gates near
+    0.5), 'shut' -> ``SHUT_BIAS``, 'fair' -> the one bias shared by every gate at which the final exit starts
+    with 1/K of the mixture, (1 - g)^(K-1) = 1/K (the early exits share the rest, the first the most); a
+    number is taken as it is. Rounded to 6 decimals: it enters the run's configuration hash."""
+    if isinstance(option, (int, float)) and not isinstance(option, bool):
+        return float(option)
+    if option not in GATE_BIASES:
+        raise ValueError(f"gate bias must be a number or one of {GATE_BIASES}, got {option!r}")
+    if option == "pytorch":
+        return None
+    if option == "shut":
+        return SHUT_BIAS
+    if num_exits < 2:
+        raise ValueError("a fair share needs at least one early exit")
+    g = 1 - num_exits ** (-1 / (num_exits - 1))
+    return round(math.log(g / (1 - g)), 6)
+
+
+def initial_mixture(gate_bias: float, num_exits: int) -> list[float]:
+    """The mixture weights pi_b every input starts with when every gate's weight is 0 and its bias
+    ``gate_bias`` (what ``GatedHead(gate_bias=...)`` builds)."""
+    g = torch.full((1, num_exits - 1), 1 / (1 + math.exp(-gate_bias)), dtype=torch.float64)
+    return exit_probabilities(list(g.T)).squeeze(0).tolist()
+
+
+def mixture_weights(outputs: CachedOutputs) -> torch.Tensor:
+    """Mean mixture weight pi_b of every exit over the cached images [K]: the share of f~_1 (and of the
+    loss's gradient, at equal exit probabilities) each exit carries."""
+    return exit_probabilities([torch.sigmoid(g.double()) for g in outputs.gates[:-1]]).mean(0)
+
+
+@dataclass
+class Collapse:
+    """What ``watch_collapse`` found in one training (exits and branches numbered from 1)."""
+    open_gates: dict[int, int]      # branch -> first epoch (within the early ones) its mean gate passed the limit
+    dominant: int | None            # the exit taking at least EXIT_TAKES of the inputs (hard gates), if any
+    starved: list[int]              # exits behind a flagged gate or exit whose mixture weight stayed under STARVED
+
+    @property
+    def collapsed(self) -> bool:
+        return bool(self.open_gates) or self.dominant is not None
+
+    def describe(self) -> str:
+        if not self.collapsed:
+            return "no collapse"
+        parts = [f"gate {b} above {GATE_OPEN:g} at epoch {e}" for b, e in self.open_gates.items()]
+        if self.dominant is not None:
+            parts.append(f"exit {self.dominant} takes >= {EXIT_TAKES:.0%} of the inputs")
+        if self.starved:
+            parts.append(f"exits {', '.join(map(str, self.starved))} starved (mixture weight < {STARVED:g})")
+        return "collapsed: " + "; ".join(parts)
+
+
+def watch_collapse(gate_means: torch.Tensor, mixture: torch.Tensor, shares: Sequence[float],
+                   early_epochs: int) -> Collapse:
+    """Flag a gated network whose gates collapsed. ``gate_means`` [E, K-1]: the mean validation gate of every
+    branch after each of E epochs; ``mixture`` [E, K]: the mean mixture weight of every exit after each epoch;
+    ``shares`` [K]: the share of validation inputs each exit takes with hard gates at the end. Flags every
+    branch whose mean gate passes ``GATE_OPEN`` within the first ``early_epochs`` epochs, an exit taking at
+    least ``EXIT_TAKES`` of the inputs, and every exit behind the first flagged one whose mixture weight
+    stays under ``STARVED`` at every epoch (it is never trained: its gradient is that small)."""
+    gate_means, mixture = torch.as_tensor(gate_means, dtype=torch.float64), torch.as_tensor(mixture, dtype=torch.float64)
+    early = gate_means[:max(1, early_epochs)]
+    open_gates = {}
+    for b in range(gate_means.shape[1]):
+        passed = torch.nonzero(early[:, b] > GATE_OPEN).flatten()
+        if len(passed):
+            open_gates[b + 1] = int(passed[0]) + 1
+    dominant = next((k + 1 for k, s in enumerate(shares) if s >= EXIT_TAKES), None)
+    flagged = [*open_gates, *([] if dominant is None else [dominant])]
+    starved = []
+    if flagged:
+        starved = [k + 1 for k in range(min(flagged), mixture.shape[1])
+                   if bool((mixture[:, k] < STARVED).all())]
+    return Collapse(open_gates, dominant, starved)
 
 
 # ---------------------------------------------------------------- the hard-gate exit, BranchyNet's thresholds

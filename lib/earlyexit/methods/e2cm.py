@@ -2,10 +2,10 @@
 means for efficient supervised and unsupervised learning", IJCNN 2022 (arXiv 2103.01148). It gives an
 already trained network early exits without any gradient training or change to its layers: one pass over
 the training set stores, at every exit, each class's mean feature and mean training distance; at inference
-a sample leaves at the first exit where the softmax of its negative normalised distances to the class means
-reaches that exit's threshold, predicting the nearest class mean. The paper's section and equation numbers
-could not be read; the rule, the normalisation and the random threshold search follow the authors' code
-(github.com/alperengormez/class_means). Here: the fit (``fit_class_means`` into ``heads.ClassMeansHead``,
+a sample leaves at the first exit where the largest softmax of its negative normalised distances to the class
+means exceeds (strictly) that exit's threshold, predicting the nearest class mean. The paper's section and
+equation numbers could not be read; the rule, the normalisation and the random threshold search follow the
+authors' code (github.com/alperengormez/class_means). Here: the fit (``fit_class_means`` into ``heads.ClassMeansHead``,
 the fitting step "class_means" of an ordinary run, ``class_means_run``), the exit rule (``E2CMExit``,
 ``e2cm_policy``), the threshold search (``threshold_cloud``) and the paper's unsupervised variant
 (autoencoder backbone "conv_autoencoder" with loss "reconstruction", k-means pseudo-labels whose means fill
@@ -154,12 +154,24 @@ def class_means_run(parent: RunSpec, feature: str = "gap", augment: bool = True,
 # ---------------------------------------------------------------- the exit rule
 @dataclass(frozen=True)
 class E2CMExit(PerExitThresholds):
-    """Leave at the first exit where max softmax(-d / s) reaches its threshold. The prediction is the
-    nearest class mean (argmin of the raw distance, the authors' code; ``nearest_scales`` holds
-    each exit's normalisers to undo the normalisation) or, with ``nearest_scales=None``, the
-    argmax of the normalised scores. The final exit is the backbone's own classifier."""
+    """Leave at the first exit where max softmax(-d / s) is strictly greater than its threshold (the
+    authors' comparison, ``max p > t``; the paper's text available here does not spell it out). The
+    prediction is the nearest class mean (argmin of the raw distance, the authors' code;
+    ``nearest_scales`` holds each exit's normalisers to undo the normalisation) or, with
+    ``nearest_scales=None``, the argmax of the normalised scores. The final exit is the backbone's own
+    classifier."""
 
     nearest_scales: tuple[tuple[float, ...], ...] | None = None
+
+    def cut(self, thresholds: torch.Tensor) -> torch.Tensor:
+        # every sweep and the real forward fire on ``confidence >= cut``; the confidence is float32, so
+        # the next float32 above t turns that into ``confidence > t`` exactly
+        t = thresholds.float()
+        return torch.nextafter(t, torch.full_like(t, float("inf")))
+
+    def threshold_of(self, cuts: torch.Tensor) -> torch.Tensor:
+        c = cuts.float()
+        return torch.where(torch.isinf(c), c, torch.nextafter(c, torch.full_like(c, float("-inf"))))
 
     def confidence(self, k, logits, gate):
         return torch.softmax(logits.float(), dim=1).max(1).values
@@ -322,4 +334,7 @@ def unsupervised_e2cm(spec: RunSpec, feature: str, n_thresholds: int, space: str
     exit_accuracy = exit_scores(test, rule, test_labels).exit_accuracies()
     return {"cloud": cloud, "exit_costs": macs.exit_fractions, "exit_accuracy": exit_accuracy,
             "full_accuracy": exit_accuracy[-1], "backbone_MMACs": macs.backbone_macs / 1e6,
-            "autoencoder": spec.key}
+            "autoencoder": spec.key, "autoencoder_epochs": run.epochs_trained,
+            "autoencoder_loss": [h["loss"] for h in run.history if h.get("epoch", 0) > 0],
+            "reads": {"thresholds drawn on": "val", "chosen on": "val (full-cost clusters as labels)",
+                      "reported on": "test"}}

@@ -16,7 +16,8 @@ whose expected cost matches the budget (cost term). The mean distribution fixes 
 samples per exit, and thresholds on q_k are validation quantiles that hand each exit its share.
 A sample then leaves at the first exit with q_k >= t_k. The baselines use the same quantile
 thresholds on max probability (MSDNet style) or entropy (BranchyNet style) with a geometric exit
-distribution; patience (PABEE) is ``policies.Patience``.
+distribution; patience (PABEE) is ``policies.Patience``, put to a budget by ``fit_patience`` (the most
+accurate patience value within it on validation).
 
 Every fitting function takes the trained run and reads ``run.outputs("val")`` itself: no function
 here accepts outputs to fit on, so a scheduler cannot be fitted on test data by mistake. The
@@ -95,12 +96,12 @@ from ..evaluate import evaluate_policy, random_thresholds, select, sweep_thresho
 from ..macs import MacTable
 from ..outputs import CachedOutputs
 from ..paths import artifacts_root, atomic_save, config_hash, load_cached
-from ..policies import Entropy, ExitPolicy, MaxProbability, normalised_entropy
+from ..policies import Entropy, ExitPolicy, MaxProbability, Patience, normalised_entropy
 
 __all__ = ["RunLike", "exit_features", "UtilityScheduler", "EENetPolicy", "quantile_thresholds", "geometric_shares",
            "OPTIMIZERS", "EENetConfig", "Recipe", "BudgetedFit", "fit_eenet_budgets", "fit_eenet", "fit_geometric",
-           "fit_searched", "budget_grid", "RecipeSweep", "recipe_grid", "sweep_recipes", "sweep_budgets",
-           "scheduler_macs", "auroc", "correctness_auroc"]
+           "fit_searched", "fit_patience", "budget_grid", "RecipeSweep", "recipe_grid", "sweep_recipes", "pool_sweeps",
+           "sweep_budgets", "scheduler_macs", "auroc", "correctness_auroc"]
 
 
 class RunLike(Protocol):
@@ -598,6 +599,20 @@ def fit_searched(run: RunLike, budget: float, score: str = "maxprob", vectors: i
                        result.mean_fraction)
 
 
+def fit_patience(run: RunLike, budget: float) -> BudgetedFit | None:
+    """Baseline: PABEE's patience rule, which has no budget knob, at the patience 1..K-1 most accurate on
+    validation among those whose validation cost is within ``budget``; None when none is."""
+    val = _validation(run)
+    results = {p: evaluate_policy(val, Patience(p), run.macs) for p in range(1, val.num_exits)}
+    inside = [p for p, r in results.items() if r.mean_fraction <= budget]
+    if not inside:
+        return None
+    best = max(inside, key=lambda p: (results[p].accuracy, -p))   # ties: the smaller patience, the cheaper
+    r = results[best]
+    return BudgetedFit("patience (PABEE)", budget, Patience(best), r.exit_shares, r.mean_fraction, r.accuracy,
+                       r.mean_fraction)
+
+
 # ---------------------------------------------------------------- budgets
 def budget_grid(run: RunLike, count: int = 9) -> list[float]:
     """``count`` budgets evenly inside (c_1, c_K), the first and last exit's normalised cost."""
@@ -613,10 +628,11 @@ class RecipeSweep:
     rows: list[dict]          # one per fit
     summary: list[dict]       # one per recipe: in-budget fits, their mean validation accuracy
     chosen: Recipe
-    budgets: list[float]
+    budgets: list[float]      # every budget swept (``pool_sweeps``: over all networks; each row names its own)
     seeds: list[int]
     rule: str = ("the recipe with the most fits whose expected cost is within the tolerance of the budget on "
                  "validation; among those, the highest mean validation accuracy of its in-budget fits")
+    networks: list[str] = field(default_factory=list)   # the networks whose validation outputs were swept
 
     def config(self, base: EENetConfig) -> EENetConfig:
         """``base`` trained with the chosen recipe."""
@@ -624,8 +640,8 @@ class RecipeSweep:
 
     def protocol(self) -> dict:
         return {"grid": [vars(r) for r in map(lambda x: x["recipe"], self.summary)], "seeds": self.seeds,
-                "budgets": self.budgets, "chosen": vars(self.chosen), "chosen_on": "validation", "rule": self.rule,
-                "fits": len(self.rows)}
+                "budgets": self.budgets, "networks": self.networks, "chosen": vars(self.chosen),
+                "chosen_on": "validation", "rule": self.rule, "fits": len(self.rows)}
 
 
 def recipe_grid(optimizers: Sequence[str], lrs: Sequence[float], epochs: Sequence[int]) -> list[Recipe]:
@@ -656,6 +672,12 @@ def sweep_recipes(run: RunLike, budgets: Sequence[float], recipes: Sequence[Reci
             rows.append({"optimizer": recipe.optimizer, "lr": recipe.lr, "epochs": recipe.epochs, "seed": job.seed,
                          "budget": job.budget, **info, "expected_cost": expected, "val_accuracy": result.accuracy,
                          "accepted": abs(expected - job.budget) / job.budget <= config.tolerance})
+    summary, chosen = _choose(rows, recipes)
+    return RecipeSweep(rows, summary, chosen, [float(b) for b in budgets], list(seeds))
+
+
+def _choose(rows: Sequence[dict], recipes: Sequence[Recipe]) -> tuple[list[dict], Recipe]:
+    """``RecipeSweep.rule`` over the fits ``rows``: one summary row per recipe and the recipe chosen."""
     summary = []
     for recipe in recipes:
         mine = [r for r in rows if (r["optimizer"], r["lr"], r["epochs"]) == (recipe.optimizer, recipe.lr, recipe.epochs)]
@@ -663,7 +685,20 @@ def sweep_recipes(run: RunLike, budgets: Sequence[float], recipes: Sequence[Reci
         summary.append({"recipe": recipe, "fits": len(mine), "in budget": len(ok),
                         "mean val accuracy in budget": sum(ok) / len(ok) if ok else float("nan")})
     best = max(summary, key=lambda r: (r["in budget"], r["mean val accuracy in budget"] if r["in budget"] else -1.0))
-    return RecipeSweep(rows, summary, best["recipe"], [float(b) for b in budgets], list(seeds))
+    return summary, best["recipe"]
+
+
+def pool_sweeps(sweeps: Sequence[RecipeSweep], networks: Sequence[str]) -> RecipeSweep:
+    """One choice of recipe from the sweeps of several networks (each ``sweep_recipes`` on its own
+    validation outputs, with the same grid and seeds): their fits pooled, each row naming its network,
+    and the recipe chosen by the same rule over all of them."""
+    if not sweeps or len(sweeps) != len(networks):
+        raise ValueError("give one network name per sweep, at least one")
+    recipes = [r["recipe"] for r in sweeps[0].summary]
+    rows = [{"network": name, **row} for name, sweep in zip(networks, sweeps) for row in sweep.rows]
+    summary, chosen = _choose(rows, recipes)
+    budgets = sorted({b for sweep in sweeps for b in sweep.budgets})
+    return RecipeSweep(rows, summary, chosen, budgets, sweeps[0].seeds, networks=list(networks))
 
 
 def sweep_budgets(budgets: Sequence[float], count: int) -> list[float]:

@@ -45,8 +45,7 @@ import torch
 from .. import rehearsal
 from ..methods.class_exclusion import ClassExclusion, SingleConfident
 from ..methods.e2cm import e2cm_policy
-from ..methods.eenet import EENetConfig, RecipeSweep, budget_grid, fit_eenet_budgets, recipe_grid, sweep_budgets, \
-    sweep_recipes
+from ..methods.eenet import EENetConfig, RecipeSweep, budget_grid, fit_eenet_budgets, recipe_grid
 from ..evaluate import evaluate_policy, exit_scores, pareto_front, random_thresholds, sweep_thresholds, \
     threshold_outcomes
 from ..macs import MacTable
@@ -55,6 +54,7 @@ from ..policies import Entropy, ExitPolicy, GateThreshold, MaxProbability, Patie
 from ..stats import bootstrap_many, seed_interval
 from ..train import RunSpec
 from . import class_exclusion as p01, differentiable_branching as p03, e2cm as p02
+from .eenet import ExitSubset, choose_recipe, headline_exits
 from .reference import reference_runs
 
 __all__ = ["NETWORKS", "networks", "plan", "Front", "METHODS", "seed_fronts", "benchmark_fronts", "threshold_front",
@@ -257,13 +257,16 @@ def seed_fronts(runs: Mapping[str, RunLike], vectors: int, grid: int, eenet_conf
     }
 
 
-def _eenet_recipe(run: RunLike, eenet_budgets: int, recipe: Mapping, config: EENetConfig,
-                  scheduler_seeds: Sequence[int]) -> RecipeSweep:
-    """EENet's training recipe chosen on ``run``'s validation outputs as notebook 04 chooses it
-    (``eenet.sweep_recipes`` at ``recipe["budgets"]`` budgets of the grid)."""
-    budgets = sweep_budgets(budget_grid(run, eenet_budgets), recipe["budgets"])
-    return sweep_recipes(run, budgets, recipe_grid(recipe["optimizers"], recipe["lrs"], recipe["epochs"]), config,
-                         scheduler_seeds)
+def eenet_recipe(multi: Sequence[RunLike], seeds: Sequence[int], eenet_budgets: int, recipe: Mapping,
+                 config: EENetConfig, scheduler_seeds: Sequence[int]) -> RecipeSweep:
+    """EENet's training recipe chosen on validation exactly as notebook 04 chooses it
+    (``studies.eenet.choose_recipe``): on the headline exits (``recipe["headline_exit_costs"]``) of the first
+    ``recipe["networks"]`` seeds' multi networks, at the budgets ``recipe["budgets"]`` of the grid, so that
+    every fit of the sweep is found in 04's cache."""
+    swept = list(zip(seeds, multi))[:recipe["networks"]]
+    subsets = [ExitSubset(r, headline_exits(r.macs.exit_fractions, recipe["headline_exit_costs"])) for _, r in swept]
+    return choose_recipe(subsets, [f"seed {s}" for s, _ in swept], recipe["budgets"], eenet_budgets,
+                         recipe_grid(recipe["optimizers"], recipe["lrs"], recipe["epochs"]), config, scheduler_seeds)
 
 
 def benchmark_fronts(runs: Mapping[str, Sequence[RunLike]], seeds: Sequence[int], vectors: int, grid: int,
@@ -271,9 +274,10 @@ def benchmark_fronts(runs: Mapping[str, Sequence[RunLike]], seeds: Sequence[int]
                      e2cm_prediction: str = "nearest", restrict_final: bool = True
                      ) -> tuple[RecipeSweep, dict[int, dict[str, Front]]]:
     """Every method's fronts on every training seed (``runs``: network name -> one run per seed).
-    EENet's recipe (``recipe``: optimizers, lrs, epochs, budgets) is chosen once, on the first seed's
-    multi network, and used on every seed, so that its tuning reads validation only."""
-    sweep = _eenet_recipe(runs["multi"][0], eenet_budgets, recipe, eenet_config, scheduler_seeds)
+    EENet's recipe (``recipe``: optimizers, lrs, epochs, budgets, networks, headline_exit_costs) is chosen
+    once as notebook 04 chooses it (``eenet_recipe``) and used on every seed and all exits, so that its tuning
+    reads validation only."""
+    sweep = eenet_recipe(runs["multi"], seeds, eenet_budgets, recipe, eenet_config, scheduler_seeds)
     config = sweep.config(eenet_config)
     fronts = {s: seed_fronts({name: rs[i] for name, rs in runs.items()}, vectors, grid, config, eenet_budgets,
                              scheduler_seeds, e2cm_prediction, restrict_final)

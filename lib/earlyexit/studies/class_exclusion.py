@@ -1,11 +1,11 @@
 """Notebook 01's study of early exit with class exclusion (Wang, Li, Zhang, AICAS 2024), built on the
 method in ``earlyexit.methods.class_exclusion``: its training plan (``plan`` and the runs behind it), the
-evaluation of each set-up (``evaluate_setup``/``evaluate_seeds`` -> ``SetupEvaluation``: Table I, the
-common-tolerance curves, the matched-accuracy comparison, the Fig. 4/5 analogues, the limits of beta), the
-one validation rule that picks every method's learning rate (``choose_lrs``), the paper's six claims checked
-with bootstrap intervals over test images (rules on one network) or t intervals over training seeds (BC
-against CR), the paper comparisons, the protocol and the conclusions; its figures and exit-count tables are
-in ``studies.class_exclusion_figures``.
+evaluation of each set-up and training seed (``evaluate_setup``/``evaluate_seeds`` -> ``SetupEvaluation``:
+Table I, the common-tolerance fronts, the matched-accuracy comparison, the Fig. 4/5 analogues, the
+remaining classes per exit, the limits of beta), the one validation rule for every method's learning
+rate (``choose_lrs``; with a one-rate grid the rate is fixed, not selected), the per-seed tables and the
+protocol. The claims, the rows beside the paper and the conclusions are in
+``studies.class_exclusion_claims``; the figures and exit-count tables in ``studies.class_exclusion_figures``.
 
 The runs: per set-up and training seed, the plain backbone (no exits, the reference), the class-exclusion
 network (BC: BCE-trained exclusion heads) and the confidence baseline's network (CR), all trained from
@@ -22,7 +22,8 @@ Two ways to get the networks (``reference``):
   ``cr_loss`` ("authors": CE(final) + sum_k w_k CE(exit k), their CR objective).
 
 Learning rates: every method gets the same grid ``lrs``; the notebook trains each rate at the first
-seed, picks each method's rate on validation final-exit accuracy and trains the other seeds at it.
+seed, picks each method's rate on validation final-exit accuracy and trains the other seeds at it (the
+cpu profile's grid has one rate: fixed, not selected).
 
 A set-up is a dict: ``name``, ``backbone``, ``dataset``, ``width``, ``pool`` (exit-head pooling grid:
 1 = global average pooling, 2 = the CIFAR-100 "x2" heads), ``image_size`` (None = the data's; 224
@@ -31,14 +32,14 @@ notebook) and per-set-up overrides of the training parameters in ``TRAIN_KEYS``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ..data import DataSpec
-from ..evaluate import PolicyResult, evaluate_policy, select
+from ..evaluate import PolicyResult, evaluate_policy
 from ..macs import MacTable
 from ..methods.class_exclusion import (ClassExclusion, OperatingPoint, authors_exit_keys, exclusion_trace,
                                        fit_operating_point)
@@ -48,10 +49,10 @@ from .reference import reference_run
 
 __all__ = ["TRAIN_KEYS", "SETUP_KEYS", "NETWORKS", "CR_LOSSES", "check_setups", "setup_lrs", "method_run",
            "lr_candidates", "seed_runs", "setup_runs", "plan", "mean_remaining_classes", "early_exit_class_shares",
-           "METHODS", "PAPER", "EXTRA_DROP", "MANY_EARLY", "UNEVEN", "DRAWS", "per_exit_accuracy", "paper_setup_keys",
-           "authors_thresholds", "SetupEvaluation", "evaluate_setup", "evaluate_seeds", "validation_accuracy",
-           "choose_lr", "choose_lrs", "final_accuracies", "spread", "rivals_text", "seed_rows", "seed_gap",
-           "matched_cost_gap", "setup_claims", "paper_comparisons", "protocol", "claims_with_rivals", "conclusions"]
+           "early_exit_rates", "front_cost", "front_gap", "METHODS", "PAPER", "MANY_EARLY", "DRAWS",
+           "per_exit_accuracy", "paper_setup_keys", "authors_thresholds", "SetupEvaluation", "evaluate_setup",
+           "evaluate_seeds", "validation_accuracy", "choose_lr", "choose_lrs", "final_accuracies", "spread",
+           "rivals_text", "seed_rows", "table_i_gap", "seed_gap", "protocol"]
 
 TRAIN_KEYS = ("epochs", "batch_size", "lrs", "weight_decay", "schedule", "warmup", "crop_pad", "flip", "rho")
 SETUP_KEYS = ("name", "backbone", "dataset", "width", "pool", "image_size", "bc_tolerance", "cr_tolerance") + TRAIN_KEYS
@@ -174,11 +175,14 @@ def plan(setups: list[dict], lrs: list[float], seeds: list[int], reference: bool
     return specs
 
 
-# ---------------------------------------------------------------- exclusion statistics
+# ---------------------------------------------------------------- exclusion and matched-accuracy statistics
 def mean_remaining_classes(outputs: CachedOutputs, policy: ClassExclusion, exit_index: torch.Tensor) -> list[float]:
-    """Average |R_k| at each early exit over the images that reached it (the authors' exclusion statistic)."""
+    """Average |R_k| after each early exit k over the images that go on past it (exit index > k): the
+    classes the later layers still have to decide among, the authors' exclusion statistic. An image that
+    leaves at k (|R_k| = 1) is not counted there, so an exit where many leave does not pull the mean down,
+    and one where few leave does not seem to stall exclusion."""
     sizes = exclusion_trace(outputs, policy).sum(2).float()
-    return [sizes[k][exit_index >= k].mean().item() if (exit_index >= k).any() else float("nan")
+    return [sizes[k][exit_index > k].mean().item() if (exit_index > k).any() else float("nan")
             for k in range(len(sizes))]
 
 
@@ -192,13 +196,44 @@ def early_exit_class_shares(prediction: torch.Tensor, labels: torch.Tensor, exit
             for key, v in (("predicted", prediction), ("true", labels))}
 
 
+def early_exit_rates(prediction: torch.Tensor, labels: torch.Tensor, exit_index: torch.Tensor,
+                     num_exits: int, num_classes: int) -> dict[str, torch.Tensor]:
+    """Per class, the share (%) of its images that leave before the final layer: of the images of that
+    true class, and of the images predicted as that class. Unlike Fig. 5's shares these do not follow
+    how often a class is predicted, so they show whether some classes really leave earlier."""
+    early = (exit_index < num_exits - 1).float()
+    return {key: 100 * torch.bincount(v, early, minlength=num_classes)
+            / torch.bincount(v, minlength=num_classes).clamp_min(1)
+            for key, v in (("true", labels), ("predicted", prediction))}
+
+
+def front_cost(points: Sequence[tuple[float, float]], accuracy: float) -> float:
+    """Cost of the cheapest (cost, accuracy) point whose accuracy is at least ``accuracy`` (inf if none)."""
+    return min((c for c, a in points if a >= accuracy - 1e-12), default=float("inf"))
+
+
+def front_gap(bc: Sequence[tuple[float, float]], cr: Sequence[tuple[float, float]]) -> float:
+    """The matched-accuracy statistic: the area between the two cost fronts over the accuracy range both
+    span, divided by its width, i.e. the mean over accuracies a in that range of (the cheapest BC point
+    reaching a) minus (the cheapest CR point reaching a). Both methods are scored the same way, so a
+    dominated point of either (more MACs for less accuracy than another of its own points) costs nothing,
+    and no method's grid decides where the other is read. A front is a step function of a, so the area is
+    exact: between consecutive point accuracies it is constant. Where the ranges share one accuracy at most
+    this is the gap at the highest accuracy both reach."""
+    lo = max(min(a for _, a in bc), min(a for _, a in cr))
+    hi = min(max(a for _, a in bc), max(a for _, a in cr))
+    if lo >= hi:
+        return front_cost(bc, hi) - front_cost(cr, hi)
+    cuts = sorted({a for _, a in list(bc) + list(cr) if lo < a < hi} | {lo, hi})
+    area = sum((b - a) * (front_cost(bc, b) - front_cost(cr, b)) for a, b in zip(cuts, cuts[1:]))
+    return area / (hi - lo)
+
+
 # ---------------------------------------------------------------- notebook 01: one set-up, evaluated
 METHODS = ("BC", "CR")
 PAPER = "class_exclusion"
-EXTRA_DROP = 0.005   # claim 1: test drop allowed beyond the validation tolerance (validation-to-test transfer)
-MANY_EARLY = 0.20    # claim 3: "many images" = at least this share leaves before the final layer
-UNEVEN = 1.5         # claim 4: largest / smallest early-exit share per class
-DRAWS = 2000         # bootstrap resamples of the test images
+MANY_EARLY = 0.20    # claim 4: "many images" = at least this share leaves before the final layer (argued in 01)
+DRAWS = 2000         # bootstrap resamples of the test images (one training seed only)
 
 
 def per_exit_accuracy(tests: dict[str, CachedOutputs], macs: MacTable) -> list[dict]:
@@ -227,8 +262,8 @@ def authors_thresholds(setup: dict) -> dict[str, list[float]] | None:
 
 @dataclass
 class SetupEvaluation:
-    """One set-up's trained networks (plain, BC, CR) with thresholds searched on validation and every
-    number notebook 01 reports, computed on test."""
+    """One set-up's trained networks (plain, BC, CR) of one training seed, with thresholds searched on
+    validation and every number notebook 01 reports, computed on test."""
 
     setup: dict
     tests: dict[str, CachedOutputs]           # "plain", "BC", "CR"
@@ -250,6 +285,10 @@ class SetupEvaluation:
         """(remaining MACs as a fraction of the plain backbone, test accuracy) with early exits disabled."""
         return self.macs[method].exit_fractions[-1], self.tests[method].exit_accuracies()[-1]
 
+    def front(self, method: str) -> list[tuple[float, float]]:
+        """(MAC fraction, test accuracy) of every point of ``method``: the common grid, then no early exit."""
+        return [(p.test.mean_fraction, p.test.accuracy) for p in self.curves[method]] + [self.no_exit(method)]
+
     def table_i_row(self) -> dict:
         """The paper's Table I for this set-up, at the authors' tolerances."""
         bc, cr = self.authors["BC"], self.authors["CR"]
@@ -265,24 +304,20 @@ class SetupEvaluation:
         return [{"set-up": self.name, **{k: v for k, v in p.row().items() if k != "test_exit_shares"}}
                 for m in METHODS for p in self.curves[m]]
 
-    def cheapest_reaching(self, method: str, accuracy: float) -> float | None:
-        """MAC fraction of the cheapest test point of ``method`` (its curve, or no early exit) whose
-        accuracy is at least ``accuracy``; None if none reaches it."""
-        pts = [(p.test.mean_fraction, p.test.accuracy) for p in self.curves[method]] + [self.no_exit(method)]
-        cost, acc = torch.tensor(pts, dtype=torch.float64).T
-        i = select(cost, acc, reference=accuracy, tolerance=0.0)
-        return None if i is None else float(cost[i])
-
     def matched_rows(self) -> list[dict]:
-        """For every point of each method, the cheapest point of the other reaching its test accuracy."""
+        """For every point of either method, the cheapest point of each front (its grid or no early exit)
+        reaching that point's test accuracy: both methods read the same way (``front_gap``'s integrand)."""
+        fronts = {m: self.front(m) for m in METHODS}
         rows = []
-        for ours, other in (("BC", "CR"), ("CR", "BC")):
-            for t, p in zip(self.tolerances, self.curves[ours]):
-                rival = self.cheapest_reaching(other, p.test.accuracy)
-                rows.append({"set-up": self.name, "method": ours, "tolerance %": 100 * t, "test accuracy": p.test.accuracy,
-                             "remaining MACs %": 100 * p.test.mean_fraction,
-                             "other method's MACs % at >= this accuracy": None if rival is None else 100 * rival,
-                             "cheaper": "n/a" if rival is None else (ours if p.test.mean_fraction < rival else other)})
+        for m in METHODS:
+            for t, p in zip(self.tolerances, self.curves[m]):
+                cost = {o: front_cost(fronts[o], p.test.accuracy) for o in METHODS}
+                shown = {o: None if math.isinf(c) else 100 * c for o, c in cost.items()}
+                rows.append({"set-up": self.name, "point": f"{m} at {100 * t:g} %", "test accuracy": p.test.accuracy,
+                             "its MACs %": 100 * p.test.mean_fraction,
+                             **{f"cheapest {o} MACs % at >= this accuracy": shown[o] for o in METHODS},
+                             "cheaper": "n/a" if None in shown.values() else
+                                        "tie" if cost["BC"] == cost["CR"] else min(METHODS, key=cost.get)})
         return rows
 
     def example_traces(self, classes: Sequence[str]) -> list[dict]:
@@ -304,6 +339,11 @@ class SetupEvaluation:
         p, out = self.authors[method].test, self.tests[method]
         return early_exit_class_shares(p.prediction, out.labels, p.exit_index, out.num_exits, out.logits.shape[2])
 
+    def class_rates(self, method: str) -> dict[str, torch.Tensor]:
+        """Per class, the share (%) of its test images leaving early at the authors' tolerance."""
+        p, out = self.authors[method].test, self.tests[method]
+        return early_exit_rates(p.prediction, out.labels, p.exit_index, out.num_exits, out.logits.shape[2])
+
     def remaining_classes(self, point: OperatingPoint) -> list[float]:
         return mean_remaining_classes(self.tests["BC"], point.policy, point.test.exit_index)
 
@@ -316,14 +356,21 @@ class SetupEvaluation:
         return [{"set-up": self.name, "betas": b, "test accuracy": r.accuracy, "remaining MACs %": 100 * r.mean_fraction,
                  "share leaving at exit 1": r.exit_shares[0]} for b in betas for r in [self.limit(b)]]
 
-    def claims(self, setting: str, draws: int = DRAWS, seed: int = 0,
-               seed_evals: Sequence["SetupEvaluation"] | None = None) -> list:
-        """The paper's claims for this set-up as ``claims.Claim`` rows (see ``setup_claims``)."""
-        return setup_claims(self, setting, draws, seed, seed_evals)
+    def claim_curves(self) -> dict:
+        """Every curve and operating point the claims read, for this seed's entry in the metrics file."""
+        return {"fronts": {m: [{"tolerance": t, "test_accuracy": a, "test_fraction": c}
+                               for t, (c, a) in zip([*self.tolerances, "no early exit"], self.front(m))] for m in METHODS},
+                "curves": self.curve_rows(),
+                "authors_tolerance": {m: p.row() for m, p in self.authors.items()},
+                "remaining_classes_continuing": {"authors' tolerance": self.remaining_classes(self.authors["BC"]),
+                                                 **{f"tolerance {100 * t:g} %": self.remaining_classes(p)
+                                                    for t, p in zip(self.tolerances, self.curves["BC"])}},
+                "early_exit_rates": {m: {k: v.tolist() for k, v in self.class_rates(m).items()} for m in METHODS},
+                "limits": self.limit_rows()}
 
 
 def evaluate_setup(setup: dict, runs: dict, tolerances: Sequence[float], restrict_final: bool = True,
-                   order: str | Sequence[int] = "authors", clip_on_failure: bool = False,
+                   order: str | Sequence[int] = "authors", clip_on_failure: bool = True,
                    authors_keys: Sequence[float] | None = None) -> SetupEvaluation:
     """Search BC's betas and CR's taus on validation, at the set-up's own (the authors') tolerances
     and on the common grid, and evaluate them on test. ``runs``: {"plain" | "BC" | "CR": TrainedRun}.
@@ -347,7 +394,7 @@ def evaluate_setup(setup: dict, runs: dict, tolerances: Sequence[float], restric
 
 # ---------------------------------------------------------------- learning rates and seeds
 def evaluate_seeds(setup: dict, runs: dict[str, Sequence], tolerances: Sequence[float], restrict_final: bool = True,
-                   order: str | Sequence[int] = "authors", clip_on_failure: bool = False) -> list[SetupEvaluation]:
+                   order: str | Sequence[int] = "authors", clip_on_failure: bool = True) -> list[SetupEvaluation]:
     """``evaluate_setup`` for every training seed: ``runs`` is {method: [TrainedRun per seed]}, seed s of
     every method evaluated together (the pairing of the seed intervals)."""
     counts = {m: len(r) for m, r in runs.items()}
@@ -364,7 +411,8 @@ def validation_accuracy(run) -> float:
 
 def choose_lr(runs_by_lr: dict[float, object]) -> tuple[float, dict[float, float]]:
     """The rate whose run has the best validation final-exit accuracy (ties: the first in grid order),
-    and every rate's accuracy. The same rule for every method, so no rival is tuned harder."""
+    and every rate's accuracy. The same rule for every method, so no rival is tuned harder; with a
+    one-rate grid the rate is fixed, not selected."""
     scores = {float(lr): validation_accuracy(run) for lr, run in runs_by_lr.items()}
     best = max(scores, key=lambda lr: (scores[lr], -list(scores).index(lr)))
     return best, scores
@@ -377,7 +425,8 @@ def choose_lrs(candidates: dict[str, dict[str, dict[float, object]]]) -> tuple[d
         chosen[name] = {}
         for m, by_lr in by_m.items():
             chosen[name][m], scores = choose_lr(by_lr)
-            rows += [{"set-up": name, "method": m, "lr": lr, "val final-exit acc": acc, "chosen": lr == chosen[name][m]}
+            rows += [{"set-up": name, "method": m, "lr": lr, "val final-exit acc": acc,
+                      "chosen": "fixed (one rate)" if len(scores) == 1 else lr == chosen[name][m]}
                      for lr, acc in scores.items()]
     return chosen, rows
 
@@ -400,10 +449,12 @@ def rivals_text(seed_evals: Sequence[SetupEvaluation]) -> str:
 
 
 def seed_rows(seed_evals: Sequence[SetupEvaluation], seeds: Sequence[int]) -> list[dict]:
-    """Table I per training seed, then the mean and the 95 % t interval over seeds of every number."""
+    """Table I per training seed with both BC-against-CR statistics, then the mean and the 95 % t
+    interval over seeds of every number."""
     from ..stats import seed_interval
     rows = [{"seed": s, **{k: v for k, v in ev.table_i_row().items() if k not in ("beta", "tau")},
-             "matched MACs gap (BC - CR, points)": seed_gap(ev)} for s, ev in zip(seeds, seed_evals)]
+             "Table I MACs gap (BC - CR, points)": table_i_gap(ev),
+             "matched-accuracy MACs gap (BC - CR, points)": seed_gap(ev)} for s, ev in zip(seeds, seed_evals)]
     if len(rows) > 1:
         numeric = [k for k, v in rows[0].items() if isinstance(v, float) and k != "seed"]
         stats = {k: seed_interval([r[k] for r in rows]) for k in numeric}
@@ -413,225 +464,47 @@ def seed_rows(seed_evals: Sequence[SetupEvaluation], seeds: Sequence[int]) -> li
     return rows
 
 
+def table_i_gap(ev: SetupEvaluation) -> float:
+    """The Table I framing on one seed: BC's remaining MACs at its authors' tolerance minus CR's at its
+    own (points of the plain backbone's MACs)."""
+    return 100 * (ev.authors["BC"].test.mean_fraction - ev.authors["CR"].test.mean_fraction)
+
+
 def seed_gap(ev: SetupEvaluation) -> float:
-    """Claim 2's statistic on one seed's pair of networks, on the full test set."""
-    return matched_cost_gap(ev)(torch.ones(1, len(ev.tests["BC"]), dtype=torch.float64)).item()
+    """The matched-accuracy statistic (``front_gap``) on one seed's pair of networks, in points."""
+    return 100 * front_gap(ev.front("BC"), ev.front("CR"))
 
 
-# ---------------------------------------------------------------- the paper's claims, with intervals
-def _columns(points: Sequence[PolicyResult], labels: torch.Tensor, macs: MacTable) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image correctness and cost (fraction of the plain backbone), [points, images] each."""
-    cost = torch.tensor(macs.exit_fractions, dtype=torch.float64)
-    return (torch.stack([(p.prediction == labels).double() for p in points]),
-            torch.stack([cost[p.exit_index] for p in points]))
-
-
-def matched_cost_gap(ev: SetupEvaluation) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Claim 2's statistic: over the BC points of the common grid, the mean of BC's MACs minus the MACs
-    of the cheapest CR point (its curve or no early exit) reaching BC's accuracy, in points of the
-    plain backbone's MACs. Where no CR point reaches it, CR is charged its cost with exits disabled,
-    a bound that favours CR."""
-    labels = ev.tests["BC"].labels
-    if not torch.equal(labels, ev.tests["CR"].labels):
-        raise ValueError("BC and CR must be evaluated on the same test images")
-    final = ev.no_exit("CR")[0]
-    bc_ok, bc_cost = _columns([p.test for p in ev.curves["BC"]], labels, ev.macs["BC"])
-    cr_ok, cr_cost = _columns([p.test for p in ev.curves["CR"]], labels, ev.macs["CR"])
-    cr_ok = torch.cat([cr_ok, (ev.tests["CR"].logits[-1].argmax(1) == labels).double()[None]])
-    cr_cost = torch.cat([cr_cost, torch.full((1, len(labels)), final, dtype=torch.float64)])
-
-    def stat(w: torch.Tensor) -> torch.Tensor:
-        n = w.sum(1, keepdim=True)
-        acc_b, cost_b, acc_c, cost_c = (w @ x.T / n for x in (bc_ok, bc_cost, cr_ok, cr_cost))   # [D, points]
-        reach = acc_c[:, None, :] >= acc_b[:, :, None] - 1e-12                                  # [D, BC, CR]
-        cheapest = torch.where(reach, cost_c[:, None, :], torch.inf).amin(2)
-        return 100 * (cost_b - torch.where(cheapest.isinf(), torch.full_like(cheapest, final), cheapest)).mean(1)
-    return stat
-
-
-def _uneven_shares(prediction: torch.Tensor, early: torch.Tensor,
-                   num_classes: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Claim 4's statistic: largest / smallest number of early-exited images per predicted class (a
-    class with none counts as one image)."""
-    onehot = F.one_hot(prediction, num_classes).double() * early.double()[:, None]
-
-    def stat(w: torch.Tensor) -> torch.Tensor:
-        counts = w @ onehot
-        return counts.amax(1) / counts.amin(1).clamp_min(1.0)
-    return stat
-
-
-def _largest_growth(sizes: torch.Tensor, reached: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Claim 5's statistic: the largest rise of mean |R_k| from one exit to the next, over the images
-    that reached each exit (exits no image reached are left out)."""
-    sizes, reached = sizes.double(), reached.double()
-
-    def stat(w: torch.Tensor) -> torch.Tensor:
-        mean = (w @ (sizes * reached).T) / (w @ reached.T)   # [D, exits]; nan where none reached
-        rise = mean[:, 1:] - mean[:, :-1]
-        return torch.where(rise.isnan(), -torch.inf, rise).amax(1)
-    return stat
-
-
-def setup_claims(ev: SetupEvaluation, setting: str, draws: int = DRAWS, seed: int = 0,
-                 seed_evals: Sequence[SetupEvaluation] | None = None) -> list:
-    """Claims 1-6 of the paper (its abstract, introduction and Figs. 4 and 5; the paper gives no
-    retrievable numbers) for one set-up. Rules on one network (BC with and without exits, two betas)
-    get a paired bootstrap over the test images of ``ev`` (the first seed's networks). BC against CR
-    compares separately trained networks: with ``seed_evals`` (one evaluation per training seed, >= 2)
-    its interval is the t interval over seeds of the per-seed statistic (seed s of BC against seed s of
-    CR); with one seed it falls back to a bootstrap over test images, which covers the test sample only."""
-    from .claims import claim, paper_number
-    from ..stats import bootstrap_mean, bootstrap_weighted, paired_bootstrap
-    bc, out, macs = ev.authors["BC"].test, ev.tests["BC"], ev.macs["BC"]
-    n, k_final = len(out), ev.num_exits - 1
-    none = paper_number(PAPER, quantity="paper_accuracy_and_mac_values")
-    common = {"setting": setting, "paper_source": none.source}
-    one_seed = "one seed: no interval across trainings"
-    boot = f"bootstrap over the {n} test images ({draws} resamples) on one training seed's networks"
-    (ok, cost), final_ok = _columns([bc], out.labels, macs), (out.logits[-1].argmax(1) == out.labels).double()
-    claims = [claim("Class exclusion cuts the MACs of the full network", "BC mean MACs at the authors' tolerance",
-                    100 * bc.mean_fraction, claimed="less", than=100.0,
-                    interval=[100 * v for v in bootstrap_mean(cost[0], draws, seed)[1:]],
-                    unit="% of plain-backbone MACs", evidence=boot, **common)]
-    tol = ev.authors["BC"].search.tolerance
-    try:
-        authors_tol = paper_number(PAPER, method="BC", quantity="search_tolerance", **paper_setup_keys(ev.setup))
-        paper, source = authors_tol.value, authors_tol.source
-    except ValueError:
-        paper, source = None, none.source
-    drop = [100 * v for v in paired_bootstrap(final_ok, ok[0], draws, seed)]
-    claims.append(claim("Class exclusion keeps test accuracy within the search tolerance", "test accuracy drop of BC against the "
-                        f"same network with exits disabled (allowed: the {100 * tol:g} % validation tolerance plus "
-                        f"{100 * EXTRA_DROP:g} points for validation-to-test transfer)", drop[0], claimed="less",
-                        than=100 * (tol + EXTRA_DROP), interval=drop[1:], unit="points",
-                        evidence=f"paired {boot}", setting=setting, paper=paper, paper_source=source))
-    wins = sum(r["cheaper"] == "BC" for r in ev.matched_rows() if r["method"] == "BC")
-    statement, comparison = "BC needs fewer MACs than CR at matched accuracy", ("mean over the common tolerance "
-                            "grid of BC's MACs minus those of the cheapest CR point reaching BC's test accuracy")
-    rivals = f"final-exit test accuracy {rivals_text(seed_evals or [ev])}"
-    if seed_evals is not None and len(seed_evals) >= 2:
-        from ..stats import seed_interval
-        per_seed = [seed_gap(e) for e in seed_evals]
-        gap = seed_interval(per_seed)
-        evidence = (f"t interval over {len(per_seed)} training seeds of the per-seed value (seed s of BC against "
-                    f"seed s of CR): {', '.join(f'{v:.3g}' for v in per_seed)}; {rivals}")
-    else:
-        gap = bootstrap_weighted(matched_cost_gap(ev), n, draws, seed)
-        evidence = (f"paired bootstrap over the {n} test images ({draws} resamples; accuracies, matching and costs "
-                    f"recomputed in each); {one_seed}; BC cheaper at {wins} of {len(ev.tolerances)} tolerances; {rivals}")
-    claims.append(claim(statement, comparison, gap[0], claimed="less", interval=gap[1:],
-                        unit="points of plain-backbone MACs", evidence=evidence, **common))
-    early = (bc.exit_index < k_final).double()
-    used = sum(s >= 0.05 for s in bc.exit_shares[:-1])
-    claims.append(claim("Many images leave at intermediate exits (Fig. 4)", "share of test images leaving BC before the "
-                        "final layer at the authors' tolerance", 100 * early.mean().item(), than=100 * MANY_EARLY,
-                        interval=[100 * v for v in bootstrap_mean(early, draws, seed)[1:]], unit="% of test images",
-                        evidence=f"{boot}; {used} of {k_final} early exits take >= 5 %", **common))
-    if out.logits.shape[2] == 10:
-        uneven = bootstrap_weighted(_uneven_shares(bc.prediction, bc.exit_index < k_final, 10), n, draws, seed)
-        claims.append(claim("The early-exit share is uneven across classes (Fig. 5)", "largest / smallest number of "
-                            "early-exited test images per predicted class (uniform: 1)", uneven[0], than=UNEVEN,
-                            interval=uneven[1:], unit="ratio", evidence=boot, **common))
-    trace = exclusion_trace(out, ev.authors["BC"].policy).sum(2).double()
-    reached = torch.stack([(bc.exit_index >= k).double() for k in range(k_final)])
-    measured = k_final > 1 and reached[1].sum() > 0
-    growth = bootstrap_weighted(_largest_growth(trace, reached), n, draws, seed) if measured else (None, None, None)
-    claims.append(claim("Exclusion grows with depth: fewer classes remain at deeper exits", "largest rise of the mean "
-                        "number of remaining classes from one exit to the next (each over the images that reached it)",
-                        growth[0], claimed="less", interval=growth[1:] if measured else None, unit="classes",
-                        evidence=boot if measured else "fewer than two exits reached", **common))
-    zero, high = ev.limit(0.0), ev.limit(0.99)
-    claims.append(claim("Limits: beta = 0 reproduces the final classifier", "test images whose prediction differs "
-                        "from the final classifier's", int((zero.prediction != out.logits[-1].argmax(1)).sum()),
-                        claimed="less", than=1.0, unit="images", evidence="deterministic property of the rule, "
-                        f"checked on every test image: no interval; it costs {100 * zero.mean_fraction:.1f} % MACs",
-                        deterministic=True, **common))
-    loss = [100 * v for v in paired_bootstrap(_columns([high], out.labels, macs)[0][0], final_ok, draws, seed)]
-    claims.append(claim("Limits: a large beta sends almost every image out at exit 1 and accuracy drops",
-                        "test accuracy at beta = 0.99 minus the final classifier's", loss[0], claimed="less",
-                        interval=loss[1:], unit="points", evidence=f"paired {boot}; "
-                        f"{100 * high.exit_shares[0]:.1f} % leave at exit 1", **common))
-    return claims
-
-
-# ---------------------------------------------------------------- notebook 01: comparisons, protocol, conclusions
-def paper_comparisons(ev: SetupEvaluation, note: str) -> list[dict]:
-    """Rows beside the paper for SUMMARY.md: the paper's accuracy and MAC values were not retrieved, so
-    only the thresholds of the authors' test configs have a paper column."""
-    from .report import comparison
-    row, missing = ev.table_i_row(), note + "; paper value not retrieved"
-    rows = [comparison("BC test accuracy (authors' tolerance)", row["BC acc"], None, "fraction", missing),
-            comparison("BC remaining MACs", row["BC remaining MACs %"], None, "% of plain", missing),
-            comparison("CR remaining MACs", row["CR remaining MACs %"], None, "% of plain", missing),
-            comparison("plain backbone test accuracy", row["plain acc"], None, "fraction", note)]
-    authors = authors_thresholds(ev.setup)
-    for method, key, column in (("BC", "beta", "beta"), ("CR", "tau", "tau")) if authors else ():
-        rows.append(comparison(f"{method} {key}s ({ev.name})", str([round(b, 2) for b in row[column]]), str(authors[key]),
-                               "", note + "; authors' value from their code's test config"))
-    return rows
-
-
+# ---------------------------------------------------------------- notebook 01: protocol
 def protocol(tolerances: Sequence[float], search_order: str | Sequence[int], restrict_final: bool,
              chosen: dict[str, dict[str, float]], lrs: Sequence[float], seeds: Sequence[int],
              clip_on_failure: bool, cr_loss: str, reference: bool) -> dict:
     """How every compared configuration of notebook 01 was chosen, for the metrics file."""
     order = search_order if isinstance(search_order, str) else list(search_order)
+    fixed = len(lrs) == 1
     return {"search_order": order,
             "search_order_meaning": {"authors": "descending authors' layer-cost key, stable (VGG: every exit but "
                                                 "the first ties, so 2, 3, ..., 1)",
                                      "true_macs": "descending true MACs of the stage before each exit",
                                      "forward": "exit 1 first"}.get(order, "explicit list of exits"),
             "lr": chosen, "lr_grid": list(lrs),
-            "lr_selected_on": f"validation final-exit accuracy at the first training seed ({seeds[0]}); same grid "
-                              "and rule for plain, BC and CR; the other seeds trained at the chosen rate",
+            "lr_selected_on": (f"fixed, not selected: the grid has one rate ({lrs[0]:g}), the same for plain, BC and CR"
+                               if fixed else
+                               f"validation final-exit accuracy at the first training seed ({seeds[0]}); same grid "
+                               "and rule for plain, BC and CR; the other seeds trained at the chosen rate"),
             "seeds": list(seeds), "cr_network": ("the shared reference multi-exit network (weighted CE, final exit "
                                                  "half the loss)" if reference and cr_loss == "half_final" else
                                                  f"trained with the {cr_loss} CR loss"),
             "thresholds": "greedy per-exit search on the validation split (BC: beta from 0.01 upwards; CR: tau "
                           "from 0.99 downwards; step 0.01), accepting a value while validation accuracy stays "
-                          "strictly above the network with exits disabled minus the tolerance; evaluated once on test",
+                          "strictly above the network with exits disabled minus the tolerance; an exit whose first "
+                          + ("value fails takes it anyway (the authors' clip: beta 0.01, tau 0.99)" if clip_on_failure
+                             else "value fails stays disabled (beta 0, tau 1)") + "; evaluated once on test",
             "clip_on_failure": clip_on_failure,
             "tolerances": {"authors": "per set-up (bc_tolerance, cr_tolerance)", "common grid": list(tolerances)},
             "restrict_final": restrict_final,
-            "matched accuracy": "on test accuracies of the points searched on validation",
-            "intervals": f"BC against CR (separate networks): t interval over the {len(seeds)} training seeds of the "
-                         f"per-seed difference; rules on one network: bootstrap over test images ({DRAWS} resamples, "
-                         "seed 0) on the first seed's networks"}
-
-
-def claims_with_rivals(claims: Sequence, rivals: dict[str, str]):
-    """``claims_table`` with a column giving, beside each comparison, the rivals' final-exit test
-    accuracies of its set-up (``rivals``: {set-up name: text}; a claim's setting starts with its name)."""
-    from .claims import claims_table
-    table = claims_table(list(claims))
-    table.insert(3, "rivals' final-exit test accuracy",
-                 [next((t for name, t in rivals.items() if c.setting.startswith(name)), "") for c in claims])
-    return table
-
-
-def conclusions(evals: dict[str, SetupEvaluation], claims: Sequence,
-                seed_evals: dict[str, Sequence[SetupEvaluation]] | None = None) -> str:
-    """Markdown: what this run shows, per set-up, with its numbers read from the evaluation (the first
-    seed's networks, and the final-exit accuracies over all seeds where given)."""
-    lines = []
-    for name, ev in evals.items():
-        if seed_evals and name in seed_evals:
-            lines.append(f"- **{name}**, final-exit test accuracy over seeds: {rivals_text(seed_evals[name])}.")
-        t = ev.table_i_row()
-        verdicts = [c for c in claims if c.setting.startswith(name)]
-        held = sum(c.verdict == "supported" for c in verdicts)
-        lines.append(f"- **{name}**: {held} of {len(verdicts)} claim rows supported. At the authors' tolerances BC "
-                     f"reaches {100 * t['BC acc']:.2f} % ({100 * t['BC final-exit acc']:.2f} % with exits disabled) at "
-                     f"{t['BC remaining MACs %']:.1f} % of the plain backbone's MACs; CR reaches {100 * t['CR acc']:.2f} % "
-                     f"at {t['CR remaining MACs %']:.1f} %.")
-        gap = t["CR final-exit acc"] - t["BC final-exit acc"]
-        if abs(gap) >= 0.005:
-            lines.append(f"  On the first seed BC's final classifier ends {100 * abs(gap):.1f} points "
-                         f"{'below' if gap > 0 else 'above'} CR's (with exits disabled): a training gap that weighs "
-                         "on the matched-accuracy comparison beside the exit rule.")
-        for c in verdicts:
-            if c.verdict != "supported":
-                value = "not measured" if c.ours is None else f"{c.ours:.3g} {c.unit}"
-                lines.append(f"  *{c.statement}*: {c.verdict} ({c.comparison}: {value}).")
-    return "\n".join(lines)
+            "matched accuracy": "area between the BC and CR cost fronts (grid points and no early exit, each "
+                                "method's cheapest point reaching an accuracy) over the test accuracies both span",
+            "intervals": f"every claim: mean over the {len(seeds)} training seeds (seed s of BC with seed s of CR) and "
+                         "the t interval over the per-seed values; with one seed, a bootstrap over its test images "
+                         f"({DRAWS} resamples)"}

@@ -1,17 +1,21 @@
-"""Notebook 01's figures and exit-count tables (class exclusion, Wang, Li, Zhang, AICAS 2024): test
-accuracy against remaining MACs, the Fig. 4 analogue (share of test images leaving at each exit), the Fig. 5
-analogue (per-class shares of the early-exited images) and the mean number of remaining classes per exit,
-drawn from the ``SetupEvaluation`` objects of ``studies.class_exclusion`` (matplotlib is loaded only when a
-figure is drawn)."""
+"""Notebook 01's figures and tables (class exclusion, Wang, Li, Zhang, AICAS 2024): test accuracy against
+remaining MACs for every training seed, the Fig. 4 analogue (share of test images leaving at each exit), the
+Fig. 5 analogue (per-class shares of the early-exited images, with each class's early-exit rate beside it)
+and the mean number of remaining classes per exit over the images that go on, drawn from the
+``SetupEvaluation`` objects of ``studies.class_exclusion`` (matplotlib is loaded only when a figure is
+drawn). Where several seeds exist, bars and curves show the mean over seeds with the 95 % t interval."""
 from __future__ import annotations
 
 from typing import Sequence
 
+import torch
+
 from ..methods.class_exclusion import OperatingPoint
+from ..stats import seed_interval
 from .class_exclusion import METHODS, SetupEvaluation
 
 __all__ = ["Points", "plot_accuracy_vs_macs", "operating_points", "plot_exit_points", "exit_count_rows",
-           "plot_class_shares", "plot_remaining_classes"]
+           "plot_class_shares", "class_rate_rows", "plot_remaining_classes"]
 
 
 def _grid(panels: int, rows: int, width: float, height: float):
@@ -19,20 +23,35 @@ def _grid(panels: int, rows: int, width: float, height: float):
     return plt.subplots(rows, panels, figsize=(width * panels, height), squeeze=False)
 
 
-def plot_accuracy_vs_macs(evals: dict[str, SetupEvaluation]):
-    """Test accuracy against remaining MACs on the common tolerance grid, one panel per set-up; stars:
-    each network with early exits disabled; dotted: the plain backbone."""
-    from .plots import accuracy_vs_cost
-    fig, axes = _grid(len(evals), 1, 6.2, 4.4)
-    for ax, ev in zip(axes[0], evals.values()):
-        grid = ", ".join(f"{100 * t:g}" for t in ev.tolerances)
-        accuracy_vs_cost(ax, {f"{m} (tolerance {grid} %)": ([100 * p.test.mean_fraction for p in ev.curves[m]],
-                                                            [p.test.accuracy for p in ev.curves[m]]) for m in METHODS},
-                         reference={f"{m}, no early exit": (100 * ev.no_exit(m)[0], ev.no_exit(m)[1]) for m in METHODS},
-                         xlabel="remaining MACs (% of the plain backbone)")
-        ax.axhline(100 * ev.tests["plain"].exit_accuracies()[-1], color="gray", ls=":", lw=1, label="plain backbone")
-        ax.legend(frameon=True, fontsize=8)
-        ax.set_title(f"{ev.name} (test)")
+def _mean_and_half(per_seed: Sequence[Sequence[float]]) -> tuple[list[float], list[float] | None]:
+    """Mean over seeds of each position and the half-width of its 95 % t interval (None for one seed)."""
+    columns = list(zip(*per_seed))
+    means = [sum(c) / len(c) for c in columns]
+    if len(per_seed) < 2:
+        return means, None
+    return means, [(hi - lo) / 2 for c in columns for _, lo, hi in [seed_interval(c)]]
+
+
+def plot_accuracy_vs_macs(seed_evals: dict[str, Sequence[SetupEvaluation]], seeds: Sequence[int]):
+    """Test accuracy against remaining MACs on the common tolerance grid, one panel per set-up and one
+    line per method and training seed; stars: each network with early exits disabled; dotted: the plain
+    backbone (mean over seeds)."""
+    fig, axes = _grid(len(seed_evals), 1, 6.2, 6.0)
+    markers = "osD^vP"
+    for ax, (name, evs) in zip(axes[0], seed_evals.items()):
+        grid = ", ".join(f"{100 * t:g}" for t in evs[0].tolerances)
+        for color, m in zip(("C0", "C1"), METHODS):
+            for i, (seed, ev) in enumerate(zip(seeds, evs)):
+                cost, acc = zip(*[(100 * p.test.mean_fraction, 100 * p.test.accuracy) for p in ev.curves[m]])
+                ax.plot(cost, acc, color=color, marker=markers[i % len(markers)], ms=4, alpha=0.85,
+                        label=f"{m} seed {seed} (tolerance {grid} %)")
+                ax.scatter([100 * ev.no_exit(m)[0]], [100 * ev.no_exit(m)[1]], marker="*", s=120, color=color,
+                           zorder=5, label=f"{m} no early exit" if i == 0 else None)
+        plain = sum(ev.tests["plain"].exit_accuracies()[-1] for ev in evs) / len(evs)
+        ax.axhline(100 * plain, color="gray", ls=":", lw=1, label="plain backbone (mean over seeds)")
+        ax.set(xlabel="remaining MACs (% of the plain backbone)", ylabel="test accuracy (%)", title=f"{name} (test)")
+        ax.legend(frameon=True, fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.14))
+    fig.tight_layout()
     return fig
 
 
@@ -67,38 +86,66 @@ def exit_count_rows(points: Points) -> list[dict]:
             for label, pts in points.items() for n, by_m in pts.items() for m, p in by_m.items()]
 
 
-def plot_class_shares(evals: dict[str, SetupEvaluation], classes: dict[str, Sequence[str]]):
+def plot_class_shares(seed_evals: dict[str, Sequence[SetupEvaluation]], classes: dict[str, Sequence[str]]):
     """Fig. 5 for the 10-class set-ups: share of each class among the early-exited test images, keyed on
-    the predicted class (as the authors count) and on the true class. Returns the figure and the
-    shares {(set-up, method, "predicted" | "true"): tensor}."""
-    ten = [ev for ev in evals.values() if ev.tests["BC"].logits.shape[2] == 10]
+    the predicted class (as the authors count) and on the true class, mean over seeds with the 95 % t
+    interval. Returns the figure and the mean shares {(set-up, method, "predicted" | "true"): list}."""
+    ten = {n: evs for n, evs in seed_evals.items() if evs[0].tests["BC"].logits.shape[2] == 10}
     fig, axes = _grid(2, max(len(ten), 1), 6.5, 3.8 * max(len(ten), 1))
     shares, width = {}, 0.4
-    for r, ev in enumerate(ten):
-        by_m = {m: ev.class_shares(m) for m in METHODS}
+    for r, (name, evs) in enumerate(ten.items()):
         for ax, key in zip(axes[r], ("predicted", "true")):
             for j, m in enumerate(METHODS):
-                shares[(ev.name, m, key)] = by_m[m][key]
-                ax.bar([i + (j - 0.5) * width for i in range(10)], by_m[m][key].tolist(), width=width, label=m)
+                mean, half = _mean_and_half([ev.class_shares(m)[key].tolist() for ev in evs])
+                shares[(name, m, key)] = mean
+                ax.bar([i + (j - 0.5) * width for i in range(10)], mean, width=width, yerr=half, capsize=2,
+                       label=f"{m} ({len(evs)} seed{'s' if len(evs) > 1 else ''})")
             ax.axhline(10, color="gray", ls=":", lw=1)
-            ax.set_xticks(range(10), classes[ev.name], rotation=40, ha="right")
-            ax.set(ylabel="% of early-exited images", title=f"{ev.name}: by {key} class")
+            ax.set_xticks(range(10), classes[name], rotation=40, ha="right")
+            ax.set(ylabel="% of early-exited images", title=f"{name}: by {key} class")
             ax.legend(frameon=True)
     fig.tight_layout()
     return fig, shares
 
 
-def plot_remaining_classes(evals: dict[str, SetupEvaluation]):
-    """Mean |R_k| per exit at each tolerance of the grid and at the authors' tolerance. Returns the
-    figure and {set-up: {label: [mean |R_k| per exit]}}."""
-    fig, axes = _grid(len(evals), 1, 6, 4)
+def class_rate_rows(evs: Sequence[SetupEvaluation], classes: Sequence[str]) -> list[dict]:
+    """Per class, at the authors' tolerance and as means over seeds: Fig. 5's share of the early-exited
+    images (by predicted class) beside the share of the class's own images that leave early (by true
+    class and by predicted class), which does not follow how often the class is predicted."""
+    rows = []
+    for c, label in enumerate(classes):
+        row = {"class": label}
+        for m in METHODS:
+            shares = [ev.class_shares(m)["predicted"][c].item() for ev in evs]
+            rates = {k: [ev.class_rates(m)[k][c].item() for ev in evs] for k in ("true", "predicted")}
+            row[f"{m}: % of early exits (Fig. 5)"] = sum(shares) / len(evs)
+            row[f"{m}: % of its true-class images leaving early"] = sum(rates["true"]) / len(evs)
+            row[f"{m}: sd over seeds"] = torch.tensor(rates["true"]).std().item() if len(evs) > 1 else float("nan")
+            row[f"{m}: % of images predicted as it leaving early"] = sum(rates["predicted"]) / len(evs)
+        rows.append(row)
+    return rows
+
+
+def plot_remaining_classes(seed_evals: dict[str, Sequence[SetupEvaluation]]):
+    """Mean |R_k| per exit over the images that go on past exit k, at each tolerance of the grid and at
+    the authors' tolerance: mean over seeds with the 95 % t interval. Returns the figure and
+    {set-up: {label: [mean over seeds per exit]}}."""
+    fig, axes = _grid(len(seed_evals), 1, 6, 5)
     remaining = {}
-    for ax, (name, ev) in zip(axes[0], evals.items()):
-        remaining[name] = {**{f"tolerance {100 * t:g} %": ev.remaining_classes(p) for t, p in zip(ev.tolerances, ev.curves["BC"])},
-                           "authors' tolerance": ev.remaining_classes(ev.authors["BC"])}
-        for label, values in remaining[name].items():
+    for ax, (name, evs) in zip(axes[0], seed_evals.items()):
+        labels = [f"tolerance {100 * t:g} %" for t in evs[0].tolerances] + ["authors' tolerance"]
+        points = [ev.curves["BC"] + [ev.authors["BC"]] for ev in evs]   # per seed, in the order of ``labels``
+        per_seed = {label: [ev.remaining_classes(pts[i]) for ev, pts in zip(evs, points)]
+                    for i, label in enumerate(labels)}
+        remaining[name] = {}
+        for label, values in per_seed.items():
+            remaining[name][label], half = _mean_and_half(values)
             style = {"ls": "--", "color": "k", "marker": "s"} if label == "authors' tolerance" else {"marker": "o"}
-            ax.plot(range(1, len(values) + 1), values, label=label, **style)
-        ax.set(xlabel="exit point", ylabel="mean remaining classes |R_k|", title=f"{name}: BC (test)")
-        ax.legend(frameon=True, fontsize=8)
+            ax.errorbar(range(1, len(values[0]) + 1), remaining[name][label], yerr=half, capsize=2, label=label,
+                        **style)
+        ax.set_xticks(range(1, evs[0].num_exits))
+        ax.set(xlabel="exit point", ylabel="mean remaining classes |R_k| (images going on)",
+               title=f"{name}: BC (test, {len(evs)} seed{'s' if len(evs) > 1 else ''})")
+        ax.legend(frameon=True, fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.14))
+    fig.tight_layout()
     return fig, remaining

@@ -1,8 +1,10 @@
 """Notebook 03's tables and figures for differentiable branching against BranchyNet, read from the runs
-grouped by ``studies.differentiable_branching``: training time and branch costs, the paper's Table 2 from
-cached test outputs (``table2``) and with measured batch-1 latency (``latency_table``), the gates (Fig. 4
-analogue, accuracy against MACs, the mean gate per epoch and whether it collapses), the numbers beside
-the paper's (``paper_comparisons``) and the free-form part of the metrics file (``metrics``).
+grouped by ``studies.differentiable_branching``: training time and branch costs, the initial mixture
+weights per gate bias (``initial_mixtures``), the paper's Table 2 from cached test outputs (``table2``) and
+with measured batch-1 latency (``latency_table``), the gates (Fig. 4 analogue, accuracy against MACs, the
+mean gate and mixture weight per epoch, ``gate_history``, and the collapse watch over them,
+``collapse_table``, with every gated network's exits, ``model_table``), the numbers beside the paper's
+(``paper_comparisons``) and the free-form part of the metrics file (``metrics``).
 """
 from __future__ import annotations
 
@@ -14,17 +16,19 @@ import pandas as pd
 import torch
 
 from .. import rehearsal
-from ..evaluate import shared_threshold_sweep
-from ..methods.differentiable_branching import (ensemble_accuracy, expected_cost, hard_gate_rule,
-                                                normalised_exit_costs)
+from ..evaluate import evaluate_policy, shared_threshold_sweep
+from ..methods.differentiable_branching import (Collapse, ensemble_accuracy, exit_probabilities, expected_cost,
+                                                hard_gate_rule, mixture_weights, normalised_exit_costs, watch_collapse)
 from ..outputs import CachedOutputs
-from .differentiable_branching import (GATE_GRID, PAPER_BACKBONES, BackboneRuns, LambdaChoice, RunLike, Table1,
-                                       exit_list, paper_value)
+from ..train import build_model, set_seed
+from .differentiable_branching import (GATE_GRID, PAPER_BACKBONES, BackboneRuns, LambdaChoice, Table1, exit_list,
+                                       paper_value)
 from .report import comparison
 
-__all__ = ["training_minutes", "branch_cost_table", "table2", "LatencyTable", "latency_table", "gate_values",
-           "polarised_share", "plot_gate_distributions", "plot_accuracy_vs_macs", "gate_history",
-           "plot_gate_history", "gate_collapse", "paper_comparisons", "metrics"]
+__all__ = ["training_minutes", "branch_cost_table", "initial_mixtures", "table2", "LatencyTable", "latency_table",
+           "gate_values", "polarised_share", "polarised_by_seed", "plot_gate_distributions", "plot_accuracy_vs_macs",
+           "gate_history", "plot_gate_history", "early_epochs", "watch", "collapse_table", "model_table",
+           "paper_comparisons", "metrics"]
 
 
 # ---------------------------------------------------------------- run time and branch costs
@@ -47,6 +51,23 @@ def branch_cost_table(groups: Iterable[BackboneRuns], cost_reference: str) -> pd
     return pd.DataFrame(rows)
 
 
+def initial_mixtures(group: BackboneRuns, images: int = 500) -> pd.DataFrame:
+    """The mixture weight pi_b every exit starts with, per gate bias: a fresh network as its training
+    builds it (same seed), averaged over the first ``images`` validation images. With a set bias every
+    image starts alike; PyTorch's default starts each gate near 0.5, so the final exit starts with about
+    2^-(K-1) of the mixture."""
+    rows = []
+    for label, run in group.gate_options.items():
+        x, _ = next(iter(run.loader("val", batch_size=images)))
+        set_seed(run.spec.train.seed)
+        net = build_model(run.spec.model, run.net.num_classes, x.shape[1], x.shape[2]).eval()
+        with torch.no_grad():
+            gates = [torch.sigmoid(g.float()) for g in net(x.contiguous()).gates[:-1]]
+        pi = exit_probabilities(gates).double().mean(0)
+        rows.append({"gate bias": label, **{f"exit {k + 1}": v for k, v in enumerate(pi.tolist())}})
+    return pd.DataFrame(rows)
+
+
 # ---------------------------------------------------------------- the paper's Table 2 and batch-1 latency
 def table2(group: BackboneRuns, t1: Table1, choice: LambdaChoice, mixing: str, cost_reference: str) -> pd.DataFrame:
     """The paper's Table 2 without timing, from cached test outputs: hard-gate accuracy beside the ensemble,
@@ -55,7 +76,9 @@ def table2(group: BackboneRuns, t1: Table1, choice: LambdaChoice, mixing: str, c
     rows = []
     models = [(f"lambda={group.headline_lambda:g} (fixed), seed {s}", "proposed", s, t1.hard[(group.dataset, group.backbone, s)])
               for s in group.seeds]
-    models.append((f"lambda={choice.chosen:g} (val), warm start", "grid", choice.chosen, choice.hard[choice.chosen]))
+    if choice is not None:
+        models.append((f"lambda={choice.chosen:g} (val), seed {group.seeds[0]}", "grid", choice.chosen,
+                       choice.hard[choice.chosen]))
     for label, kind, key, r in models:
         test, run = group.outputs(kind, key, "test"), group.run(kind, key)
         soft = expected_cost([torch.sigmoid(z) for z in test.gates[:-1]],
@@ -95,7 +118,7 @@ def latency_table(group: BackboneRuns, choice: LambdaChoice, gate_threshold: flo
     timed, rows = {}, []
     try:
         for label, kind, key in ((f"lambda={group.headline_lambda:g} (fixed), seed {seed}", "proposed", seed),
-                                 (f"lambda={choice.chosen:g} (val), warm start", "grid", choice.chosen)):
+                                 (f"lambda={choice.chosen:g} (val), seed {seed}", "grid", choice.chosen)):
             run = group.run(kind, key)
             r = timed[label] = speed_rows(inference_form(run.net), x, hard_gate_rule(run.net.num_exits, gate_threshold),
                                           run.macs, 1, rehearsal.cap(repeats, 1), {"model": label})
@@ -144,7 +167,7 @@ def plot_gate_distributions(group: BackboneRuns, choice: LambdaChoice):
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), squeeze=False)
     models = ((f"seed {group.seeds[0]}, lambda={group.headline_lambda:g} (fixed)", "proposed", group.seeds[0]),
-              (f"warm start, lambda={choice.chosen:g} (val)", "grid", choice.chosen))
+              (f"seed {group.seeds[0]}, lambda={choice.chosen:g} (val)", "grid", choice.chosen))
     for ax, (title, kind, key) in zip(axes[0], models):
         gates = gate_values(group.outputs(kind, key, "test"))
         for b in sorted({0, (len(gates) - 1) // 2, len(gates) - 1}):
@@ -152,8 +175,13 @@ def plot_gate_distributions(group: BackboneRuns, choice: LambdaChoice):
         ax.set_yscale("log")
         ax.set(title=f"{group.backbone}, {title}", xlabel="gate g_b(x) on test", ylabel="images")
         ax.legend()
-    polarised = {s: polarised_share(gate_values(group.outputs("proposed", s, "test"))).mean().item() for s in group.seeds}
-    return fig, polarised
+    return fig, polarised_by_seed(group)
+
+
+def polarised_by_seed(group: BackboneRuns) -> dict[int, float]:
+    """Per seed, the share of test gate values (all branches) of the network at the fixed lambda below 0.1
+    or above 0.9."""
+    return {s: polarised_share(gate_values(group.outputs("proposed", s, "test"))).mean().item() for s in group.seeds}
 
 
 def plot_accuracy_vs_macs(group: BackboneRuns, t1: Table1, choice: LambdaChoice, mixing: str,
@@ -191,50 +219,84 @@ def plot_accuracy_vs_macs(group: BackboneRuns, t1: Table1, choice: LambdaChoice,
     return fig, sweeps
 
 
-def gate_history(models: dict[str, RunLike]) -> pd.DataFrame:
-    """Mean validation gate of every branch after every epoch (from the per-epoch checkpoints), one row
-    per model, epoch and branch: shows whether the gates collapse during training."""
+def gate_history(groups: Iterable[BackboneRuns]) -> pd.DataFrame:
+    """Mean validation gate of every branch and mean mixture weight pi_b of every exit after every epoch (from
+    the per-epoch checkpoints), one row per gated network, epoch and exit (the final exit's gate is 1 by
+    definition, left empty): shows whether and when the gates collapse."""
     rows = []
-    for label, run in models.items():
-        for epoch in range(1, run.epochs_trained + 1):
-            snap = run.at_epoch(epoch)
-            mean = gate_values(snap.outputs("val")).mean(1)
-            rows += [{"model": label, "lambda": run.spec.loss.options["lam"], "epoch": snap.epoch, "branch": b + 1,
-                      "mean gate": v} for b, v in enumerate(mean.tolist())]
+    for g in groups:
+        for label, (kind, key) in g.gated().items():
+            run = g.run(kind, key)
+            for epoch in range(1, run.epochs_trained + 1):
+                val = run.at_epoch(epoch).outputs("val")
+                gates, pi = gate_values(val).mean(1).tolist() + [float("nan")], mixture_weights(val).tolist()
+                rows += [{"model": label, "recipe": g.recipe, "lambda": run.spec.loss.options["lam"], "epoch": epoch,
+                          "exit": k + 1, "mean gate": gates[k], "mixture weight": pi[k]} for k in range(len(pi))]
     return pd.DataFrame(rows)
 
 
 def plot_gate_history(history: pd.DataFrame, columns: int = 4):
-    """Mean validation gate per branch against the epoch, one panel per model."""
+    """Mean validation gate per branch against the epoch, one panel per gated network."""
     import matplotlib.pyplot as plt
     labels = list(dict.fromkeys(history["model"]))
     nrows = -(-len(labels) // columns)
     fig, axes = plt.subplots(nrows, columns, figsize=(3.2 * columns, 2.6 * nrows), squeeze=False, sharey=True)
     for ax, label in zip(axes.flat, labels):
-        wide = history[history.model == label].pivot(index="epoch", columns="branch", values="mean gate")
+        part = history[(history.model == label) & history["mean gate"].notna()]
+        wide = part.pivot(index="epoch", columns="exit", values="mean gate")
         for branch in wide.columns:
             ax.plot(wide.index, wide[branch], marker="o", ms=3, label=f"branch {branch}",
                     color=plt.cm.viridis((branch - 1) / max(1, len(wide.columns) - 1)))
-        ax.set(title=label, ylim=(0, 1), xticks=list(wide.index), xlabel="epoch")
+        ax.set(title=label, ylim=(0, 1), xlabel="epoch")
     for ax in axes.flat[len(labels):]:
         ax.axis("off")
-    axes[0, 0].set_ylabel("mean gate (val)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("mean gate (val)")
     axes[0, -1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1, 0.5))
     fig.tight_layout()
     return fig
 
 
-def gate_collapse(history: pd.DataFrame, shut: float = 0.05, open_: float = 0.95) -> pd.DataFrame:
-    """After the last epoch, per model: the mean validation gate of the first and last
-    branch, the largest, and the state: 'all shut' (every mean gate below ``shut``: the branches are never
-    used), 'first gate open' (above ``open_``: everything leaves at the weakest branch) or 'no collapse'."""
-    final = history[history.epoch == history.groupby("model").epoch.transform("max")]
+def early_epochs(epochs: int) -> int:
+    """'Early in training' for the collapse watch: the first third of the epochs, at least one."""
+    return max(1, -(-epochs // 3))
+
+
+def watch(history: pd.DataFrame, groups: Iterable[BackboneRuns], gate_threshold: float) -> dict[str, Collapse]:
+    """The collapse watch (``methods.differentiable_branching.watch_collapse``) of every gated network: its
+    gate and mixture history and the share of validation inputs each exit takes with hard gates."""
+    out = {}
+    for g in groups:
+        for label, (kind, key) in g.gated().items():
+            val, run = g.outputs(kind, key, "val"), g.run(kind, key)
+            shares = evaluate_policy(val, hard_gate_rule(val.num_exits, gate_threshold), run.macs).exit_shares
+            part = history[history.model == label]
+            gates = part.pivot(index="epoch", columns="exit", values="mean gate").iloc[:, :-1]
+            mixture = part.pivot(index="epoch", columns="exit", values="mixture weight")
+            out[label] = watch_collapse(torch.tensor(gates.values), torch.tensor(mixture.values), shares,
+                                        early_epochs(run.spec.train.epochs))
+    return out
+
+
+def collapse_table(found: dict[str, Collapse]) -> pd.DataFrame:
+    """One row per gated network: collapsed or not, and what the watch saw."""
+    return pd.DataFrame([{"model": label, "collapsed": c.collapsed,
+                          "open gates (branch: epoch)": ", ".join(f"{b}: {e}" for b, e in c.open_gates.items()),
+                          "exit taking >= 95%": c.dominant or "", "starved exits": ", ".join(map(str, c.starved)),
+                          "watch": c.describe()} for label, c in found.items()])
+
+
+def model_table(groups: Iterable[BackboneRuns], mixing: str, gate_threshold: float) -> pd.DataFrame:
+    """Every gated network on test: its final exit's and ensemble's accuracy, hard-exit accuracy and cost,
+    and the share of inputs per exit (hard gates, exits from 1)."""
     rows = []
-    for label, part in final.groupby("model", sort=False):
-        g = part.sort_values("branch")["mean gate"].tolist()
-        state = (f"all shut (< {shut:g})" if max(g) < shut else
-                 f"first gate open (> {open_:g})" if g[0] > open_ else "no collapse")
-        rows.append({"model": label, "first": g[0], "last": g[-1], "max": max(g), "state": state})
+    for g in groups:
+        for label, (kind, key) in g.gated().items():
+            test, run = g.outputs(kind, key, "test"), g.run(kind, key)
+            h = evaluate_policy(test, hard_gate_rule(test.num_exits, gate_threshold), run.macs)
+            rows.append({"model": label, "final exit acc": test.exit_accuracies()[-1],
+                         "ensemble acc": ensemble_accuracy(test, mixing), "hard-exit acc": h.accuracy,
+                         "MACs / plain": h.mean_fraction, "exits": exit_list(h.exit_shares)})
     return pd.DataFrame(rows)
 
 
@@ -259,8 +321,8 @@ def paper_comparisons(t1: Table1, t2: dict[str, pd.DataFrame], lat: dict[str, La
         pap = paper_value(table=2, backbone=s, quantity="test_accuracy")
         out.append(comparison(f"{d} {s} proposed hard-exit test accuracy", round(100 * choice.hard[choice.chosen].accuracy, 2),
                               None if pap is None else pap.value, "%", f"lambda={choice.chosen:g} chosen on validation"))
-        if bb in lat:
-            label = f"lambda={choice.chosen:g} (val), warm start"
+        label = next((k for k in lat[bb].timed if k.startswith(f"lambda={choice.chosen:g} (val)")), None) if bb in lat else None
+        if label is not None:
             pap = paper_value(table=2, backbone=s, quantity="speed_up")
             out.append(comparison(f"{d} {s} batch-1 speed-up t_plain/t - 1", round(lat[bb].speed_up(label), 1),
                                   None if pap is None else pap.value, "%",
@@ -268,20 +330,35 @@ def paper_comparisons(t1: Table1, t2: dict[str, pd.DataFrame], lat: dict[str, La
     return out
 
 
-def metrics(data: dict, runs: dict, parameters: dict, t1: Table1, choices: dict[tuple[str, str], LambdaChoice],
-            t2: dict[str, pd.DataFrame], lat: dict[str, LatencyTable], polarised: dict[str, dict[int, float]],
-            history: pd.DataFrame) -> dict:
-    """The metrics file's free-form part: every table (each seed's numbers), choice and curve of the notebook."""
+def _loss_weights(groups: Iterable[BackboneRuns]) -> dict[str, str]:
+    """BranchyNet's per-exit loss weights as its runs were trained (read from their specs), per recipe."""
+    return {g.recipe: ", ".join(sorted({str(r.spec.loss.options.get("weights")) for r in g.branchynet.values()}))
+            for g in groups}
+
+
+def metrics(data: dict, runs: dict, parameters: dict, groups: Iterable[BackboneRuns], t1: Table1,
+            choices: dict[tuple[str, str], LambdaChoice], t2: dict[str, pd.DataFrame], lat: dict[str, LatencyTable],
+            polarised: dict[str, dict[int, float]], history: pd.DataFrame, gates: dict, initial: dict[str, pd.DataFrame],
+            found: dict[str, Collapse], models: pd.DataFrame, t1_reference: Table1 | None = None) -> dict:
+    """The metrics file's free-form part: every table (each seed's numbers), choice and curve of the notebook;
+    BranchyNet's loss weights as trained."""
     return {
         "data": {d: ds.describe() for d, ds in data.items()}, "runs": {n: r.spec.key for n, r in runs.items()},
         "train_minutes": {n: r.train_seconds / 60 for n, r in runs.items()},
-        "assumptions": {k: parameters[k] for k in ("mixing", "cost_reference", "head_features", "head_pool",
-                                                   "gate_threshold", "branchynet_weights")},
+        "assumptions": {**{k: parameters[k] for k in ("mixing", "cost_reference", "head_features", "head_pool",
+                                                      "gate_threshold")},
+                        "branchynet_loss_weights": _loss_weights(groups)},
         "table1_per_seed": t1.per_seed.to_dict("records"), "table1": t1.summary.to_dict("records"),
+        "reference_recipe_table1_per_seed": None if t1_reference is None else t1_reference.per_seed.to_dict("records"),
+        "reference_recipe_table1": None if t1_reference is None else t1_reference.summary.to_dict("records"),
         "branchynet_choice": {f"{d}|{bb}|s{s}": c.point for (d, bb, s), c in t1.branchynet.items()},
+        "gate_bias": {f"{d}|{bb}": g.frame.to_dict("records") for (d, bb), g in gates.items()},
+        "initial_mixture": {bb: f.to_dict("records") for bb, f in initial.items()},
         "lambda_grid": {f"{d}|{bb}": c.frame.to_dict("records") for (d, bb), c in choices.items()},
         "table2": {bb: f.to_dict("records") for bb, f in t2.items()},
         "latency": {f"{bb}|{k}": v for bb, t in lat.items() for k, v in t.timed.items()},
         "gate_polarisation": {bb: {f"s{s}": v for s, v in p.items()} for bb, p in polarised.items()},
         "gate_history": history.to_dict("records"),
+        "collapse_watch": collapse_table(found).to_dict("records"),
+        "gated_networks": models.to_dict("records"),
     }
