@@ -7,8 +7,8 @@ import torch
 
 from earlyexit.studies.claims import VERDICTS
 from earlyexit.methods.eenet import (EENetConfig, EENetPolicy, UtilityScheduler, _assignment, auroc, budget_grid,
-                                    correctness_auroc, exit_features, fit_eenet, fit_geometric, geometric_shares,
-                                    quantile_thresholds)
+                                    correctness_auroc, exit_features, fit_eenet, quantile_thresholds)
+from earlyexit.methods.eenet_baselines import fit_geometric, geometric_shares
 from earlyexit.studies.eenet import (BASELINES, PAPER_BASELINES, SEARCHED_BASELINES, _weighted_auroc, auroc_gains,
                                      compare_at_budgets, exit_share_shift, patience_points, utility_weights,
                                      versus_best_baseline)
@@ -404,7 +404,8 @@ def test_a_repeated_stack_of_fits_is_loaded_from_the_cache(fresh_artifacts, monk
 
 
 # ---------------------------------------------------------------- the paper's baselines, exit count and recipe sweep
-from earlyexit.methods.eenet import BudgetedFit, fit_patience, pool_sweeps  # noqa: E402
+from earlyexit.methods.eenet import BudgetedFit, pool_sweeps  # noqa: E402
+from earlyexit.methods.eenet_baselines import fit_patience  # noqa: E402
 from earlyexit.studies.eenet import ExitSubset, choose_recipe, headline_exits  # noqa: E402
 
 

@@ -17,7 +17,7 @@ samples per exit, and thresholds on q_k are validation quantiles that hand each 
 A sample then leaves at the first exit with q_k >= t_k. The baselines use the same quantile
 thresholds on max probability (MSDNet style) or entropy (BranchyNet style) with a geometric exit
 distribution; patience (PABEE) is ``policies.Patience``, put to a budget by ``fit_patience`` (the most
-accurate patience value within it on validation).
+accurate patience value within it on validation). The baselines live in ``methods.eenet_baselines``.
 
 Every fitting function takes the trained run and reads ``run.outputs("val")`` itself: no function
 here accepts outputs to fit on, so a scheduler cannot be fitted on test data by mistake. The
@@ -92,15 +92,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import rehearsal
-from ..evaluate import evaluate_policy, random_thresholds, select, sweep_thresholds
+from ..evaluate import evaluate_policy
 from ..macs import MacTable
 from ..outputs import CachedOutputs
 from ..paths import artifacts_root, atomic_save, config_hash, load_cached
-from ..policies import Entropy, ExitPolicy, MaxProbability, Patience, normalised_entropy
+from ..policies import ExitPolicy, normalised_entropy
 
-__all__ = ["RunLike", "exit_features", "UtilityScheduler", "EENetPolicy", "quantile_thresholds", "geometric_shares",
-           "OPTIMIZERS", "EENetConfig", "Recipe", "BudgetedFit", "fit_eenet_budgets", "fit_eenet", "fit_geometric",
-           "fit_searched", "fit_patience", "budget_grid", "RecipeSweep", "recipe_grid", "sweep_recipes", "pool_sweeps",
+__all__ = ["RunLike", "validation_outputs", "exit_features", "UtilityScheduler", "EENetPolicy", "quantile_thresholds",
+           "OPTIMIZERS", "EENetConfig", "Recipe", "BudgetedFit", "fit_eenet_budgets", "fit_eenet", "budget_grid", "RecipeSweep", "recipe_grid", "sweep_recipes", "pool_sweeps",
            "sweep_budgets", "scheduler_macs", "auroc", "correctness_auroc"]
 
 
@@ -112,8 +111,9 @@ class RunLike(Protocol):
     def outputs(self, split: str, features: bool = False) -> CachedOutputs: ...
 
 
-def _validation(run: RunLike) -> CachedOutputs:
-    """The one place this module reads outputs to fit on: always the validation split."""
+def validation_outputs(run: RunLike) -> CachedOutputs:
+    """The one place EENet and its baselines (``methods.eenet_baselines``) read outputs to fit on: always
+    the validation split."""
     return run.outputs("val")
 
 
@@ -248,25 +248,6 @@ def quantile_thresholds(scores: torch.Tensor, shares: Sequence[float]) -> tuple[
         thresholds.append(t)
         remaining &= ~(scores[k] >= t)
     return tuple(thresholds)
-
-
-def geometric_shares(costs: Sequence[float], budget: float) -> list[float]:
-    """Exit shares P_k proportional to gamma^k with planned cost sum_k P_k c_k = budget, gamma found by
-    bisection on log gamma (MSDNet's budgeted protocol without the one-step overshoot of the released
-    ``dynamic_evaluate``, ``utils/predict_utils.py``)."""
-    c = torch.tensor(costs, dtype=torch.float64)
-    if not c[0] <= budget <= c[-1]:
-        raise ValueError(f"budget {budget:.4f} outside [{c[0]:.4f}, {c[-1]:.4f}], the first and last exit's cost")
-    k = torch.arange(len(c), dtype=torch.float64)
-
-    def shares(log_gamma: float) -> torch.Tensor:
-        return torch.softmax(k * log_gamma, 0)
-
-    lo, hi = -50.0, 50.0
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if (shares(mid) * c).sum() < budget else (lo, mid)
-    return shares((lo + hi) / 2).tolist()
 
 
 # ---------------------------------------------------------------- fitting
@@ -516,7 +497,7 @@ def _finish(scheduler: UtilityScheduler, val: CachedOutputs, features: torch.Ten
 
 
 def _val_tensors(run: RunLike) -> tuple[CachedOutputs, torch.Tensor, torch.Tensor, torch.Tensor]:
-    val = _validation(run)
+    val = validation_outputs(run)
     costs = torch.tensor(run.macs.exit_fractions, dtype=torch.float32)
     features = torch.stack([exit_features(z) for z in val.logits])
     correct = (val.logits.argmax(2) == val.labels).float().T.contiguous()
@@ -552,65 +533,6 @@ def fit_eenet(run: RunLike, budget: float, config: EENetConfig = EENetConfig(),
               seeds: Sequence[int] = (0, 1, 2)) -> BudgetedFit:
     """``fit_eenet_budgets`` at one budget."""
     return fit_eenet_budgets(run, [budget], config, seeds)[budget]
-
-
-_CONFIDENCE = {
-    "maxprob": (lambda z: torch.softmax(z.float(), 1).max(1).values, MaxProbability, 1.0),
-    "entropy": (lambda z: -normalised_entropy(z), Entropy, -1.0),
-}
-
-
-def fit_geometric(run: RunLike, budget: float, score: str = "maxprob") -> BudgetedFit:
-    """Baseline: a geometric exit distribution planned to cost ``budget``, handed out by validation
-    quantiles of max probability (MSDNet style) or of negative normalised entropy (BranchyNet style)."""
-    if score not in _CONFIDENCE:
-        raise ValueError(f"score must be one of {sorted(_CONFIDENCE)}, got {score!r}")
-    val = _validation(run)
-    costs = run.macs.exit_fractions
-    shares = geometric_shares(costs, budget)
-    measure, policy_cls, sign = _CONFIDENCE[score]
-    conf = torch.stack([measure(z) for z in val.logits])
-    # Entropy exits when H <= t, i.e. -H >= -t: negating is exact, so val assignments match the policy.
-    policy = policy_cls([sign * t for t in quantile_thresholds(conf, shares)])
-    result = evaluate_policy(val, policy, run.macs)
-    name = {"maxprob": "max-prob (MSDNet)", "entropy": "entropy (BranchyNet)"}[score]
-    return BudgetedFit(name, budget, policy, shares, sum(s * c for s, c in zip(shares, costs)),
-                       result.accuracy, result.mean_fraction)
-
-
-def fit_searched(run: RunLike, budget: float, score: str = "maxprob", vectors: int = 2000, seed: int = 0) -> BudgetedFit:
-    """Baseline with a tuning budget like EENet's: ``vectors`` random per-exit thresholds drawn at
-    validation quantiles of the confidence (plus 'never exit'), and the most accurate on validation
-    among those whose validation cost is within ``budget`` (the cheapest when none is)."""
-    if score not in _CONFIDENCE:
-        raise ValueError(f"score must be one of {sorted(_CONFIDENCE)}, got {score!r}")
-    val = _validation(run)
-    measure, policy_cls, _ = _CONFIDENCE[score]
-    conf = torch.stack([measure(z) for z in val.logits[:-1]])
-    rule = policy_cls((0.0,) * (val.num_exits - 1))
-    # validation on both sides of the sweep: the search reads nothing else
-    cloud = sweep_thresholds(val, val, rule, rule.threshold_of(random_thresholds(vectors, conf, "quantile", seed)),
-                             run.macs)
-    i = select(cloud.val_cost, cloud.val_accuracy, budget=budget)
-    policy = cloud.policy(int(cloud.val_cost.argmin()) if i is None else i)
-    result = evaluate_policy(val, policy, run.macs)
-    name = {"maxprob": "max-prob, searched", "entropy": "entropy, searched"}[score]
-    return BudgetedFit(name, budget, policy, result.exit_shares, result.mean_fraction, result.accuracy,
-                       result.mean_fraction)
-
-
-def fit_patience(run: RunLike, budget: float) -> BudgetedFit | None:
-    """Baseline: PABEE's patience rule, which has no budget knob, at the patience 1..K-1 most accurate on
-    validation among those whose validation cost is within ``budget``; None when none is."""
-    val = _validation(run)
-    results = {p: evaluate_policy(val, Patience(p), run.macs) for p in range(1, val.num_exits)}
-    inside = [p for p, r in results.items() if r.mean_fraction <= budget]
-    if not inside:
-        return None
-    best = max(inside, key=lambda p: (results[p].accuracy, -p))   # ties: the smaller patience, the cheaper
-    r = results[best]
-    return BudgetedFit("patience (PABEE)", budget, Patience(best), r.exit_shares, r.mean_fraction, r.accuracy,
-                       r.mean_fraction)
 
 
 # ---------------------------------------------------------------- budgets

@@ -30,8 +30,8 @@ from ..data import DataSpec
 from ..evaluate import evaluate_policy
 from ..macs import MacTable
 from ..methods.eenet import (BudgetedFit, EENetConfig, EENetPolicy, Recipe, RecipeSweep, RunLike, budget_grid,
-                             correctness_auroc, exit_features, fit_eenet_budgets, fit_geometric, fit_patience,
-                             fit_searched, pool_sweeps, sweep_recipes)
+                             correctness_auroc, exit_features, fit_eenet_budgets, pool_sweeps, sweep_recipes)
+from ..methods.eenet_baselines import fit_geometric, fit_patience, fit_searched
 from ..outputs import CachedOutputs
 from ..policies import ExitPolicy, Patience
 from ..stats import bootstrap_many, paired_bootstrap, seed_interval
