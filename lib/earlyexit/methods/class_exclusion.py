@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 
 from ..evaluate import PolicyResult, evaluate_policy
+from ..fronts import score_vectors
 from ..losses import register_loss
 from ..macs import MacTable
 from ..multiexit import ExitOutputs
@@ -64,7 +65,7 @@ from ..policies import ExitPolicy, State
 __all__ = ["BCE_MODES", "exclusion_weights", "ClassExclusionLoss", "ConfidenceLoss", "sigmoid64", "ClassExclusion",
            "SingleConfident", "SearchResult", "SEARCH_ORDERS", "authors_exit_keys", "resolve_order", "greedy_search",
            "BETA_GRID", "TAU_GRID", "search_betas", "search_taus", "OperatingPoint", "fit_operating_point",
-           "exclusion_trace"]
+           "exclusion_trace", "exclusion_candidates", "confident_candidates"]
 
 BCE_MODES = ("uniform_scale", "pos_weight")
 
@@ -371,3 +372,23 @@ def exclusion_trace(outputs: CachedOutputs, policy: ClassExclusion) -> torch.Ten
         _, _, state = policy.decide(k, outputs.num_exits, outputs.logits[k], None, state)
         sets.append(state["remaining"])
     return torch.stack(sets)
+
+
+# ---------------------------------------------------------------- candidates for comparing rules on equal terms
+def exclusion_candidates(val: CachedOutputs, vectors: int, grid: int, seed: int = 0,
+                         restrict_final: bool = True) -> list[ClassExclusion]:
+    """Class-exclusion betas at validation quantiles of each row's critical beta at each exit (the
+    ratio of its second-largest to its largest sigmoid score: at larger betas the row is left with
+    one class), drawn like every threshold rule's vectors; 'never' is beta = 0."""
+    s = torch.sigmoid(val.logits[:-1].double()).topk(2, dim=2).values
+    critical = (s[..., 1] / s[..., 0]).float()
+    betas = (-score_vectors(-critical, vectors, grid, seed)).clamp(0.0, 1.0)
+    return [ClassExclusion(tuple(b.tolist()), restrict_final) for b in betas]
+
+
+def confident_candidates(val: CachedOutputs, vectors: int, grid: int, seed: int = 0) -> list[SingleConfident]:
+    """The confidence baseline's taus at validation quantiles of the largest softmax probability;
+    'never' is tau = 1."""
+    top = torch.softmax(val.logits[:-1].float(), 2).max(2).values
+    taus = score_vectors(top, vectors, grid, seed).clamp(max=1.0)
+    return [SingleConfident(tuple(t.tolist())) for t in taus]
