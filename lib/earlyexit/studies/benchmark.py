@@ -35,12 +35,9 @@ import torch
 
 from .. import rehearsal
 from ..fronts import Front, RunLike, accuracy_band, best_accuracy, curve_accuracy, curve_cost_to_reach, \
-    final_exits, fixed_cost_rows, nearest_point, oracle_cost, patience_candidates, policy_front, reach_rows, \
-    threshold_front
-from ..methods.class_exclusion import confident_candidates, exclusion_candidates
-from ..methods.e2cm import e2cm_policy
-from ..methods.eenet import EENetConfig, RecipeSweep, budget_grid, fit_eenet_budgets, recipe_grid
-from ..policies import Entropy, GateThreshold, MaxProbability
+    final_exits, fixed_cost_rows, nearest_point, oracle_cost, reach_rows
+from ..methods.eenet import EENetConfig, RecipeSweep, recipe_grid
+from ..methods.every_rule import RULES, rule_fronts
 from ..stats import seed_interval
 from ..train import RunSpec
 from . import class_exclusion as p01, differentiable_branching as p03, e2cm as p02
@@ -103,31 +100,13 @@ METHODS = {"max-softmax": "multi", "entropy": "multi", "patience (PABEE)": "mult
 def seed_fronts(runs: Mapping[str, RunLike], vectors: int, grid: int, eenet_config: EENetConfig, eenet_budgets: int,
                 scheduler_seeds: Sequence[int], e2cm_prediction: str = "nearest", restrict_final: bool = True,
                 seed: int = 0) -> dict[str, Front]:
-    """Every method of ``METHODS`` on one training seed's networks (``runs``: network name -> trained run)."""
-    multi = runs["multi"]
-    early = len(multi.macs.exit_macs) - 1
-    fits = fit_eenet_budgets(multi, budget_grid(multi, eenet_budgets), eenet_config, scheduler_seeds)
-    gated = runs["gated"]
-    return {
-        "max-softmax": threshold_front("max-softmax", "multi", multi, MaxProbability((0.0,) * early), vectors, grid, seed),
-        "entropy": threshold_front("entropy", "multi", multi, Entropy((0.0,) * early), vectors, grid, seed),
-        "patience (PABEE)": policy_front("patience (PABEE)", "multi", multi, patience_candidates(early + 1),
-                                         "patience values"),
-        "confidence baseline (CR)": policy_front("confidence baseline (CR)", "multi", multi,
-                                                 confident_candidates(multi.outputs("val"), vectors, grid, seed),
-                                                 "tau vectors (random at validation quantiles, shared, never)"),
-        "EENet": policy_front("EENet", "multi", multi, [f.policy for f in fits.values()],
-                              f"budgets, each the best of {len(scheduler_seeds)} scheduler fits in budget on validation"),
-        "class exclusion": policy_front("class exclusion", "BC", runs["BC"],
-                                        exclusion_candidates(runs["BC"].outputs("val"), vectors, grid, seed,
-                                                             restrict_final),
-                                        "beta vectors (random at validation quantiles, shared, never)"),
-        "E2CM": threshold_front("E2CM", "E2CM", runs["E2CM"], e2cm_policy(runs["E2CM"].net, prediction=e2cm_prediction),
-                                vectors, grid, seed),
-        "gates (diff. branching)": threshold_front("gates (diff. branching)", "gated", gated,
-                                                   GateThreshold((0.0,) * (len(gated.macs.exit_macs) - 1)), vectors,
-                                                   grid, seed),
-    }
+    """Every method of ``METHODS`` on one training seed's networks (``runs``: network name -> trained run),
+    by ``methods.every_rule.rule_fronts``: the confidence rules and EENet on ``multi``, class exclusion on
+    ``BC``, E2CM and the gates on their own networks."""
+    return rule_fronts(runs["multi"], "multi", RULES, vectors, grid, seed, exclusion_run=runs["BC"],
+                       restrict_final=restrict_final, eenet_budgets=eenet_budgets, eenet_config=eenet_config,
+                       scheduler_seeds=scheduler_seeds, e2cm=runs["E2CM"], e2cm_prediction=e2cm_prediction,
+                       gates=runs["gated"])
 
 
 def eenet_recipe(multi: Sequence[RunLike], seeds: Sequence[int], eenet_budgets: int, recipe: Mapping,
