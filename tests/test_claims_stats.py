@@ -127,3 +127,10 @@ def test_smoke_rows_give_no_verdict(tmp_path, monkeypatch):
     report.save_metrics("01_x", "smoke", {}, claims=[row])
     text = report.write_summary("smoke").read_text()
     assert "test the plumbing" in text and "**n/a (smoke)**" in text and "**supported**" not in text
+
+
+def test_seed_estimate_gives_an_interval_only_across_trainings():
+    from earlyexit.stats import seed_estimate
+    assert seed_estimate([2.0]) == (2.0, None)
+    mean, interval = seed_estimate([1.0, 2.0, 3.0])
+    assert (mean, interval) == (seed_interval([1.0, 2.0, 3.0])[0], seed_interval([1.0, 2.0, 3.0])[1:])

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 import torch
 
-__all__ = ["bootstrap_weighted", "bootstrap_many", "paired_bootstrap", "bootstrap_mean", "seed_interval",
+__all__ = ["bootstrap_weighted", "bootstrap_many", "paired_bootstrap", "bootstrap_mean", "seed_interval", "seed_estimate",
            "median_interval", "T_975"]
 
 # two-sided 95% quantiles of Student's t for 1..30 degrees of freedom
@@ -77,6 +77,15 @@ def seed_interval(values: Sequence[float]) -> tuple[float, float, float]:
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     half = T_975[n - 2] * sd / math.sqrt(n)
     return mean, mean - half, mean + half
+
+
+def seed_estimate(values: Sequence[float]) -> tuple[float, tuple[float, float] | None]:
+    """The estimate over training seeds: their mean with its 95% t interval (``seed_interval``), or the one
+    seed's value and no interval, since one training says nothing about retraining."""
+    if len(values) == 1:
+        return float(values[0]), None
+    mean, lo, hi = seed_interval(values)
+    return mean, (lo, hi)
 
 
 def median_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from ..methods.differentiable_branching import ENTROPY_LOW_NATS, EXIT_TAKES, GATE_OPEN, STARVED, Collapse
-from ..stats import bootstrap_weighted, seed_interval
+from ..stats import bootstrap_weighted, seed_estimate
 from .claims import Claim, claim
 from .differentiable_branching import (RECIPES, T1_COLUMNS, BackboneRuns, GateChoice, LambdaChoice, Table1,
                                        candidate_budget, paper_value, parse_exit_list)
@@ -36,12 +36,10 @@ def _over_seeds(statement: str, comparison: str, values: Sequence[float], **opti
     """A claim on per-seed values (seed s of every method paired): t interval over seeds where there
     are at least two."""
     note = options.pop("note", "")
-    if len(values) >= 2:
-        mean, lo, hi = seed_interval(list(values))
-        return claim(statement, comparison, mean, interval=(lo, hi), evidence=f"t interval over {len(values)} "
-                     f"training seeds (seed s of each network paired){note}", **options)
-    return claim(statement, comparison, values[0], evidence=f"one training seed: no interval across trainings{note}",
-                 **options)
+    mean, interval = seed_estimate(list(values))
+    evidence = (f"t interval over {len(values)} training seeds (seed s of each network paired)" if interval else
+                "one training seed: no interval across trainings")
+    return claim(statement, comparison, mean, interval=interval, evidence=evidence + note, **options)
 
 
 def _working(keys: Sequence, collapsed: Sequence[bool], statement: str, role: str) -> tuple[list, str, str, str]:

@@ -13,7 +13,7 @@ import json
 from typing import Mapping, Sequence
 
 from ..methods.eenet import EENetConfig
-from ..stats import seed_interval
+from ..stats import seed_estimate
 from .claims import Claim, claim, paper_number
 from .eenet import NetworkStudy, utility_weights
 from .report import comparison
@@ -285,7 +285,8 @@ def seed_curves(studies: Mapping[int, NetworkStudy]) -> dict[str, dict[str, list
             if any(r is None for r in rows):
                 continue
             acc = [r["test_accuracy"] for r in rows]
-            mean, lo, hi = seed_interval(acc) if len(acc) > 1 else (acc[0], acc[0], acc[0])
+            mean, interval = seed_estimate(acc)
+            lo, hi = interval or (mean, mean)
             for key, value in (("budget", budget), ("cost", sum(r["test_cost"] for r in rows) / len(rows)),
                                ("accuracy", mean), ("low", lo), ("high", hi)):
                 curve[key].append(value)
