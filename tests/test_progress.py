@@ -69,18 +69,28 @@ def test_eta_uses_epochs_seen_when_a_run_resumes(tmp_path, monkeypatch):
 def test_eta_of_a_time_budgeted_run_is_at_most_its_budget_left(tmp_path, monkeypatch):
     p, out, now = _clocked_progress(tmp_path, monkeypatch)
     now[0] = 30.0
-    p.stream("stdout", "heads epoch 1/100: loss 1.000, val acc (final exit) 0.5000, 30 s, time budget 40 s left\n")
+    p.stream("stdout", "heads epoch 1: loss 1.000, val acc (final exit) 0.5000, 30 s, time budget 40 s left\n")
     shown = out.getvalue().splitlines()
-    assert "left ~0:40" in shown[0]                  # not 99 epochs x 30 s
+    assert "heads epoch 1  " in shown[0] and "left ~0:40" in shown[0]   # no epoch cap shown or used
 
 
 def test_a_run_stopped_before_its_epoch_cap_is_shown_done(tmp_path, monkeypatch):
     p, out, now = _clocked_progress(tmp_path, monkeypatch)
     now[0] = 60.0
-    p.stream("stdout", "heads epoch 1/1000: loss 1.000, val acc (final exit) 0.5000, 59 s "
+    p.stream("stdout", "heads epoch 1: loss 1.000, val acc (final exit) 0.5000, 59 s "
                        "(stopped: time budget reached)\n")
     shown = out.getvalue().splitlines()
     assert "done (time budget reached)" in shown[0] and "left ~" not in shown[0]
+
+
+def test_a_run_summary_line_is_shown_as_a_line_of_its_own(tmp_path, monkeypatch):
+    p, out, now = _clocked_progress(tmp_path, monkeypatch)
+    p.stream("stderr", "\rsdn_s0 epoch 3/20:  10%|#         | 17/176 [00:05<00:40, 3.1it/s]")
+    p.stream("stdout", "sdn_s0: trained 7 epochs, loss 0.812, val acc (final exit) 0.6100, 41 s "
+                       "(stopped: validation plateau)\n")
+    shown = out.getvalue().splitlines()
+    assert shown == ["    sdn_s0: trained 7 epochs, loss 0.812, val acc (final exit) 0.6100, 41 s "
+                     "(stopped: validation plateau)"]
 
 
 def test_portable_replaces_machine_prefixes():

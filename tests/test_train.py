@@ -197,3 +197,21 @@ def test_bf16_autocast_only_where_the_cpu_has_bf16_instructions(monkeypatch):
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
         assert D.bf16_supported("cpu") is expected
+
+
+def test_summary_progress_prints_one_line_per_run_with_why_it_stopped(data, fresh_artifacts, capsys, monkeypatch):
+    monkeypatch.setenv(T.PROGRESS_LINES, "1")    # as under the batch runner: still one line, not one per epoch
+    train_cached(SPEC, data, progress="summary")
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("unit: trained 3 epochs, loss ")
+    assert lines[0].endswith("(stopped: epoch cap)")
+
+
+def test_a_time_capped_run_never_prints_its_epoch_cap(data, fresh_artifacts, capsys, monkeypatch):
+    monkeypatch.setenv(T.PROGRESS_LINES, "1")
+    spec = SPEC.with_train(epochs=1000, time_budget_s=0.5, schedule="constant")
+    train_cached(spec, data, progress=False)
+    out = capsys.readouterr().out
+    assert "unit epoch 1:" in out and "/1000" not in out and "(stopped: time budget reached)" in out
+    with pytest.raises(ValueError, match="progress must be"):
+        train_cached(SPEC, data, progress="bar")

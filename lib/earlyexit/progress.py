@@ -22,8 +22,10 @@ __all__ = ["Progress", "LogHandler", "ENGINE", "register_engine", "failure_summa
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-# printed by train.py once per epoch: "<run> epoch k/n: loss L, val acc (final exit) A, S s"
-_EPOCH_LINE = re.compile(r"^(?P<run>\S.*?) epoch (?P<k>\d+)/(?P<n>\d+): (?P<rest>.*)$")
+# printed by train.py once per epoch: "<run> epoch k/n: loss L, val acc (final exit) A, S s" ("epoch k" for a
+# run capped by time), and once per run trained with progress="summary": "<run>: trained k epochs, ..."
+_EPOCH_LINE = re.compile(r"^(?P<run>\S.*?) epoch (?P<k>\d+)(?:/(?P<n>\d+))?: (?P<rest>.*)$")
+_RUN_LINE = re.compile(r"^(?P<run>\S.*?): trained \d+ epochs?, ")
 _LOSS = re.compile(r"\bloss (?P<v>[-+0-9.einfa]+)")
 _VAL_ACC = re.compile(r"\bval acc[^0-9]*(?P<v>[0-9.]+)")
 _BUDGET_LEFT = re.compile(r"\btime budget (?P<v>[0-9.]+) s left")   # a wall-clock-budgeted training ends by then
@@ -166,6 +168,10 @@ class Progress:
         match = _EPOCH_LINE.match(plain)
         if match and (_LOSS.search(match["rest"]) or _VAL_ACC.search(match["rest"])):
             self._epoch(match)
+        elif _RUN_LINE.match(plain):
+            self.epoch_lines.append(f"    {plain}")
+            self._bar_left = self._bar_right = ""
+            self.say(f"    {plain}")
         elif plain.lower().startswith("warning"):
             self.say(f"    {plain[:200]}")
         elif "%|" in plain or _METER.search(plain):
@@ -185,16 +191,16 @@ class Progress:
 
     def _epoch(self, m: re.Match) -> None:
         now = time.perf_counter()
-        run, k, n = m["run"], int(m["k"]), int(m["n"])
+        run, k, n = m["run"], int(m["k"]), None if m["n"] is None else int(m["n"])
         if run not in self._runs or k <= self._runs[run][0]:  # first epoch seen (a resumed run starts late)
             self._runs[run] = (k, min(self._bar_seen.get(run, self._last_mark), now))
         k0, t_start = self._runs[run]
         elapsed = now - t_start
-        left = elapsed / (k - k0 + 1) * (n - k)
+        left = None if n is None else elapsed / (k - k0 + 1) * (n - k)
         loss, acc, budget = _LOSS.search(m["rest"]), _VAL_ACC.search(m["rest"]), _BUDGET_LEFT.search(m["rest"])
         if budget:
-            left = min(left, float(budget["v"]))
-        parts = [f"    {run} epoch {k}/{n}"]
+            left = float(budget["v"]) if left is None else min(left, float(budget["v"]))
+        parts = [f"    {run} epoch {k}" + ("" if n is None else f"/{n}")]
         if loss:
             parts.append(f"loss {loss['v']}")
         if acc:
@@ -205,7 +211,7 @@ class Progress:
         elif stopped := _STOPPED.search(m["rest"]):
             parts.append(f"done ({stopped['why']})")
         else:
-            parts.append(f"left ~{_clock(left)}" if k < n else "done")
+            parts.append("done" if n == k or left is None else f"left ~{_clock(left)}")
         line = "  ".join(parts)
         self.epoch_lines.append(line)
         self._last_mark = now

@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 from tqdm.auto import tqdm
@@ -45,6 +45,8 @@ CACHE_FORMAT = 2
 # Set by the batch runner: print the one line per epoch even where a notebook asked for no progress
 # bar, so the terminal shows every training (the line goes to that cell's output).
 PROGRESS_LINES = "EARLYEXIT_PROGRESS_LINES"
+# what train_cached shows: a bar and a line per epoch, nothing, or a bar and one line per run
+Progress = Literal[True, False, "summary"]
 
 
 @dataclass(frozen=True)
@@ -272,7 +274,7 @@ def _checkpoint(net: MultiExitNet, opt: torch.optim.Optimizer, epoch: int, done:
     return state
 
 
-def _initialise(net: MultiExitNet, spec: RunSpec, data: Dataset, progress: bool, device: torch.device) -> None:
+def _initialise(net: MultiExitNet, spec: RunSpec, data: Dataset, progress: Progress, device: torch.device) -> None:
     """Weights from ``spec.init_from`` (trained first if needed), then the fitting step."""
     if spec.init_from is not None:
         parent = train_cached(spec.init_from, data, progress, device)
@@ -286,12 +288,16 @@ def _initialise(net: MultiExitNet, spec: RunSpec, data: Dataset, progress: bool,
         FITS.get(spec.fit.name)(net, data, device=device, **spec.fit.options)
 
 
-def train_cached(spec: RunSpec, data: Dataset | None = None, progress: bool = True,
+def train_cached(spec: RunSpec, data: Dataset | None = None, progress: Progress = True,
                  device: str | torch.device | None = None, compile: bool = False) -> TrainedRun:
     """Train ``spec`` or load it from artifacts/; resume an interrupted run. ``device`` (default: the
     notebook's ``device`` parameter, "auto") is where it trains and where the returned net lives; it
     is not part of the cache key, so a run trained on a GPU is found by a notebook on a CPU.
-    ``compile``: torch.compile the training forward (opt-in)."""
+    ``progress``: True, a bar and a line per epoch; "summary", a bar and one line when the training ends,
+    with why it stopped (for cells that train many runs); False, nothing (the batch runner still gets
+    the epoch lines). ``compile``: torch.compile the training forward (opt-in)."""
+    if progress not in (True, False, "summary"):
+        raise ValueError(f"progress must be True, False or 'summary', not {progress!r}")
     device = default_device() if device is None else resolve_device(device)
     data = data or load_dataset(spec.data)
     if data.spec != spec.data:
@@ -370,8 +376,13 @@ def plateaued(history: list[dict], patience: int, exits: list[int]) -> bool:
     return len(scores) - 1 - best >= patience
 
 
+def _epoch_label(k: int, cfg: TrainConfig) -> str:
+    """'epoch k/n'; a run capped by wall-clock time says 'epoch k' (its epoch cap is rarely reached)."""
+    return f"epoch {k}" if cfg.time_budget_s is not None else f"epoch {k}/{cfg.epochs}"
+
+
 def _train_epochs(spec: RunSpec, net: MultiExitNet, opt: torch.optim.Optimizer, data: Dataset, history: list[dict],
-                  start: int, ckpt_path: Path, progress: bool, device: torch.device,
+                  start: int, ckpt_path: Path, progress: Progress, device: torch.device,
                   compile: bool) -> tuple[list[dict], bool]:
     cfg = spec.train
     loss_fn = build_loss(spec.loss.name, net.num_exits, **spec.loss.options)
@@ -416,7 +427,7 @@ def _train_epochs(spec: RunSpec, net: MultiExitNet, opt: torch.optim.Optimizer, 
         correct = torch.zeros((), dtype=torch.long, device=device)
         batches = train_loader if train_inputs is None else train_inputs.batches(batch_size, cfg.seed, epoch,
                                                                                   train_loader.drop_last)
-        bar = tqdm(batches, desc=f"{spec.name} epoch {epoch + 1}/{cfg.epochs}", disable=not progress,
+        bar = tqdm(batches, desc=f"{spec.name} {_epoch_label(epoch + 1, cfg)}", disable=not progress,
                    leave=False, total=len(train_loader))
         for i, (x, y) in enumerate(bar):
             for group in opt.param_groups:
@@ -452,13 +463,19 @@ def _train_epochs(spec: RunSpec, net: MultiExitNet, opt: torch.optim.Optimizer, 
         stalled = (cfg.patience is not None and classify and bool(trained) and epoch + 1 >= cfg.min_epochs
                    and plateaued(history, cfg.patience, trained))
         done = done or stalled or epoch + 1 == cfg.epochs
-        if progress or os.environ.get(PROGRESS_LINES) == "1":
-            shown = f", val acc (final exit) {val_acc[-1]:.4f}" if classify else ""
+        why = ("validation plateau" if stalled else "rehearsal" if rehearsal.active() else "time budget reached"
+               if cfg.time_budget_s is not None and epoch + 1 < cfg.epochs else "epoch cap")
+        shown = f", val acc (final exit) {val_acc[-1]:.4f}" if classify else ""
+        if progress == "summary":
+            if done:
+                trained_s = sum(h["seconds"] for h in history if h.get("epoch", 0) > 0)
+                print(f"{spec.name}: trained {epoch + 1} epoch{'s' if epoch else ''}, loss {history[-1]['loss']:.3f}"
+                      f"{shown}, {trained_s:.0f} s (stopped: {why})")
+        elif progress or os.environ.get(PROGRESS_LINES) == "1":
             if cfg.time_budget_s is not None and not done:
                 shown += f", time budget {max(cfg.time_budget_s - spent, 0.0):.0f} s left"
-            print(f"{spec.name} epoch {epoch + 1}/{cfg.epochs}: loss {history[-1]['loss']:.3f}{shown}, {seconds:.0f} s"
-                  + (f" (stopped: {'validation plateau' if stalled else 'rehearsal' if rehearsal.active() else 'time budget reached'})"
-                     if done and epoch + 1 < cfg.epochs else ""))
+            print(f"{spec.name} {_epoch_label(epoch + 1, cfg)}: loss {history[-1]['loss']:.3f}{shown}, {seconds:.0f} s"
+                  + (f" (stopped: {why})" if done and why != "epoch cap" else ""))
         atomic_save(_checkpoint(net, opt, epoch + 1, done, history, spec), ckpt_path)
         if cfg.keep_epoch_checkpoints:
             atomic_save({"model": net.state_dict(), "epoch": epoch + 1}, ckpt_path.with_name(f"epoch_{epoch + 1}.pt"))

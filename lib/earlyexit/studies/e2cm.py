@@ -284,9 +284,9 @@ def method_curves(parent: TrainedRun, e2cms: Mapping[str, TrainedRun], searches:
     start after the equal-time SDN so that they can be held to at least its steps."""
     runs = dict(e2cms)
     specs = rival_specs(parent, e2cms, head_lr, patience, max_epochs, head_inputs=head_inputs)
-    runs[SDN_TIMED] = train_cached(specs[SDN_TIMED], parent.data, progress=False)
+    runs[SDN_TIMED] = train_cached(specs[SDN_TIMED], parent.data, progress="summary")
     specs = rival_specs(parent, e2cms, head_lr, patience, max_epochs, head_steps(runs[SDN_TIMED]), head_inputs)
-    runs.update({name: train_cached(spec, parent.data, progress=False) for name, spec in specs.items()
+    runs.update({name: train_cached(spec, parent.data, progress="summary") for name, spec in specs.items()
                  if name not in runs})
     for split in {s.split for s in searches} | {"test"}:
         outputs_of_runs(list(runs.values()), split)   # one backbone pass for every head-only rival
