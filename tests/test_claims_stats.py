@@ -134,3 +134,12 @@ def test_seed_estimate_gives_an_interval_only_across_trainings():
     assert seed_estimate([2.0]) == (2.0, None)
     mean, interval = seed_estimate([1.0, 2.0, 3.0])
     assert (mean, interval) == (seed_interval([1.0, 2.0, 3.0])[0], seed_interval([1.0, 2.0, 3.0])[1:])
+
+
+def test_seed_intervals_are_clipped_to_the_valid_range():
+    from earlyexit.stats import seed_estimate, seed_interval
+    values = [0.02, 0.95, 0.5]                      # a wild spread over 3 seeds: the t interval passes 0 and 1
+    mean, lo, hi = seed_interval(values)
+    assert lo < 0 and hi > 1
+    mean_c, (lo_c, hi_c) = seed_estimate(values, bounds=(0.0, 1.0))
+    assert mean_c == mean and (lo_c, hi_c) == (0.0, 1.0)

@@ -74,9 +74,9 @@ class MacTable:
         return [m / self.backbone_macs for m in self.exit_macs]
 
     def rows(self) -> list[dict]:
-        """One row per exit, for printing as a table."""
-        return [{"exit": k, "after stage": s, "head MMACs": self.head_macs[k] / 1e6,
-                 "cumulative MMACs": c / 1e6, "fraction of backbone": f}
+        """One row per exit, for printing as a table: exits and stages numbered from 1 (the final exit is K)."""
+        return [{"exit": k + 1, "after stage": s + 1, "head MMACs": self.head_macs[k] / 1e6,
+                 "cumulative MMACs": c / 1e6, "cumulative MACs (% of backbone)": 100 * f}
                 for k, (s, c, f) in enumerate(zip(self.exit_stage, self.exit_macs, self.exit_fractions))]
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 
-import pandas as pd
 import torch
 
 from . import rehearsal
@@ -17,6 +16,7 @@ from .data import available_offline
 from .device import set_default_device
 from .studies.claims import SMOKE_NOTE, is_smoke
 from .studies.plots import use_style
+from .tableformat import use_table_format
 from .parameters import THREADS_ENV, call_plan, default_parameters, notebooks, plan_module, resolve_parameters
 
 __all__ = ["start"]
@@ -45,5 +45,5 @@ def start(notebook: str, namespace: dict) -> dict:
     if "device" in params:
         print(f"device: {set_default_device(params['device'], params.get('bf16', False))}")
     use_style()
-    pd.options.display.float_format = "{:.4f}".format
+    use_table_format()
     return params

@@ -66,8 +66,10 @@ def bootstrap_mean(values: torch.Tensor, draws: int = 2000, seed: int = 0,
     return bootstrap_weighted(lambda w: w @ values / len(values), len(values), draws, seed, level)
 
 
-def seed_interval(values: Sequence[float]) -> tuple[float, float, float]:
-    """Mean over training seeds and its 95% t interval (needs at least 2 seeds)."""
+def seed_interval(values: Sequence[float], bounds: tuple[float, float] | None = None) -> tuple[float, float, float]:
+    """Mean over training seeds and its 95% t interval (needs at least 2 seeds). ``bounds``: the quantity's
+    valid range (an accuracy in [0, 100] %), to which the interval is clipped: with 3 seeds a t interval
+    easily passes it, and a bound is the honest end there."""
     n = len(values)
     if n < 2:
         raise ValueError("an interval over seeds needs at least 2 seeds")
@@ -76,15 +78,18 @@ def seed_interval(values: Sequence[float]) -> tuple[float, float, float]:
     mean = sum(values) / n
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     half = T_975[n - 2] * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
+    if bounds is None:
+        return mean, mean - half, mean + half
+    return mean, max(bounds[0], mean - half), min(bounds[1], mean + half)
 
 
-def seed_estimate(values: Sequence[float]) -> tuple[float, tuple[float, float] | None]:
-    """The estimate over training seeds: their mean with its 95% t interval (``seed_interval``), or the one
-    seed's value and no interval, since one training says nothing about retraining."""
+def seed_estimate(values: Sequence[float], bounds: tuple[float, float] | None = None
+                  ) -> tuple[float, tuple[float, float] | None]:
+    """The estimate over training seeds: their mean with its 95% t interval (``seed_interval``, clipped to
+    ``bounds``), or the one seed's value and no interval, since one training says nothing about retraining."""
     if len(values) == 1:
         return float(values[0]), None
-    mean, lo, hi = seed_interval(values)
+    mean, lo, hi = seed_interval(values, bounds)
     return mean, (lo, hi)
 
 

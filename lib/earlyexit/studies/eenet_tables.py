@@ -285,7 +285,7 @@ def seed_curves(studies: Mapping[int, NetworkStudy]) -> dict[str, dict[str, list
             if any(r is None for r in rows):
                 continue
             acc = [r["test_accuracy"] for r in rows]
-            mean, interval = seed_estimate(acc)
+            mean, interval = seed_estimate(acc, bounds=(0.0, 1.0))
             lo, hi = interval or (mean, mean)
             for key, value in (("budget", budget), ("cost", sum(r["test_cost"] for r in rows) / len(rows)),
                                ("accuracy", mean), ("low", lo), ("high", hi)):

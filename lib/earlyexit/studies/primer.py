@@ -42,9 +42,11 @@ def maxprob_choice(val: CachedOutputs, test: CachedOutputs, macs: MacTable, tole
     return sweep, sweep.select(reference=val.exit_accuracies()[-1], tolerance=tolerance)
 
 
-def seed_spread(per_seed: dict[int, Sequence[float]], label: str = "exit") -> list[dict]:
+def seed_spread(per_seed: dict[int, Sequence[float]], label: str = "exit",
+                bounds: tuple[float, float] | None = (0.0, 1.0)) -> list[dict]:
     """One row per exit: each seed's value, the mean, the standard deviation over seeds and the 95%
-    t interval of the mean (``stats.seed_interval``: ``low``, ``high``). ``per_seed`` maps seed -> one value per exit."""
+    t interval of the mean (``stats.seed_interval``: ``low``, ``high``, clipped to ``bounds``, by default
+    those of an accuracy as a fraction). ``per_seed`` maps seed -> one value per exit."""
     seeds = list(per_seed)
     if len(seeds) < 2:
         raise ValueError("a spread over seeds needs at least 2 seeds")
@@ -52,7 +54,7 @@ def seed_spread(per_seed: dict[int, Sequence[float]], label: str = "exit") -> li
     rows = []
     for k in range(exits):
         values = [float(per_seed[s][k]) for s in seeds]
-        mean, lo, hi = seed_interval(values)
+        mean, lo, hi = seed_interval(values, bounds)
         sd = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
         name = f"{label} {k + 1}" if k < exits - 1 else f"{label} {k + 1} (final)"
         rows.append({label: name, **{f"seed {s}": v for s, v in zip(seeds, values)},
