@@ -170,6 +170,11 @@ _TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "mnist": "MNIST", "fa
            "kmnist": "KMNIST", "cinic10": "CINIC-10"}
 
 
+def dataset_title(name: str) -> str:
+    """The data set's name as a paper prints it ("CIFAR-10" for "cifar10"); unknown names unchanged."""
+    return _TITLES.get(name, name)
+
+
 def _portable_source(name: str, source: str) -> str:
     """The source string of a cache written before sources were named portably (an absolute path, or
     'torchvision X in /path'), rewritten as the producers now write it."""

@@ -23,6 +23,7 @@ from ..outputs import CachedOutputs
 from ..train import build_model, set_seed
 from .differentiable_branching import (GATE_GRID, PAPER_BACKBONES, BackboneRuns, LambdaChoice, Table1, exit_list,
                                        paper_value)
+from .plots import network_title
 from .report import comparison
 
 __all__ = ["training_minutes", "branch_cost_table", "initial_mixtures", "table2", "LatencyTable", "latency_table",
@@ -160,20 +161,26 @@ def polarised_share(gates: torch.Tensor, low: float = 0.1, high: float = 0.9) ->
     return ((gates < low) | (gates > high)).double().mean(0)
 
 
+def _title(group: BackboneRuns, kind: str = "plain") -> str:
+    """The group's network and data set as a paper prints them ("VGG-13 ×0.25, CIFAR-10")."""
+    run = group.run(kind, group.seeds[0])
+    return network_title(group.backbone, run.spec.model.width, group.dataset)
+
+
 def plot_gate_distributions(group: BackboneRuns, choice: LambdaChoice):
     """Fig. 4 analogue: test gate histograms of an early, a middle and a late branch of the first seed's
     network at the fixed lambda and of the grid's chosen network. Returns the figure and the share of
     polarised gate values of every seed's network at the fixed lambda."""
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), squeeze=False)
-    models = ((f"seed {group.seeds[0]}, lambda={group.headline_lambda:g} (fixed)", "proposed", group.seeds[0]),
-              (f"seed {group.seeds[0]}, lambda={choice.chosen:g} (val)", "grid", choice.chosen))
+    models = ((f"λ = {group.headline_lambda:g} (fixed), seed {group.seeds[0]}", "proposed", group.seeds[0]),
+              (f"λ = {choice.chosen:g} (chosen on val), seed {group.seeds[0]}", "grid", choice.chosen))
     for ax, (title, kind, key) in zip(axes[0], models):
         gates = gate_values(group.outputs(kind, key, "test"))
         for b in sorted({0, (len(gates) - 1) // 2, len(gates) - 1}):
             ax.hist(gates[b].numpy(), bins=40, range=(0, 1), alpha=0.55, label=f"branch {b + 1}")
         ax.set_yscale("log")
-        ax.set(title=f"{group.backbone}, {title}", xlabel="gate g_b(x) on test", ylabel="images")
+        ax.set(title=f"{_title(group)}: {title}", xlabel="gate $g_b(x)$ on test images", ylabel="images")
         ax.legend()
     return fig, polarised_by_seed(group)
 
@@ -186,36 +193,48 @@ def polarised_by_seed(group: BackboneRuns) -> dict[int, float]:
 
 def plot_accuracy_vs_macs(group: BackboneRuns, t1: Table1, choice: LambdaChoice, mixing: str,
                           gate_grid: Sequence[float] = GATE_GRID):
-    """Test accuracy against mean MACs / plain MACs: every grid network and the first seed's network at the
-    fixed lambda with t swept, their ensembles (open circles), BranchyNet's validation front of per-exit
-    entropy thresholds (first seed, test values), both chosen operating points and the plain backbone.
-    Returns the figure and the gate sweeps by label."""
+    """Test accuracy against mean MACs / plain MACs: every grid network (first seed, one colour per lambda,
+    from light to dark) and the first seed's network at the fixed lambda when the grid lacks it, each with its
+    hard threshold t swept and its soft-mixture ensemble (hollow circle at the cost of every stage);
+    BranchyNet's validation front of per-exit entropy thresholds (test values), both chosen operating
+    points and the plain backbone. Curves are joined in cost order. Returns the figure and the gate sweeps by
+    label."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
     seed, sweeps = group.seeds[0], {}
     fig, ax = plt.subplots(figsize=(6.5, 4.6))
-    models = [(f"grid lambda={lam:g}", "grid", lam) for lam in sorted(group.grid)]
-    models.append((f"lambda={group.headline_lambda:g} fixed, seed {seed}", "proposed", seed))
-    for label, kind, key in models:
+    lambdas = sorted(group.grid)
+    models = [(f"λ = {lam:g}", "grid", lam) for lam in lambdas]
+    if group.run("proposed", seed).spec.name not in {r.spec.name for r in group.grid.values()}:
+        models.append((f"λ = {group.headline_lambda:g} (fixed)", "proposed", seed))
+    colours = plt.cm.viridis([0.15 + 0.7 * i / max(1, len(models) - 1) for i in range(len(models))])
+    for (label, kind, key), colour in zip(models, colours):
         run = group.run(kind, key)
         s = sweeps[label] = shared_threshold_sweep(group.outputs(kind, key, "val"), group.outputs(kind, key, "test"),
                                                    hard_gate_rule(run.net.num_exits, 0.0), gate_grid, run.macs)
-        line, = ax.plot(s.test_cost, 100 * s.test_accuracy, marker=".", ms=2, lw=1, label=label,
-                        ls="--" if kind == "proposed" else "-")
+        order = sorted(range(len(s.test_cost)), key=lambda i: s.test_cost[i])
+        ax.plot([s.test_cost[i] for i in order], [100 * float(s.test_accuracy[i]) for i in order], marker=".",
+                ms=3, lw=1.2, color=colour, label=f"{label}, gates swept over t")
         ax.scatter([run.macs.exit_fractions[-1]], [100 * ensemble_accuracy(group.outputs(kind, key, "test"), mixing)],
-                   facecolors="none", edgecolors=line.get_color(), s=40)
+                   facecolors="none", edgecolors=[colour], s=45)
     b = t1.branchynet[(group.dataset, group.backbone, seed)]
     cost, acc = b.sweep.curve("test")
-    ax.plot(cost, [100 * a for a in acc], "k-", marker=".", ms=3, label="BranchyNet entropy (val front)")
+    order = sorted(range(len(cost)), key=lambda i: cost[i])
+    ax.plot([cost[i] for i in order], [100 * acc[i] for i in order], color="0.35", lw=1.2, marker=".", ms=3,
+            label="BranchyNet, entropy thresholds (val front)")
     ax.scatter([b.point["test_cost"]], [100 * b.point["test_accuracy"]], marker="s", c="k", s=50, zorder=5,
-               label="BranchyNet chosen (val)")
+               label="BranchyNet, chosen on val")
     r = choice.hard[choice.chosen]
     ax.scatter([r.mean_fraction], [100 * r.accuracy], marker="D", c="tab:red", s=50, zorder=5,
-               label=f"proposed chosen (val): lambda={choice.chosen:g}")
+               label=f"proposed, chosen on val (λ = {choice.chosen:g})")
     ax.scatter([1.0], [100 * group.outputs("plain", seed, "test").exit_accuracies()[-1]], marker="*", s=150, c="k",
                zorder=5, label="plain backbone")
-    ax.set(title=f"{group.backbone} ({group.dataset}, test)", xlabel="mean MACs / plain-backbone MACs",
+    handles, _ = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], ls="none", marker="o", mfc="none", mec="0.3", ms=7,
+                          label="soft-mixture ensemble (every stage runs)"))
+    ax.set(title=f"{_title(group)}, test set, seed {seed}", xlabel="mean MACs / plain-backbone MACs",
            ylabel="test accuracy (%)")
-    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1, 0.5))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1))
     return fig, sweeps
 
 
@@ -247,12 +266,12 @@ def plot_gate_history(history: pd.DataFrame, columns: int = 4):
         for branch in wide.columns:
             ax.plot(wide.index, wide[branch], marker="o", ms=3, label=f"branch {branch}",
                     color=plt.cm.viridis((branch - 1) / max(1, len(wide.columns) - 1)))
-        ax.set(title=label, ylim=(0, 1), xlabel="epoch")
+        ax.set(title=label, ylim=(0, 1), xlabel="epoch", xticks=list(wide.index))
     for ax in axes.flat[len(labels):]:
         ax.axis("off")
     for ax in axes[:, 0]:
         ax.set_ylabel("mean gate (val)")
-    axes[0, -1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1, 0.5))
+    axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.02, 1))
     fig.tight_layout()
     return fig
 

@@ -16,9 +16,10 @@ import seaborn as sns
 from matplotlib.text import Text
 
 from .. import rehearsal
+from ..data import dataset_title
 from ..paths import output_root, project_root
 
-__all__ = ["use_style", "save_figure", "figure_dir", "accuracy_vs_cost", "exit_histogram", "stacked_exit_shares",
+__all__ = ["use_style", "network_title", "save_figure", "figure_dir", "accuracy_vs_cost", "exit_histogram", "stacked_exit_shares",
            "budget_calibration", "fronts_with_bands", "PAPER_WIDTHS", "PAPER_FONT_SIZES"]
 
 # widths of a two-column paper (IEEE / ACM style), inches
@@ -29,6 +30,22 @@ PAPER_DPI = 300
 # no dates or tool versions in the files, so a rerun writes identical bytes
 _PNG_METADATA = {"Software": None}
 _PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None}
+
+
+# backbone registry names as a paper prints them
+BACKBONE_TITLES = {"vgg13": "VGG-13", "vgg_small": "VGG-small", "resnet18_cifar": "ResNet-18",
+                   "resnet50_cifar": "ResNet-50", "resnet56_cifar": "ResNet-56", "alexnet_cifar": "AlexNet",
+                   "alexnet": "AlexNet", "airnet": "AirNet", "conv_autoencoder": "conv. autoencoder",
+                   "torchvision": "torchvision model"}
+
+
+def network_title(backbone: str, width: float | None = None, dataset: str | None = None) -> str:
+    """"VGG-13 ×0.25, CIFAR-10" for ("vgg13", 0.25, "cifar10"): what figure titles and legends print
+    instead of code names (the width only when it is not 1)."""
+    name = BACKBONE_TITLES.get(backbone, backbone)
+    if width is not None and width != 1:
+        name += f" ×{width:g}"
+    return name if dataset is None else f"{name}, {dataset_title(dataset)}"
 
 
 def use_style() -> None:
