@@ -50,6 +50,8 @@ def test_every_lambda_and_gate_bias_trains_from_scratch_with_its_own_key():
 
 def test_the_reference_recipe_keeps_the_shared_runs_and_05s_keys():
     p = _params("cpu")
+    assert list(recipes(**p)["reference"][("cifar10", "vgg13")].proposed) == [0]   # 03 trains one seed of it
+    p["reference_recipe"] = {**p["reference_recipe"], "seeds": [0, 1, 2]}       # 05 trains all three
     lay = recipes(**p)["reference"][("cifar10", "vgg13")]
     ref = dict(backbone="vgg13", width=0.5, dataset="cifar10", train_size=None, val_size=5000, test_size=None,
                epochs=12, batch_size=256, lr=0.2, weight_decay=5e-4, bf16=True, channels_last=True)
