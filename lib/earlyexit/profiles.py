@@ -116,4 +116,13 @@ PROFILES: dict[str, dict[str, dict]] = {
                   "bf16": False, "channels_last": False, "num_budgets": 10, "scheduler_seeds": list(range(10)),
                   "recipe_lrs": [3e-5, 3e-4, 3e-3, 1e-2], "headline_exit_costs": None},
     },
+    "06_own_network": {
+        # one epoch on the smoke subset, small searches, one scheduler seed, short timing
+        "smoke": {**_SMOKE_DATA, "epochs": 1, "head_epochs": 2, "vectors": 200, "grid": 11, "eenet_budgets": 2,
+                  "scheduler_seeds": [0], "eenet_epochs": 30, "bootstrap_draws": 200, "speed_repeats": 1,
+                  "speed_rows": 8},
+        "cpu": {},
+        # not a paper's experiment: the same model at full length on full-size inputs is the user's own call
+        "paper": {"epochs": 60, "bf16": False, "channels_last": False},
+    },
 }

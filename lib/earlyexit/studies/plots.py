@@ -19,7 +19,7 @@ from .. import rehearsal
 from ..data import dataset_title
 from ..paths import output_root, project_root
 
-__all__ = ["use_style", "network_title", "save_figure", "figure_dir", "accuracy_vs_cost", "exit_histogram", "stacked_exit_shares",
+__all__ = ["use_style", "network_title", "method_style", "save_figure", "figure_dir", "accuracy_vs_cost", "exit_histogram", "stacked_exit_shares",
            "budget_calibration", "fronts_with_bands", "PAPER_WIDTHS", "PAPER_FONT_SIZES"]
 
 # widths of a two-column paper (IEEE / ACM style), inches
@@ -37,6 +37,22 @@ BACKBONE_TITLES = {"vgg13": "VGG-13", "vgg_small": "VGG-small", "resnet18_cifar"
                    "resnet50_cifar": "ResNet-50", "resnet56_cifar": "ResNet-56", "alexnet_cifar": "AlexNet",
                    "alexnet": "AlexNet", "airnet": "AirNet", "conv_autoencoder": "conv. autoencoder",
                    "torchvision": "torchvision model"}
+
+
+# one colour and marker per exit rule, the same in every notebook (seaborn's colour-blind palette)
+_RULE_STYLES = {"max-softmax": (0, "o"), "entropy": (1, "s"), "patience (PABEE)": (2, "^"),
+                "confidence baseline (CR)": (3, "v"), "EENet": (4, "D"), "class exclusion": (5, "P"),
+                "E2CM": (6, "X"), "gates (diff. branching)": (8, "*"), "BranchyNet": (9, "h")}
+
+
+def method_style(label: str, index: int = 0) -> tuple[tuple[float, float, float], str]:
+    """(colour, marker) of an exit rule: fixed for the rules of the library (a label starting with a rule's
+    name gets its style), else by position."""
+    palette = sns.color_palette("colorblind", 10)
+    for rule, (colour, marker) in _RULE_STYLES.items():
+        if label == rule or label.startswith(rule + " "):
+            return palette[colour], marker
+    return palette[index % 10], "o"
 
 
 def network_title(backbone: str, width: float | None = None, dataset: str | None = None) -> str:
@@ -175,7 +191,7 @@ def budget_calibration(ax: plt.Axes, budgets: Sequence[float], realised: dict[st
         ax.plot(target, cost, marker="o", ms=4, label=label)
     ax.set_xlabel("target budget (fraction of backbone MACs)")
     ax.set_ylabel("realised test cost")
-    ax.legend(frameon=True, fontsize=8)
+    ax.legend(frameon=True, loc="upper left", bbox_to_anchor=(1.01, 1))   # outside: it hides no data
     return ax
 
 
@@ -187,9 +203,10 @@ def fronts_with_bands(ax: plt.Axes, curves: dict[str, tuple[Sequence[float], Seq
     band (``bands``: label -> (costs, low, high)), and limits such as the oracle (``bounds``) as dashed
     lines. Accuracies are fractions; the axis shows %."""
     for i, (label, (cost, acc)) in enumerate(curves.items()):
-        color = f"C{i % 10}"
+        color, marker = method_style(label, i)
         order = sorted(range(len(cost)), key=lambda j: cost[j])
-        ax.plot([cost[j] for j in order], [100 * acc[j] for j in order], color=color, lw=1.3, label=label)
+        ax.plot([cost[j] for j in order], [100 * acc[j] for j in order], color=color, lw=1.3, marker=marker,
+                ms=3.5, label=label)
         if label in bands:
             at, low, high = bands[label]
             ax.fill_between(at, [100 * v for v in low], [100 * v for v in high], color=color, alpha=0.18, lw=0)
@@ -198,5 +215,5 @@ def fronts_with_bands(ax: plt.Axes, curves: dict[str, tuple[Sequence[float], Seq
                 ls=("--", ":", "-.", (0, (5, 1, 1, 1)))[i % 4], label=label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
-    ax.legend(frameon=True, fontsize=8)
+    ax.legend(frameon=True, loc="upper left", bbox_to_anchor=(1.01, 1))   # outside: it hides no data
     return ax
