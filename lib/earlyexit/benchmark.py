@@ -11,7 +11,8 @@
    rule's thresholds (for gates: the gate biases) calibrated so that chosen shares of the timed rows leave
    at chosen exits: none, half at the middle exit, 60% spread evenly over the early exits. Then every
    rule of notebook 05 at its operating points nearest the costs that notebook times (fronts fitted on
-   validation as there), on its first seed's cpu networks.
+   validation as there), on its first seed's cpu networks; and every rule of notebook 06 at its operating
+   point on its wrapped torchvision ResNet-18.
 
 1. Training throughput of the primer network (notebook 00, cpu profile) in float32 vs bf16 autocast +
    channels_last, 2 threads, batch 256: the measured gain of the mixed-precision option.
@@ -382,6 +383,22 @@ def method_speed_table(repeats: int = 5, batch1_rows: int = 128) -> list[dict] |
     return rows
 
 
+def own_network_speed_table(repeats: int = 5, batch1_rows: int = 128) -> list[dict] | None:
+    """Notebook 06's rules on its cpu network (a torchvision ResNet-18 with heads on the frozen model, fronts
+    fitted on validation as the notebook fits them): realised / predicted speed-up at each rule's operating
+    point, batch 1 and batched, one thread. None when the network is not trained yet."""
+    from .studies import own_network as p06
+    params = default_parameters(notebooks()["06"])
+    specs = call_plan(p06.plan, params)
+    if not all(_trained(s) for s in specs):
+        return None
+    _, heads, e2cm = (train_cached(s, progress=False) for s in specs)
+    found, points = p06.fit_rules(heads, e2cm, p06.model_name(params["model"], params["width"]), params["rules"],
+                                  params["vectors"], params["grid"], params["seed"], params["eenet_budgets"],
+                                  params["eenet_epochs"], params["scheduler_seeds"], params["within"])
+    return p06.time_points(found, points, heads, e2cm, repeats, batch1_rows, params["speed_batches"])
+
+
 def notebook_minutes() -> list[dict]:
     """Minutes per notebook of the latest smoke and cpu runs (``reproduce`` records them in
     reports/<profile>/timings.json), with the machine each ran on."""
@@ -416,12 +433,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the per-exit time breakdown (stages, head, decision) of the speed networks")
     args = parser.parse_args(argv)
     with_05 = "05" in (args.only or "").split(",") or not (args.only or args.network)
+    with_06 = "06" in (args.only or "").split(",") or not (args.only or args.network)
     try:
         networks = selected_networks(args.only, args.network)
     except ValueError as exc:
         if args.network:
             parser.error(str(exc))
-        networks = []                                  # --only 05: notebook 05's table alone
+        networks = []                                  # --only 05 / 06: those notebooks' tables alone
     if args.breakdown:
         torch.set_num_threads(1)
         print(f"where the early exit's time goes when no row leaves: microseconds per image, median of "
@@ -443,6 +461,11 @@ def main(argv: list[str] | None = None) -> int:
             print("\nnotebook 05: every rule at its operating points nearest the costs timed there (first seed's "
                   "networks, fronts fitted on validation)")
             print(_table(display(methods)) if methods else "not trained: run make reproduce ONLY=05")
+        if with_06:
+            own = own_network_speed_table(args.repeats)
+            print("\nnotebook 06: every rule at its operating point on a wrapped torchvision ResNet-18 (heads on the "
+                  "frozen model, fronts fitted on validation)")
+            print(_table(display(own)) if own else "not trained: run make reproduce ONLY=06")
         print(f"\nearly_exit without exit_costs reads the stored MAC table, never profiles (median of {args.repeats}):")
         print(_table([default_costs_row(args.repeats)]))
         print("\ncopying one activation element costs about as much as MACs of a 3x3 conv "

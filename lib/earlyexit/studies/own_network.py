@@ -21,12 +21,15 @@ from ..data import DataSpec
 from ..fronts import Front
 from ..macs import mac_table
 from ..methods.e2cm import class_means_run
+from ..methods.eenet import EENetConfig
+from ..methods.every_rule import operating_points, rule_fronts
 from ..train import LossSpec, ModelSpec, RunSpec, TrainConfig
 from ..wrapping import wrap
+from .benchmark import speed_points
 from .plots import BACKBONE_TITLES
 
 __all__ = ["plain_run", "heads_run", "e2cm_run", "plan", "model_name", "equality_check", "mac_check",
-           "rule_run", "point_rows", "conclusions"]
+           "fit_rules", "time_points", "point_rows", "conclusions"]
 
 # torchvision builder names as a paper prints them
 _MODEL_TITLES = {"resnet18": "ResNet-18", "resnet34": "ResNet-34", "mobilenet_v3_small": "MobileNetV3-Small",
@@ -114,9 +117,25 @@ def mac_check(net: nn.Module, input_shape: tuple[int, int, int]) -> list[dict]:
              "FLOP counter / 2 (MMACs)": every_exit.get_total_flops() / 2e6}]
 
 
-def rule_run(rule: str, heads, e2cm):
-    """The run a rule exits on: E2CM on the class-means network, every other rule on the trained heads."""
-    return e2cm if rule == "E2CM" else heads
+def fit_rules(heads, e2cm, name: str, rules: Sequence[str], vectors: int, grid: int, seed: int,
+              eenet_budgets: int, eenet_epochs: int, scheduler_seeds: Sequence[int], within: float
+              ) -> tuple[dict[str, Front], list[dict]]:
+    """Every rule's front on the heads (E2CM's on the class-means network), fitted on validation
+    (``every_rule.rule_fronts``), and one operating point per rule (``every_rule.operating_points``)."""
+    found = rule_fronts(heads, name, rules, vectors, grid, seed, eenet_budgets=eenet_budgets,
+                        eenet_config=EENetConfig(epochs=eenet_epochs), scheduler_seeds=scheduler_seeds, e2cm=e2cm)
+    return found, operating_points(found, within)
+
+
+def time_points(found: Mapping[str, Front], points: Sequence[dict], heads, e2cm, repeats: int, rows: int,
+                batches: Sequence[int]) -> list[dict]:
+    """Real early exit at each rule's operating point against the model alone, one thread
+    (``benchmark.speed_points``); E2CM runs on the class-means network, every other rule on the heads."""
+    timed = []
+    for p in points:
+        run = e2cm if p["rule"] == "E2CM" else heads
+        timed += speed_points(found[p["rule"]], run, [p["test cost"]], repeats, rows, batches, threads=1)
+    return timed
 
 
 def point_rows(points: Sequence[dict]) -> list[dict]:
