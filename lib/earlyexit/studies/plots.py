@@ -3,10 +3,14 @@
 Notebooks draw at screen size; ``save_figure`` writes each figure twice, as PNG (300 dpi) and as vector
 PDF, re-laid out for a two-column paper: 3.5 in wide (one column) or 7.16 in (both columns, for figures
 drawn wider than 7 in), the height scaled with the width, and every text in the same small set of font
-sizes. The figure on screen is left as it was drawn.
+sizes. The figure on screen is left as it was drawn. Beside them, <name>.json holds the figure's titles,
+axis labels and legend entries (``figure_text``), so that tests can check what a reader reads
+(``figure_problems``: no code names, no legend entry that draws nothing) without the figure's objects.
 """
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -19,7 +23,7 @@ from .. import rehearsal
 from ..data import dataset_title
 from ..paths import output_root, project_root
 
-__all__ = ["use_style", "network_title", "method_style", "save_figure", "figure_dir", "accuracy_vs_cost", "exit_histogram", "stacked_exit_shares",
+__all__ = ["use_style", "network_title", "method_style", "figure_text", "figure_problems", "save_figure", "figure_dir", "accuracy_vs_cost", "exit_histogram", "stacked_exit_shares",
            "budget_calibration", "fronts_with_bands", "PAPER_WIDTHS", "PAPER_FONT_SIZES"]
 
 # widths of a two-column paper (IEEE / ACM style), inches
@@ -107,11 +111,65 @@ def paper_size(fig: plt.Figure) -> tuple[float, float]:
     return width, min(h * width / w, 1.2 * width)
 
 
+# a code name in a title or legend: a word with an underscore (vgg13_c10), a registry name of a data set or
+# backbone, or a printed Python tuple
+_CODE_NAME = re.compile(r"\b\w+_\w+\b|\b(cifar10|cifar100|mnist|vgg13|resnet18|resnet18_cifar)\b|\('")
+
+
+def figure_text(fig: plt.Figure) -> dict:
+    """What a reader reads in the figure, from its matplotlib objects: per axes its title, axis labels and
+    legend entries, each entry with whether its artist draws anything."""
+    def drawn(handle) -> bool:
+        if hasattr(handle, "get_xydata"):
+            return len(handle.get_xydata()) > 0 and handle.get_visible()
+        if hasattr(handle, "get_offsets"):
+            return len(handle.get_offsets()) > 0 and handle.get_visible()
+        return handle.get_visible()
+
+    axes = []
+    for ax in fig.axes:
+        if not ax.get_visible() or not ax.axison and not ax.get_title():
+            continue
+        legend = ax.get_legend()
+        entries = []
+        if legend is not None:
+            artists = {label: h for h, label in zip(*ax.get_legend_handles_labels())}
+            for text in legend.get_texts():
+                label = text.get_text()
+                entries.append({"label": label, "drawn": drawn(artists[label]) if label in artists else True})
+        axes.append({"title": ax.get_title(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(),
+                     "legend": entries})
+    suptitle = fig._suptitle.get_text() if getattr(fig, "_suptitle", None) is not None else ""
+    return {"suptitle": suptitle, "axes": axes}
+
+
+def figure_problems(text: dict) -> list[str]:
+    """What a paper would not print (``figure_text``'s output): code names or tuples in titles, labels and
+    legends, legend entries that draw nothing."""
+    def code_name(value: str) -> bool:
+        return bool(_CODE_NAME.search(re.sub(r"\$[^$]*\$", "", value)))    # LaTeX math may have g_b
+
+    problems = []
+    for where, value in [("suptitle", text["suptitle"])] + [
+            (f"axes {i + 1} {key}", ax[key]) for i, ax in enumerate(text["axes"]) for key in ("title", "xlabel", "ylabel")]:
+        if code_name(value):
+            problems.append(f"{where} has a code name: {value!r}")
+    for i, ax in enumerate(text["axes"]):
+        for entry in ax["legend"]:
+            if code_name(entry["label"]):
+                problems.append(f"axes {i + 1} legend entry has a code name: {entry['label']!r}")
+            if not entry["drawn"]:
+                problems.append(f"axes {i + 1} legend entry draws nothing: {entry['label']!r}")
+    return problems
+
+
 def save_figure(fig: plt.Figure, name: str, profile: str) -> Path:
-    """Write figures/<profile>/<name>.png and .pdf at paper size and fonts; return the PNG's path relative
-    to the project root (so printed paths are the same on every machine)."""
+    """Write figures/<profile>/<name>.png and .pdf at paper size and fonts, and <name>.json, the figure's
+    text (``figure_text``) that tests check; return the PNG's path relative to the project root (so printed
+    paths are the same on every machine)."""
     folder = figure_dir(profile)
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(figure_text(fig), indent=1, ensure_ascii=False) + "\n")
     screen_size = fig.get_size_inches().copy()
     roles = _text_roles(fig)
     screen_fonts = {t: t.get_fontsize() for t in roles}

@@ -1,0 +1,47 @@
+"""What a reader reads in a figure, checked on matplotlib objects (not pixels): no code names or tuples in
+titles, labels and legends, no legend entry that draws nothing; every committed figure's text file passes."""
+import json
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from earlyexit.paths import project_root  # noqa: E402
+from earlyexit.studies.plots import figure_problems, figure_text, network_title, save_figure  # noqa: E402
+
+
+def test_a_figure_a_paper_would_print_passes(tmp_path, monkeypatch):
+    fig, ax = plt.subplots()
+    ax.plot([0.2, 0.5], [80, 85], label="max-softmax")
+    ax.scatter([1.0], [86], label="plain backbone")
+    ax.set(title=network_title("vgg13", 0.5, "cifar10"), xlabel="gate $g_b(x)$", ylabel="test accuracy (%)")
+    ax.legend()
+    assert figure_problems(figure_text(fig)) == []
+    monkeypatch.setenv("EARLYEXIT_OUTPUT", str(tmp_path))
+    save_figure(fig, "good", "smoke")
+    saved = json.loads((tmp_path / "figures" / "smoke" / "good.json").read_text())
+    assert saved["axes"][0]["title"] == "VGG-13 ×0.5, CIFAR-10" and saved["axes"][0]["legend"][0]["drawn"]
+    plt.close(fig)
+
+
+def test_tuples_code_names_and_empty_legend_entries_are_found():
+    fig, ax = plt.subplots()
+    ax.plot([], [], label="BranchyNet")                       # in the legend, draws nothing
+    ax.plot([1, 2], [3, 4], label="vgg13_c10 seed 0")
+    ax.set(title=str(("vgg13 x0.5 / cifar10", 0)) + ": equal training time")
+    ax.legend()
+    problems = figure_problems(figure_text(fig))
+    assert any("title has a code name" in p for p in problems)
+    assert any("draws nothing: 'BranchyNet'" in p for p in problems)
+    assert any("code name: 'vgg13_c10 seed 0'" in p for p in problems)
+    plt.close(fig)
+
+
+COMMITTED = sorted((project_root() / "figures" / "cpu").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.stem)
+def test_every_committed_cpu_figure_reads_as_a_paper_figure(path):
+    assert figure_problems(json.loads(path.read_text())) == []
