@@ -281,7 +281,7 @@ def conclusions(t1: Table1, claims: Sequence[Claim], choices: dict[tuple[str, st
     if t1_reference is not None:
         lines += _table1_lines(t1_reference, reference_claims, "reference", p["reference_recipe"]["width"],
                                p["reference_recipe"]["epochs"])
-    lines.append("- Batch-1 latency is in the table of section 5: measured, not predicted, and part of no verdict.")
+    lines.append("- Batch-1 latency is in the latency table of section 7: measured, not predicted, and part of no verdict.")
     return "\n".join(lines)
 
 
