@@ -278,6 +278,12 @@ class SetupEvaluation:
         return self.setup["name"]
 
     @property
+    def title(self) -> str:
+        """The set-up as a figure names it ("VGG-13 ×0.5, CIFAR-10")."""
+        from .plots import network_title
+        return network_title(self.setup["backbone"], self.setup.get("width"), self.setup["dataset"])
+
+    @property
     def num_exits(self) -> int:
         return self.tests["BC"].num_exits
 

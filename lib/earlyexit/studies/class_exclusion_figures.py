@@ -32,25 +32,36 @@ def _mean_and_half(per_seed: Sequence[Sequence[float]]) -> tuple[list[float], li
     return means, [(hi - lo) / 2 for c in columns for _, lo, hi in [seed_interval(c)]]
 
 
+# the library's rule names, for one colour and marker per rule across notebooks
+RULE_NAMES = {"BC": "class exclusion", "CR": "confidence baseline (CR)"}
+
+
 def plot_accuracy_vs_macs(seed_evals: dict[str, Sequence[SetupEvaluation]], seeds: Sequence[int]):
     """Test accuracy against remaining MACs on the common tolerance grid, one panel per set-up and one
-    line per method and training seed; stars: each network with early exits disabled; dotted: the plain
-    backbone (mean over seeds)."""
+    line per method and training seed, joined in cost order, the first seed's points labelled with their
+    tolerance; stars: each network with early exits disabled; dotted: the plain backbone (mean over seeds)."""
+    from .plots import legend_below, method_style
     fig, axes = _grid(len(seed_evals), 1, 6.2, 6.0)
-    markers = "osD^vP"
     for ax, (name, evs) in zip(axes[0], seed_evals.items()):
-        grid = ", ".join(f"{100 * t:g}" for t in evs[0].tolerances)
-        for color, m in zip(("C0", "C1"), METHODS):
+        for m in METHODS:
+            style = method_style(RULE_NAMES[m])
             for i, (seed, ev) in enumerate(zip(seeds, evs)):
-                cost, acc = zip(*[(100 * p.test.mean_fraction, 100 * p.test.accuracy) for p in ev.curves[m]])
-                ax.plot(cost, acc, color=color, marker=markers[i % len(markers)], ms=4, alpha=0.85,
-                        label=f"{m} seed {seed} (tolerance {grid} %)")
-                ax.scatter([100 * ev.no_exit(m)[0]], [100 * ev.no_exit(m)[1]], marker="*", s=120, color=color,
-                           zorder=5, label=f"{m} no early exit" if i == 0 else None)
+                points = sorted((100 * p.test.mean_fraction, 100 * p.test.accuracy, t)
+                                for p, t in zip(ev.curves[m], ev.tolerances))
+                ax.plot([c for c, _, _ in points], [a for _, a, _ in points], ms=4, alpha=1 if i == 0 else 0.5,
+                        label=f"{m}, seed {seed}", **{**style, "ls": ("-", "--", ":")[i % 3]})
+                if i == 0:
+                    for c, a, t in points:
+                        ax.annotate(f"{100 * t:g}%", (c, a), textcoords="offset points", xytext=(3, -9),
+                                    fontsize=7, color=style["color"])
+                ax.scatter([100 * ev.no_exit(m)[0]], [100 * ev.no_exit(m)[1]], marker="*", s=120,
+                           color=style["color"], zorder=5, label=f"{m}, no early exit" if i == 0 else None)
         plain = sum(ev.tests["plain"].exit_accuracies()[-1] for ev in evs) / len(evs)
         ax.axhline(100 * plain, color="gray", ls=":", lw=1, label="plain backbone (mean over seeds)")
-        ax.set(xlabel="remaining MACs (% of the plain backbone)", ylabel="test accuracy (%)", title=f"{name} (test)")
-        ax.legend(frameon=True, fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.14))
+        ax.margins(y=0.08)                  # the reference line off the frame
+        ax.set(xlabel="remaining MACs (% of the plain backbone)", ylabel="test accuracy (%)",
+               title=f"{evs[0].title}, test set; labels: validation tolerance")
+        legend_below(ax, columns=2)
     fig.tight_layout()
     return fig
 
@@ -74,8 +85,8 @@ def plot_exit_points(evals: dict[str, SetupEvaluation], points: Points):
             exit_histogram(ax, {m: p.test.exit_shares for m, p in pts[name].items()},
                            [f"{i + 1}" for i in range(ev.num_exits - 1)] + ["final"])
             ax.set_ylabel(f"share of the {len(ev.tests['BC'])} test images (%)")
-            ax.set_xlabel("exit point")
-            ax.set_title(f"{name}: {label}", fontsize=10)
+            ax.set_xlabel("exit")
+            ax.set_title(f"{ev.title}: {label}")
     fig.tight_layout()
     return fig
 
@@ -100,10 +111,10 @@ def plot_class_shares(seed_evals: dict[str, Sequence[SetupEvaluation]], classes:
                 shares[(name, m, key)] = mean
                 ax.bar([i + (j - 0.5) * width for i in range(10)], mean, width=width, yerr=half, capsize=2,
                        label=f"{m} ({len(evs)} seed{'s' if len(evs) > 1 else ''})")
-            ax.axhline(10, color="gray", ls=":", lw=1)
+            ax.axhline(10, color="gray", ls=":", lw=1, label="10 % (equal shares)")
             ax.set_xticks(range(10), classes[name], rotation=40, ha="right")
-            ax.set(ylabel="% of early-exited images", title=f"{name}: by {key} class")
-            ax.legend(frameon=True)
+            ax.set(ylabel="% of early-exited images", title=f"{evs[0].title}: by {key} class")
+            ax.legend(frameon=True, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return fig, shares
 
@@ -130,6 +141,7 @@ def plot_remaining_classes(seed_evals: dict[str, Sequence[SetupEvaluation]]):
     """Mean |R_k| per exit over the images that go on past exit k, at each tolerance of the grid and at
     the authors' tolerance: mean over seeds with the 95 % t interval. Returns the figure and
     {set-up: {label: [mean over seeds per exit]}}."""
+    from .plots import legend_below
     fig, axes = _grid(len(seed_evals), 1, 6, 5)
     remaining = {}
     for ax, (name, evs) in zip(axes[0], seed_evals.items()):
@@ -144,8 +156,8 @@ def plot_remaining_classes(seed_evals: dict[str, Sequence[SetupEvaluation]]):
             ax.errorbar(range(1, len(values[0]) + 1), remaining[name][label], yerr=half, capsize=2, label=label,
                         **style)
         ax.set_xticks(range(1, evs[0].num_exits))
-        ax.set(xlabel="exit point", ylabel="mean remaining classes |R_k| (images going on)",
-               title=f"{name}: BC (test, {len(evs)} seed{'s' if len(evs) > 1 else ''})")
-        ax.legend(frameon=True, fontsize=8, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.14))
+        ax.set(xlabel="exit", ylabel="mean remaining classes $|R_k|$ (images going on)",
+               title=f"{evs[0].title}: BC (test, {len(evs)} seed{'s' if len(evs) > 1 else ''})")
+        legend_below(ax, columns=3)
     fig.tight_layout()
     return fig, remaining

@@ -32,11 +32,12 @@ from ..outputs import CachedOutputs, outputs_of_runs
 from ..policies import MaxProbability, PerExitThresholds
 from ..stats import paired_bootstrap, seed_interval
 from ..train import LossSpec, ModelSpec, RunSpec, TrainConfig, TrainedRun, build_model, train_cached
+from .plots import method_style, network_title
 from .reference import reference_runs
 
 __all__ = ["E2CM", "E2CM_POOLED", "FEATURES", "E2CMS", "SDN_ONE", "BRANCHY_ONE", "SDN_TIMED", "EQUAL_TIME",
            "NO_LIMIT", "CLAIM_ROWS", "CLAIM_PAIRS", "POSTER_NAMES", "HEAD_BATCH", "ABSTRACT", "every_block",
-           "backbone_label", "backbone_runs", "parent_runs", "e2cm_spec", "fit_e2cm", "head_runs", "plan",
+           "backbone_label", "backbone_title", "backbone_runs", "parent_runs", "e2cm_spec", "fit_e2cm", "head_runs", "plan",
            "CloudSearch", "MethodCurve", "points_table", "paired_accuracy_difference", "equal_time_budget",
            "head_steps", "rival_specs", "method_curves", "flat", "stopped_by", "no_limit_stops",
            "head_training_table", "timing_table", "plot_hulls", "operating_points", "search_fronts", "seed_means",
@@ -75,7 +76,13 @@ def every_block(backbone: str) -> tuple[int, ...]:
 
 
 def backbone_label(spec: RunSpec) -> str:
+    """The key of a backbone in tables and metrics ("vgg13 x0.5 / cifar10")."""
     return f"{spec.model.backbone} x{spec.model.width:g} / {spec.data.name}"
+
+
+def backbone_title(spec: RunSpec) -> str:
+    """The backbone as a figure names it ("VGG-13 ×0.5, CIFAR-10")."""
+    return network_title(spec.model.backbone, spec.model.width, spec.data.name)
 
 
 def backbone_runs(backbones: list[str], widths: list[float], datasets: list[str], train_size: int | None,
@@ -361,9 +368,11 @@ def timing_table(runs: Mapping[tuple[str, int], TrainedRun], e2cm_runs: Mapping[
 
 def plot_hulls(ax, curves: Mapping[str, MethodCurve]) -> None:
     """Each method's hull (chosen on the search split) as evaluated on test, in % (one backbone seed)."""
-    for name, c in curves.items():
+    for i, (name, c) in enumerate(curves.items()):
         cost, acc = c.cloud.curve("test", "hull")
-        ax.plot(cost, [100 * a for a in acc], "o-", ms=3, label=name)
+        order = sorted(range(len(cost)), key=lambda j: cost[j])
+        ax.plot([cost[j] for j in order], [100 * acc[j] for j in order], ms=3.5, lw=1.2, label=name,
+                **method_style(name, i))
 
 
 def operating_points(curves: Mapping[tuple[str, int], Mapping[str, Mapping[str, MethodCurve]]],

@@ -297,13 +297,16 @@ def plot_seed_curves(ax, curves: Mapping[str, Mapping[str, list[float]]], exit_c
                      exit_accuracy: Sequence[float], title: str):
     """Accuracy (%) against realised test cost, mean over seeds with the 95% t interval as error bars, one
     line per method, and the single exits (mean over seeds) as a dotted line."""
-    for method, c in curves.items():
+    from .plots import method_style
+    for i, (method, c) in enumerate(curves.items()):
         if not c["cost"]:
             continue
-        acc = [100 * a for a in c["accuracy"]]
-        err = [[100 * (a - lo) for a, lo in zip(c["accuracy"], c["low"])],
-               [100 * (hi - a) for a, hi in zip(c["accuracy"], c["high"])]]
-        ax.errorbar(c["cost"], acc, yerr=err, marker="o", ms=4, capsize=2, label=method)
+        order = sorted(range(len(c["cost"])), key=lambda j: c["cost"][j])
+        acc = [100 * c["accuracy"][j] for j in order]
+        err = [[100 * (c["accuracy"][j] - c["low"][j]) for j in order],
+               [100 * (c["high"][j] - c["accuracy"][j]) for j in order]]
+        ax.errorbar([c["cost"][j] for j in order], acc, yerr=err, ms=4, capsize=2, label=method,
+                    **method_style(method, i))
     ax.plot(exit_costs, [100 * a for a in exit_accuracy], "k:", lw=1, label="single exits")
     ax.set_xlabel("mean MACs / plain-backbone MACs (test)")
     ax.set_ylabel("test accuracy (%)")

@@ -23,7 +23,7 @@ from .. import rehearsal
 from ..data import dataset_title
 from ..paths import output_root, project_root
 
-__all__ = ["use_style", "network_title", "method_style", "figure_text", "figure_problems", "save_figure", "figure_dir", "accuracy_vs_cost", "exit_histogram", "stacked_exit_shares",
+__all__ = ["use_style", "legend_below", "network_title", "method_style", "figure_text", "figure_problems", "save_figure", "figure_dir", "accuracy_vs_cost", "exit_histogram", "stacked_exit_shares",
            "budget_calibration", "fronts_with_bands", "PAPER_WIDTHS", "PAPER_FONT_SIZES"]
 
 # widths of a two-column paper (IEEE / ACM style), inches
@@ -44,19 +44,38 @@ BACKBONE_TITLES = {"vgg13": "VGG-13", "vgg_small": "VGG-small", "resnet18_cifar"
 
 
 # one colour and marker per exit rule, the same in every notebook (seaborn's colour-blind palette)
+# (an int is a palette index)
 _RULE_STYLES = {"max-softmax": (0, "o"), "entropy": (1, "s"), "patience (PABEE)": (2, "^"),
                 "confidence baseline (CR)": (3, "v"), "EENet": (4, "D"), "class exclusion": (5, "P"),
-                "E2CM": (6, "X"), "gates (diff. branching)": (8, "*"), "BranchyNet": (9, "h")}
+                "E2CM": (9, "X"), "SDN": ("olive", "h"), "BranchyNet": ("0.25", "*"), "gates (diff. branching)": (6, "p")}
+# other names of the same rules in the notebooks (04 follows EENet's paper)
+_ALIASES = {"max-prob": "max-softmax", "patience": "patience (PABEE)"}
+# variants drawn beside their rule: its colour and marker, their own line
+_VARIANT_LINES = {"E2CM (pooled)": "--", "E2CM+SDN (no limit)": ":", "SDN (1 epoch)": "-", "SDN (equal time)": "--",
+                  "SDN (no limit)": ":", "BranchyNet (1 epoch)": "-"}
 
 
-def method_style(label: str, index: int = 0) -> tuple[tuple[float, float, float], str]:
-    """(colour, marker) of an exit rule: fixed for the rules of the library (a label starting with a rule's
-    name gets its style), else by position."""
+def method_style(label: str, index: int = 0) -> dict:
+    """Line style of a method (``ax.plot(..., **method_style(label))``): a fixed colour and marker for the
+    library's rules; a variant ("E2CM (pooled)", "SDN (1 head epoch)") keeps its rule's colour with a dashed
+    line and hollow markers; anything else by position."""
     palette = sns.color_palette("colorblind", 10)
+    for alias, rule in _ALIASES.items():
+        if label.startswith(alias) and not label.startswith(rule):
+            label = rule + label[len(alias):]
     for rule, (colour, marker) in _RULE_STYLES.items():
-        if label == rule or label.startswith(rule + " "):
-            return palette[colour], marker
-    return palette[index % 10], "o"
+        if label == rule:
+            return {"color": palette[colour] if isinstance(colour, int) else colour, "marker": marker, "ls": "-"}
+    for rule, (colour, marker) in _RULE_STYLES.items():
+        if label.startswith(rule + " ") or label.startswith(rule + "+"):
+            return {"color": palette[colour] if isinstance(colour, int) else colour, "marker": marker,
+                    "ls": _VARIANT_LINES.get(label, "--"), "mfc": "none"}
+    return {"color": palette[index % 10], "marker": "o", "ls": "-"}
+
+
+def legend_below(ax: plt.Axes, columns: int = 1) -> None:
+    """The axes' legend under its x label, where it hides no data (for panels side by side)."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=columns, frameon=False)
 
 
 def network_title(backbone: str, width: float | None = None, dataset: str | None = None) -> str:
@@ -194,8 +213,9 @@ def accuracy_vs_cost(ax: plt.Axes, curves: dict[str, tuple[Sequence[float], Sequ
                      reference: dict[str, tuple[float, float]] | None = None,
                      xlabel: str = "mean MACs / plain-backbone MACs") -> plt.Axes:
     """Accuracy (%) against cost for several methods; ``reference`` adds single labelled points."""
-    for label, (cost, acc) in curves.items():
-        ax.plot(cost, [100 * a for a in acc], marker="o", ms=4, label=label)
+    for i, (label, (cost, acc)) in enumerate(curves.items()):
+        order = sorted(range(len(cost)), key=lambda j: cost[j])
+        ax.plot([cost[j] for j in order], [100 * acc[j] for j in order], ms=4, label=label, **method_style(label, i))
     for label, (cost, acc) in (reference or {}).items():
         ax.scatter([cost], [100 * acc], marker="*", s=140, zorder=5, label=label)
     ax.set_xlabel(xlabel)
@@ -205,15 +225,17 @@ def accuracy_vs_cost(ax: plt.Axes, curves: dict[str, tuple[Sequence[float], Sequ
 
 
 def exit_histogram(ax: plt.Axes, shares: dict[str, Sequence[float]], exit_labels: Sequence[str] | None = None) -> plt.Axes:
-    """Share of samples (%) leaving at each exit, one bar group per method."""
+    """Share of samples (%) leaving at each exit, one bar group per method; exits numbered 1..K under an
+    "exit" axis label (labels of their own with ``exit_labels``)."""
     methods = list(shares)
     k = len(next(iter(shares.values())))
-    labels = list(exit_labels or [f"exit {i + 1}" for i in range(k)])
+    labels = list(exit_labels or [str(i + 1) for i in range(k)])
     width = 0.8 / len(methods)
     for j, m in enumerate(methods):
         ax.bar([i + (j - (len(methods) - 1) / 2) * width for i in range(k)], [100 * s for s in shares[m]],
                width=width, label=m)
     ax.set_xticks(range(k), labels)
+    ax.set_xlabel("exit")
     ax.set_ylabel("share of test images (%)")
     if len(methods) > 1:
         ax.legend(frameon=True)
@@ -261,13 +283,13 @@ def fronts_with_bands(ax: plt.Axes, curves: dict[str, tuple[Sequence[float], Seq
     band (``bands``: label -> (costs, low, high)), and limits such as the oracle (``bounds``) as dashed
     lines. Accuracies are fractions; the axis shows %."""
     for i, (label, (cost, acc)) in enumerate(curves.items()):
-        color, marker = method_style(label, i)
+        style = method_style(label, i)
         order = sorted(range(len(cost)), key=lambda j: cost[j])
-        ax.plot([cost[j] for j in order], [100 * acc[j] for j in order], color=color, lw=1.3, marker=marker,
-                ms=3.5, label=label)
+        ax.plot([cost[j] for j in order], [100 * acc[j] for j in order], lw=1.3, ms=3.5, label=label, **style)
         if label in bands:
             at, low, high = bands[label]
-            ax.fill_between(at, [100 * v for v in low], [100 * v for v in high], color=color, alpha=0.18, lw=0)
+            ax.fill_between(at, [100 * v for v in low], [100 * v for v in high], color=style["color"], alpha=0.18,
+                            lw=0)
     for i, (label, (cost, acc)) in enumerate((bounds or {}).items()):   # the first in black, the others grey
         ax.plot(cost, [100 * a for a in acc], color="k" if i == 0 else "0.55", lw=1.1 if i == 0 else 0.8,
                 ls=("--", ":", "-.", (0, (5, 1, 1, 1)))[i % 4], label=label)
