@@ -35,3 +35,10 @@ def test_mac_table_numbers_exits_and_stages_from_one():
     rows = mac_table(net).rows()
     assert [r["exit"] for r in rows] == list(range(1, net.num_exits + 1))
     assert rows[0]["after stage"] == 1 and rows[-1]["cumulative MACs (% of backbone)"] > 99
+
+
+def test_a_frame_can_list_accuracy_columns_whose_names_do_not_say_it():
+    frame = pd.DataFrame({"plain": [0.7406], "proposed MACs / plain": [0.51]})
+    frame.attrs["percent"] = ["plain"]
+    shown = readable(frame)
+    assert list(shown.columns) == ["plain (%)", "proposed MACs / plain"] and shown["plain (%)"][0] == 74.06

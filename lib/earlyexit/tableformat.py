@@ -39,12 +39,14 @@ def _fraction_of_correct(name: object, column: pd.Series) -> bool:
 
 
 def readable(frame: pd.DataFrame) -> pd.DataFrame:
-    """A copy whose accuracy columns given as fractions are in % (header "<name> (%)")."""
+    """A copy whose accuracy columns given as fractions are in % (header "<name> (%)"): those named so, and
+    those the frame lists in ``frame.attrs["percent"]`` (accuracies whose names do not say it)."""
     if isinstance(frame.columns, pd.MultiIndex):
         return frame
     shown = frame.copy()
+    listed = set(frame.attrs.get("percent", ()))
     for name in frame.columns:
-        if _fraction_of_correct(name, frame[name]):
+        if name in listed or _fraction_of_correct(name, frame[name]):
             shown[name] = 100 * frame[name]
             shown = shown.rename(columns={name: f"{name} (%)"})
     return shown

@@ -458,4 +458,9 @@ def table1(groups: Iterable[BackboneRuns], mixing: str, gate_threshold: float, t
                            + T1_COLUMNS[4:6]},
                         "paper plain": _paper_accuracy(g, "baseline"), "paper B-NET": _paper_accuracy(g, "branchynet"),
                         "paper proposed": _paper_accuracy(g, "proposed")})
-    return Table1(pd.DataFrame(rows), pd.DataFrame(summary), branchy, hard)
+    per_seed, means = pd.DataFrame(rows), pd.DataFrame(summary)
+    accuracies = [c for c in T1_COLUMNS if "MACs" not in c]
+    per_seed.attrs["percent"] = accuracies        # shown in % (tableformat.readable); the values stay fractions
+    means.attrs["percent"] = [f"{c} {k}" for c in accuracies for k in ("mean", "sd")] + [
+        "paper plain", "paper B-NET", "paper proposed"]
+    return Table1(per_seed, means, branchy, hard)
