@@ -16,6 +16,8 @@ def test_a_figure_a_paper_would_print_passes(tmp_path, monkeypatch):
     fig, ax = plt.subplots()
     ax.plot([0.2, 0.5], [80, 85], label="max-softmax")
     ax.scatter([1.0], [86], label="plain backbone")
+    ax.bar([0.3], [5], label="share")                              # containers: bars and error bars
+    ax.errorbar([0.4], [81], yerr=[1], label="seed mean")
     ax.set(title=network_title("vgg13", 0.5, "cifar10"), xlabel="gate $g_b(x)$", ylabel="test accuracy (%)")
     ax.legend()
     assert figure_problems(figure_text(fig)) == []

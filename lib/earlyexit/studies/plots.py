@@ -17,6 +17,7 @@ from typing import Sequence
 import matplotlib
 import matplotlib.pyplot as plt
 import seaborn as sns
+from matplotlib.container import Container
 from matplotlib.text import Text
 
 from .. import rehearsal
@@ -139,6 +140,8 @@ def figure_text(fig: plt.Figure) -> dict:
     """What a reader reads in the figure, from its matplotlib objects: per axes its title, axis labels and
     legend entries, each entry with whether its artist draws anything."""
     def drawn(handle) -> bool:
+        if isinstance(handle, Container):          # bars, error bars: drawn if any of their artists is
+            return any(drawn(child) for child in handle.get_children())
         if hasattr(handle, "get_xydata"):
             return len(handle.get_xydata()) > 0 and handle.get_visible()
         if hasattr(handle, "get_offsets"):
