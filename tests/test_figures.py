@@ -47,3 +47,32 @@ COMMITTED = sorted((project_root() / "figures" / "cpu").glob("*.json"))
 @pytest.mark.parametrize("path", COMMITTED, ids=lambda p: p.stem)
 def test_every_committed_cpu_figure_reads_as_a_paper_figure(path):
     assert figure_problems(json.loads(path.read_text())) == []
+
+
+def test_a_figure_of_several_seeds_needs_an_interval():
+    fig, ax = plt.subplots()
+    ax.plot([0.2, 0.5], [80, 85], label="mean of 3 seeds")
+    assert figure_problems(figure_text(fig, seeds=1)) == []
+    assert any("draws no seed interval" in p for p in figure_problems(figure_text(fig, seeds=3)))
+    ax.fill_between([0.2, 0.5], [79, 84], [81, 86], alpha=0.2)
+    assert figure_problems(figure_text(fig, seeds=3)) == []
+    plt.close(fig)
+    fig, ax = plt.subplots()
+    ax.errorbar([0.4], [81], yerr=[1], label="seed mean")
+    assert figure_text(fig, seeds=3)["axes"][0]["intervals"] == 1 and figure_problems(figure_text(fig, seeds=3)) == []
+    plt.close(fig)
+
+
+def test_e2cm_claim_figure_draws_each_methods_seed_mean_with_its_interval():
+    import pandas as pd
+    from earlyexit.studies.e2cm import plot_budget_means
+    rows = [{"backbone": "b", "seed": s, "search split": "val", "method": m, "budget": 0.3,
+             "test accuracy": 0.6 + 0.01 * s + (0.05 if m == "E2CM" else 0), "test cost": 0.28}
+            for s in range(3) for m in ("E2CM", "SDN (1 epoch)")]
+    rows.append({**rows[0], "method": "SDN (1 epoch)", "budget": 0.1, "test accuracy": float("nan")})
+    fig, ax = plt.subplots()
+    plot_budget_means(ax, pd.DataFrame(rows), "val", "b", ["E2CM", "SDN (1 epoch)"], [0.1, 0.3])
+    bars = ax.containers
+    assert len(bars) == 2                                   # one per method at 0.3; none where no point exists
+    assert abs(bars[0].lines[0].get_ydata()[0] - 66.0) < 1e-9 and figure_text(fig, seeds=3)["axes"][0]["intervals"] == 2
+    plt.close(fig)

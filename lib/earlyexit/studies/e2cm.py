@@ -375,6 +375,22 @@ def plot_hulls(ax, curves: Mapping[str, MethodCurve]) -> None:
                 **method_style(name, i))
 
 
+def plot_budget_means(ax, points: pd.DataFrame, split: str, backbone: str, methods: Sequence[str],
+                      budgets: Sequence[float]) -> None:
+    """At each claim budget, each method's mean test accuracy (%) over seeds at its mean test cost, with the
+    95% t interval of the mean as a bar: the numbers the claims compare, drawn over one seed's hulls."""
+    df = points[(points["search split"] == split) & (points["backbone"] == backbone)].dropna(subset=["test accuracy"])
+    for i, name in enumerate(methods):
+        style = method_style(name, i)
+        for b in budgets:
+            g = df[(df["method"] == name) & (df["budget"] == b)]
+            if len(g) < 2:
+                continue
+            mean, lo, hi = seed_interval(list(100 * g["test accuracy"]), (0.0, 100.0))
+            ax.errorbar([g["test cost"].mean()], [mean], yerr=[[mean - lo], [hi - mean]], fmt=style["marker"],
+                        color=style["color"], mfc=style.get("mfc", style["color"]), ms=6, capsize=3)
+
+
 def operating_points(curves: Mapping[tuple[str, int], Mapping[str, Mapping[str, MethodCurve]]],
                      budgets: Sequence[float]) -> pd.DataFrame:
     """Per (backbone, seed, search split, method, budget): the thresholds chosen on the search split

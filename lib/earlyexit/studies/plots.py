@@ -4,8 +4,9 @@ Notebooks draw at screen size; ``save_figure`` writes each figure twice, as PNG 
 PDF, re-laid out for a two-column paper: 3.5 in wide (one column) or 7.16 in (both columns, for figures
 drawn wider than 7 in), the height scaled with the width, and every text in the same small set of font
 sizes. The figure on screen is left as it was drawn. Beside them, <name>.json holds the figure's titles,
-axis labels and legend entries (``figure_text``), so that tests can check what a reader reads
-(``figure_problems``: no code names, no legend entry that draws nothing) without the figure's objects.
+axis labels, legend entries and seed intervals (``figure_text``), so that tests can check what a reader
+reads (``figure_problems``: no code names, no legend entry that draws nothing, intervals wherever the figure
+summarises several training seeds) without the figure's objects.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from typing import Sequence
 import matplotlib
 import matplotlib.pyplot as plt
 import seaborn as sns
-from matplotlib.container import Container
+from matplotlib.collections import PolyCollection
+from matplotlib.container import Container, ErrorbarContainer
 from matplotlib.text import Text
 
 from .. import rehearsal
@@ -136,9 +138,18 @@ def paper_size(fig: plt.Figure) -> tuple[float, float]:
 _CODE_NAME = re.compile(r"\b\w+_\w+\b|\b(cifar10|cifar100|mnist|vgg13|resnet18|resnet18_cifar)\b|\('")
 
 
-def figure_text(fig: plt.Figure) -> dict:
-    """What a reader reads in the figure, from its matplotlib objects: per axes its title, axis labels and
-    legend entries, each entry with whether its artist draws anything."""
+def _intervals(ax: plt.Axes) -> int:
+    """How many interval artists the axes draws: error bars (``errorbar``, bars with ``yerr``) and bands
+    (``fill_between``)."""
+    bars = sum(1 for c in ax.containers if isinstance(c, ErrorbarContainer) or getattr(c, "errorbar", None))
+    bands = sum(1 for c in ax.collections if isinstance(c, PolyCollection) and len(c.get_paths()) > 0)
+    return bars + bands
+
+
+def figure_text(fig: plt.Figure, seeds: int = 1) -> dict:
+    """What a reader reads in the figure, from its matplotlib objects: per axes its title, axis labels,
+    legend entries (each with whether its artist draws anything) and the number of interval artists; and
+    ``seeds``, how many training seeds the figure summarises."""
     def drawn(handle) -> bool:
         if isinstance(handle, Container):          # bars, error bars: drawn if any of their artists is
             return any(drawn(child) for child in handle.get_children())
@@ -160,14 +171,14 @@ def figure_text(fig: plt.Figure) -> dict:
                 label = text.get_text()
                 entries.append({"label": label, "drawn": drawn(artists[label]) if label in artists else True})
         axes.append({"title": ax.get_title(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(),
-                     "legend": entries})
+                     "legend": entries, "intervals": _intervals(ax)})
     suptitle = fig._suptitle.get_text() if getattr(fig, "_suptitle", None) is not None else ""
-    return {"suptitle": suptitle, "axes": axes}
+    return {"suptitle": suptitle, "axes": axes, "seeds": seeds}
 
 
 def figure_problems(text: dict) -> list[str]:
     """What a paper would not print (``figure_text``'s output): code names or tuples in titles, labels and
-    legends, legend entries that draw nothing."""
+    legends, legend entries that draw nothing, a summary of several seeds without a seed interval."""
     def code_name(value: str) -> bool:
         return bool(_CODE_NAME.search(re.sub(r"\$[^$]*\$", "", value)))    # LaTeX math may have g_b
 
@@ -182,16 +193,19 @@ def figure_problems(text: dict) -> list[str]:
                 problems.append(f"axes {i + 1} legend entry has a code name: {entry['label']!r}")
             if not entry["drawn"]:
                 problems.append(f"axes {i + 1} legend entry draws nothing: {entry['label']!r}")
+    seeds = text.get("seeds", 1)
+    if seeds > 1 and not any(ax.get("intervals", 0) for ax in text["axes"]):
+        problems.append(f"summarises {seeds} training seeds but draws no seed interval (bars or bands)")
     return problems
 
 
-def save_figure(fig: plt.Figure, name: str, profile: str) -> Path:
+def save_figure(fig: plt.Figure, name: str, profile: str, seeds: int = 1) -> Path:
     """Write figures/<profile>/<name>.png and .pdf at paper size and fonts, and <name>.json, the figure's
-    text (``figure_text``) that tests check; return the PNG's path relative to the project root (so printed
-    paths are the same on every machine)."""
+    text (``figure_text``, with ``seeds``: how many training seeds it summarises) that tests check; return
+    the PNG's path relative to the project root (so printed paths are the same on every machine)."""
     folder = figure_dir(profile)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.json").write_text(json.dumps(figure_text(fig), indent=1, ensure_ascii=False) + "\n")
+    (folder / f"{name}.json").write_text(json.dumps(figure_text(fig, seeds), indent=1, ensure_ascii=False) + "\n")
     screen_size = fig.get_size_inches().copy()
     roles = _text_roles(fig)
     screen_fonts = {t: t.get_fontsize() for t in roles}

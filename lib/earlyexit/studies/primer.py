@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import matplotlib.pyplot as plt
+
 from ..evaluate import ThresholdSweep, shared_threshold_sweep
 from ..macs import MacTable
 from ..outputs import CachedOutputs
@@ -17,7 +19,7 @@ from ..stats import seed_interval
 from ..train import RunSpec
 from .reference import reference_runs
 
-__all__ = ["plan", "THRESHOLD_GRID", "maxprob_choice", "seed_spread", "spread_sentence"]
+__all__ = ["plan", "THRESHOLD_GRID", "maxprob_choice", "seed_spread", "spread_sentence", "plot_seed_spread"]
 
 # thresholds tried for max-softmax (and entropy): 0, 0.025, ..., 1
 THRESHOLD_GRID = [i / 40 for i in range(41)]
@@ -72,3 +74,21 @@ def spread_sentence(rows: list[dict]) -> str:
             f"deviation {100 * final['sd']:.2f} points); the standard deviation per exit ranges from "
             f"{100 * min(sds):.2f} to {100 * max(sds):.2f} points (largest at exit {widest + 1}). A difference "
             f"between two separately trained networks smaller than about twice that is within training noise.")
+
+
+def plot_seed_spread(ax: plt.Axes, rows: list[dict], fractions: Sequence[float]) -> plt.Axes:
+    """Each exit's test accuracy (%) against its cumulative MACs: every seed faint, the mean over seeds
+    with its 95% t interval as bars (``seed_spread``'s rows, accuracies as fractions)."""
+    seeds = [key for key in rows[0] if key.startswith("seed ")]
+    for j, key in enumerate(seeds):
+        ax.plot(fractions, [100 * r[key] for r in rows], "o", color="0.6", ms=3, alpha=0.7,
+                label="one training seed" if j == 0 else None)
+    mean = [100 * r["mean"] for r in rows]
+    ax.errorbar(fractions, mean, yerr=[[m - 100 * r["low"] for m, r in zip(mean, rows)],
+                                       [100 * r["high"] - m for m, r in zip(mean, rows)]],
+                fmt="o-", color="k", ms=4, capsize=3, label=f"mean of {len(seeds)} seeds, 95% t interval")
+    for k, (x, y) in enumerate(zip(fractions, mean)):
+        ax.annotate(str(k + 1), (x, y), textcoords="offset points", xytext=(-4, 6), fontsize=8)
+    ax.set(xlabel="cumulative MACs / plain backbone (exit k labelled k)", ylabel="test accuracy (%)")
+    ax.legend(frameon=True, loc="lower right")
+    return ax
