@@ -5,6 +5,7 @@ import torch
 
 from earlyexit.data import load_dataset
 from earlyexit.studies import own_network as study
+from earlyexit.studies.plots import network_title
 from earlyexit.train import train_cached
 from earlyexit.wrapping import wrap
 
@@ -37,4 +38,4 @@ def test_the_checks_the_notebook_shows():
     assert check["bit for bit equal"] and check["max |difference|"] == 0 and check["exits"] == 3
     rows = study.mac_check(wrap(model, ["layer1", "layer2"]).eval(), (3, 32, 32))
     assert all(r["MAC table (MMACs)"] == pytest.approx(r["FLOP counter / 2 (MMACs)"]) for r in rows)
-    assert study.model_name("mobilenet_v3_small", 0.5) == "MobileNetV3-Small ×0.5"
+    assert network_title("mobilenet_v3_small", 0.5) == "MobileNetV3-Small ×0.5"

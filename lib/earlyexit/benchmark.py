@@ -36,6 +36,7 @@ import torch
 
 from .losses import build_loss
 from .studies import primer
+from .studies.plots import network_title
 from .reproduce import _table, call_plan, default_parameters, notebooks
 from .device import autocast, bf16_supported, cpu_model, describe_device, maybe_compile, resolve_device, synchronize
 from .speed import display, interleaved, speed_rows, timings
@@ -393,7 +394,7 @@ def own_network_speed_table(repeats: int = 5, batch1_rows: int = 128) -> list[di
     if not all(_trained(s) for s in specs):
         return None
     _, heads, e2cm = (train_cached(s, progress=False) for s in specs)
-    found, points = p06.fit_rules(heads, e2cm, p06.model_name(params["model"], params["width"]), params["rules"],
+    found, points = p06.fit_rules(heads, e2cm, network_title(params["model"], params["width"]), params["rules"],
                                   params["vectors"], params["grid"], params["seed"], params["eenet_budgets"],
                                   params["eenet_epochs"], params["scheduler_seeds"], params["within"])
     return p06.time_points(found, points, heads, e2cm, repeats, batch1_rows, params["speed_batches"])

@@ -26,21 +26,11 @@ from ..methods.every_rule import operating_points, rule_fronts
 from ..train import LossSpec, ModelSpec, RunSpec, TrainConfig
 from ..wrapping import wrap
 from .benchmark import speed_points
-from .plots import BACKBONE_TITLES
 
-__all__ = ["plain_run", "heads_run", "e2cm_run", "plan", "model_name", "equality_check", "mac_check",
+__all__ = ["plain_run", "heads_run", "e2cm_run", "plan", "equality_check", "mac_check",
            "fit_rules", "time_points", "point_rows", "speed_sentence", "conclusions"]
 
-# torchvision builder names as a paper prints them
-_MODEL_TITLES = {"resnet18": "ResNet-18", "resnet34": "ResNet-34", "mobilenet_v3_small": "MobileNetV3-Small",
-                 "mobilenet_v2": "MobileNetV2", "efficientnet_b0": "EfficientNet-B0", "convnext_tiny": "ConvNeXt-T"}
 HEAD_BATCH = 256
-
-
-def model_name(model: str, width: float = 1.0) -> str:
-    """"ResNet-18" for "resnet18" (with "×w" when a width multiplier is used)."""
-    name = _MODEL_TITLES.get(model, BACKBONE_TITLES.get(model, model))
-    return name if width == 1 else f"{name} ×{width:g}"
 
 
 def plain_run(model: str, exit_after: Sequence[str], width: float, dataset: str, train_size: int | None,

@@ -43,7 +43,10 @@ _PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None}
 BACKBONE_TITLES = {"vgg13": "VGG-13", "vgg_small": "VGG-small", "resnet18_cifar": "ResNet-18",
                    "resnet50_cifar": "ResNet-50", "resnet56_cifar": "ResNet-56", "alexnet_cifar": "AlexNet",
                    "alexnet": "AlexNet", "airnet": "AirNet", "conv_autoencoder": "conv. autoencoder",
-                   "torchvision": "torchvision model"}
+                   "torchvision": "torchvision model",
+                   # torchvision builders (notebook 06 wraps them)
+                   "resnet18": "ResNet-18", "resnet34": "ResNet-34", "mobilenet_v3_small": "MobileNetV3-Small",
+                   "mobilenet_v2": "MobileNetV2", "efficientnet_b0": "EfficientNet-B0", "convnext_tiny": "ConvNeXt-T"}
 
 
 # one colour and marker per exit rule, the same in every notebook (seaborn's colour-blind palette)
