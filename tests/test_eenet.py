@@ -514,3 +514,12 @@ def test_released_numbers_are_labelled_with_their_budget_unit_and_exit_count():
         assert "not the paper" in r["quantity"] and "3 exits" in r["quantity"] and "2.5 ms/sample" in r["quantity"]
         assert "budget 0.550" in r["note"] and "mean of 2 network seed(s)" in r["note"]   # nearest 0.507 of c_K
     assert rows[0]["paper"] == 1.9 and rows[1]["paper"] == 0.934
+
+
+def test_seed_intervals_stay_in_each_quantitys_valid_range():
+    evidence = _evidence()
+    for s, auroc in zip(evidence, (-0.6, 0.4, 0.9)):           # three seeds far apart: the t interval is wide
+        evidence[s]["auroc_exit_1"] = (auroc, auroc, auroc)
+    ev = across_networks(evidence)
+    assert ev["auroc_exit_1"]["low"] == -1.0 and ev["auroc_exit_1"]["high"] == 1.0
+    assert ev["gain_all"]["low"] > -100                        # points of accuracy: clipped only at +-100

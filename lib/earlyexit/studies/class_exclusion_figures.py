@@ -1,11 +1,12 @@
 """Notebook 01's figures and tables (class exclusion, Wang, Li, Zhang, AICAS 2024): test accuracy against
-remaining MACs for every training seed, the Fig. 4 analogue (share of test images leaving at each exit), the
+remaining MACs over the training seeds, the Fig. 4 analogue (share of test images leaving at each exit), the
 Fig. 5 analogue (per-class shares of the early-exited images, with each class's early-exit rate beside it)
 and the mean number of remaining classes per exit over the images that go on, drawn from the
 ``SetupEvaluation`` objects of ``studies.class_exclusion`` (matplotlib is loaded only when a figure is
 drawn). Where several seeds exist, bars and curves show the mean over seeds with the 95 % t interval."""
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -23,13 +24,16 @@ def _grid(panels: int, rows: int, width: float, height: float):
     return plt.subplots(rows, panels, figsize=(width * panels, height), squeeze=False)
 
 
-def _mean_and_half(per_seed: Sequence[Sequence[float]]) -> tuple[list[float], list[float] | None]:
-    """Mean over seeds of each position and the half-width of its 95 % t interval (None for one seed)."""
+def _mean_and_errors(per_seed: Sequence[Sequence[float]], bounds: tuple[float, float] | None = None
+                     ) -> tuple[list[float], list[list[float]] | None]:
+    """Mean over seeds of each position and the distances from it to the ends of its 95 % t interval,
+    clipped to ``bounds`` (``[below, above]``, as matplotlib's ``xerr``/``yerr`` take them; None for one seed)."""
     columns = list(zip(*per_seed))
     means = [sum(c) / len(c) for c in columns]
     if len(per_seed) < 2:
         return means, None
-    return means, [(hi - lo) / 2 for c in columns for _, lo, hi in [seed_interval(c)]]
+    ends = [seed_interval(c, bounds)[1:] for c in columns]
+    return means, [[m - lo for m, (lo, _) in zip(means, ends)], [hi - m for m, (_, hi) in zip(means, ends)]]
 
 
 # the library's rule names, for one colour and marker per rule across notebooks
@@ -37,25 +41,31 @@ RULE_NAMES = {"BC": "class exclusion", "CR": "confidence baseline (CR)"}
 
 
 def plot_accuracy_vs_macs(seed_evals: dict[str, Sequence[SetupEvaluation]], seeds: Sequence[int]):
-    """Test accuracy against remaining MACs on the common tolerance grid, one panel per set-up and one
-    line per method and training seed, joined in cost order, the first seed's points labelled with their
-    tolerance; stars: each network with early exits disabled; dotted: the plain backbone (mean over seeds)."""
+    """Test accuracy against remaining MACs on the common tolerance grid, one panel per set-up and one curve
+    per method: at each tolerance the mean over training seeds of cost and accuracy, with their 95 % t
+    intervals as bars (one seed: its points), joined in cost order and labelled with the tolerance; stars:
+    each network with early exits disabled (mean over seeds); dotted: the plain backbone (mean over seeds)."""
     from .plots import legend_below, method_style
-    fig, axes = _grid(len(seed_evals), 1, 6.2, 6.0)
+    fig, axes = _grid(len(seed_evals), 1, 6.2, 5.4)
+    many = len(seeds) > 1
     for ax, (name, evs) in zip(axes[0], seed_evals.items()):
         for m in METHODS:
             style = method_style(RULE_NAMES[m])
-            for i, (seed, ev) in enumerate(zip(seeds, evs)):
-                points = sorted((100 * p.test.mean_fraction, 100 * p.test.accuracy, t)
-                                for p, t in zip(ev.curves[m], ev.tolerances))
-                ax.plot([c for c, _, _ in points], [a for _, a, _ in points], ms=4, alpha=1 if i == 0 else 0.5,
-                        label=f"{m}, seed {seed}", **{**style, "ls": ("-", "--", ":")[i % 3]})
-                if i == 0:
-                    for c, a, t in points:
-                        ax.annotate(f"{100 * t:g}%", (c, a), textcoords="offset points", xytext=(3, -9),
-                                    fontsize=7, color=style["color"])
-                ax.scatter([100 * ev.no_exit(m)[0]], [100 * ev.no_exit(m)[1]], marker="*", s=120,
-                           color=style["color"], zorder=5, label=f"{m}, no early exit" if i == 0 else None)
+            costs, cost_err = _mean_and_errors([[100 * p.test.mean_fraction for p in ev.curves[m]] for ev in evs],
+                                               (0.0, math.inf))
+            accs, acc_err = _mean_and_errors([[100 * p.test.accuracy for p in ev.curves[m]] for ev in evs], (0.0, 100.0))
+            order = sorted(range(len(costs)), key=lambda j: costs[j])
+            label = f"{m}, mean of {len(seeds)} seeds (95 % t intervals)" if many else f"{m}, seed {seeds[0]}"
+            ax.errorbar([costs[j] for j in order], [accs[j] for j in order], ms=4, capsize=2, elinewidth=0.8,
+                        xerr=[[e[j] for j in order] for e in cost_err] if many else None,
+                        yerr=[[e[j] for j in order] for e in acc_err] if many else None, label=label, **style)
+            for j in order:
+                ax.annotate(f"{100 * evs[0].tolerances[j]:g}%", (costs[j], accs[j]), textcoords="offset points",
+                            xytext=(3, -9), fontsize=7, color=style["color"])
+            plain_cost = sum(ev.no_exit(m)[0] for ev in evs) / len(evs)
+            plain_acc = sum(ev.no_exit(m)[1] for ev in evs) / len(evs)
+            ax.scatter([100 * plain_cost], [100 * plain_acc], marker="*", s=120, color=style["color"], zorder=5,
+                       label=f"{m}, no early exit")
         plain = sum(ev.tests["plain"].exit_accuracies()[-1] for ev in evs) / len(evs)
         ax.axhline(100 * plain, color="gray", ls=":", lw=1, label="plain backbone (mean over seeds)")
         ax.margins(y=0.08)                  # the reference line off the frame
@@ -76,17 +86,24 @@ def operating_points(evals: dict[str, SetupEvaluation], common: float) -> Points
                                                   for n, ev in evals.items()}}
 
 
-def plot_exit_points(evals: dict[str, SetupEvaluation], points: Points):
-    """Fig. 4: share of test images leaving at each exit, BC beside CR; one row per operating point."""
+def plot_exit_points(seed_evals: dict[str, Sequence[SetupEvaluation]], common: float):
+    """Fig. 4: share of test images leaving at each exit, BC beside CR, one row per operating point (the
+    authors' tolerances, one common tolerance): mean over training seeds with the 95 % t interval."""
     from .plots import exit_histogram
-    fig, axes = _grid(len(evals), len(points), 6.5, 3.5 * len(points))
-    for r, (label, pts) in enumerate(points.items()):
-        for ax, (name, ev) in zip(axes[r], evals.items()):
-            exit_histogram(ax, {m: p.test.exit_shares for m, p in pts[name].items()},
-                           [f"{i + 1}" for i in range(ev.num_exits - 1)] + ["final"])
-            ax.set_ylabel(f"share of the {len(ev.tests['BC'])} test images (%)")
-            ax.set_xlabel("exit")
-            ax.set_title(f"{ev.title}: {label}")
+    seeds = len(next(iter(seed_evals.values())))
+    per_seed = [operating_points({n: evs[i] for n, evs in seed_evals.items()}, common) for i in range(seeds)]
+    fig, axes = _grid(len(seed_evals), len(per_seed[0]), 6.5, 3.5 * len(per_seed[0]))
+    for r, label in enumerate(per_seed[0]):
+        for ax, (name, evs) in zip(axes[r], seed_evals.items()):
+            shares, errors = {}, {}
+            for m in METHODS:
+                shares[m], errors[m] = _mean_and_errors([pts[label][name][m].test.exit_shares for pts in per_seed],
+                                                        (0.0, 1.0))
+            exit_histogram(ax, {f"{m} ({seeds} seed{'s' if seeds > 1 else ''})": v for m, v in shares.items()},
+                           [f"{i + 1}" for i in range(evs[0].num_exits - 1)] + ["final"],
+                           {f"{m} ({seeds} seed{'s' if seeds > 1 else ''})": v for m, v in errors.items()})
+            ax.set_ylabel(f"share of the {len(evs[0].tests['BC'])} test images (%)")
+            ax.set_title(f"{evs[0].title}: {label}")
     fig.tight_layout()
     return fig
 
@@ -107,9 +124,9 @@ def plot_class_shares(seed_evals: dict[str, Sequence[SetupEvaluation]], classes:
     for r, (name, evs) in enumerate(ten.items()):
         for ax, key in zip(axes[r], ("predicted", "true")):
             for j, m in enumerate(METHODS):
-                mean, half = _mean_and_half([ev.class_shares(m)[key].tolist() for ev in evs])
+                mean, errors = _mean_and_errors([ev.class_shares(m)[key].tolist() for ev in evs], (0.0, 100.0))
                 shares[(name, m, key)] = mean
-                ax.bar([i + (j - 0.5) * width for i in range(10)], mean, width=width, yerr=half, capsize=2,
+                ax.bar([i + (j - 0.5) * width for i in range(10)], mean, width=width, yerr=errors, capsize=2,
                        label=f"{m} ({len(evs)} seed{'s' if len(evs) > 1 else ''})")
             ax.axhline(10, color="gray", ls=":", lw=1, label="10 % (equal shares)")
             ax.set_xticks(range(10), classes[name], rotation=40, ha="right")
@@ -151,9 +168,10 @@ def plot_remaining_classes(seed_evals: dict[str, Sequence[SetupEvaluation]]):
                     for i, label in enumerate(labels)}
         remaining[name] = {}
         for label, values in per_seed.items():
-            remaining[name][label], half = _mean_and_half(values)
+            classes = float(evs[0].tests["BC"].logits.shape[2])          # between 1 and every class remain
+            remaining[name][label], errors = _mean_and_errors(values, (1.0, classes))
             style = {"ls": "--", "color": "k", "marker": "s"} if label == "authors' tolerance" else {"marker": "o"}
-            ax.errorbar(range(1, len(values[0]) + 1), remaining[name][label], yerr=half, capsize=2, label=label,
+            ax.errorbar(range(1, len(values[0]) + 1), remaining[name][label], yerr=errors, capsize=2, label=label,
                         **style)
         ax.set_xticks(range(1, evs[0].num_exits))
         ax.set(xlabel="exit", ylabel="mean remaining classes $|R_k|$ (images going on)",

@@ -313,12 +313,22 @@ def across_networks(per_seed: dict[int, dict[str, tuple[float, float, float]]]) 
         if undefined:
             row.update(mean=None, low=None, high=None, spread=None, undefined_on=undefined)
         elif len(values) >= 2:
-            mean, lo, hi = seed_interval(values)
+            mean, lo, hi = seed_interval(values, _bounds(name))
             row.update(mean=mean, low=lo, high=hi, spread=max(values) - min(values))
         else:
             row.update(mean=values[0], low=None, high=None, spread=0.0)
         out[name] = row
     return out
+
+
+def _bounds(quantity: str) -> tuple[float, float] | None:
+    """The valid range of an evidence quantity, to which its seed interval is clipped: a difference of
+    accuracies in points, of AUROCs or of shares of images; None where there is no natural bound."""
+    if quantity.startswith("gain"):
+        return (-100.0, 100.0)
+    if quantity.startswith("auroc_exit_") or quantity == "last_exit_shift":
+        return (-1.0, 1.0)
+    return None
 
 
 def _defined(value: float) -> float | None:

@@ -297,7 +297,7 @@ def plot_seed_curves(ax, curves: Mapping[str, Mapping[str, list[float]]], exit_c
                      exit_accuracy: Sequence[float], title: str):
     """Accuracy (%) against realised test cost, mean over seeds with the 95% t interval as error bars, one
     line per method, and the single exits (mean over seeds) as a dotted line."""
-    from .plots import method_style
+    from .plots import legend_below, method_style
     for i, (method, c) in enumerate(curves.items()):
         if not c["cost"]:
             continue
@@ -311,5 +311,5 @@ def plot_seed_curves(ax, curves: Mapping[str, Mapping[str, list[float]]], exit_c
     ax.set_xlabel("mean MACs / plain-backbone MACs (test)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title)
-    ax.legend(frameon=True, fontsize=7, loc="upper left")   # accuracy rises with cost: that corner stays empty
+    legend_below(ax, columns=2)                              # under the axes: it hides no curve
     return ax

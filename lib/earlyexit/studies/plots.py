@@ -58,7 +58,10 @@ _RULE_STYLES = {"max-softmax": (0, "o"), "entropy": (1, "s"), "patience (PABEE)"
 _ALIASES = {"max-prob": "max-softmax", "patience": "patience (PABEE)"}
 # variants drawn beside their rule: its colour and marker, their own line
 _VARIANT_LINES = {"E2CM (pooled)": "--", "E2CM+SDN (no limit)": ":", "SDN (1 epoch)": "-", "SDN (equal time)": "--",
-                  "SDN (no limit)": ":", "BranchyNet (1 epoch)": "-"}
+                  "SDN (no limit)": ":", "BranchyNet (1 epoch)": "-",
+                  # 04: the paper's baselines under their papers' names, and the same rules searched (ours)
+                  "max-softmax (MSDNet)": "-", "entropy (BranchyNet)": "-", "max-softmax, searched": ":",
+                  "entropy, searched": ":"}
 
 
 def method_style(label: str, index: int = 0) -> dict:
@@ -73,7 +76,7 @@ def method_style(label: str, index: int = 0) -> dict:
         if label == rule:
             return {"color": palette[colour] if isinstance(colour, int) else colour, "marker": marker, "ls": "-"}
     for rule, (colour, marker) in _RULE_STYLES.items():
-        if label.startswith(rule + " ") or label.startswith(rule + "+"):
+        if any(label.startswith(rule + sep) for sep in (" ", "+", ",")):
             return {"color": palette[colour] if isinstance(colour, int) else colour, "marker": marker,
                     "ls": _VARIANT_LINES.get(label, "--"), "mfc": "none"}
     return {"color": palette[index % 10], "marker": "o", "ls": "-"}
@@ -244,16 +247,19 @@ def accuracy_vs_cost(ax: plt.Axes, curves: dict[str, tuple[Sequence[float], Sequ
     return ax
 
 
-def exit_histogram(ax: plt.Axes, shares: dict[str, Sequence[float]], exit_labels: Sequence[str] | None = None) -> plt.Axes:
+def exit_histogram(ax: plt.Axes, shares: dict[str, Sequence[float]], exit_labels: Sequence[str] | None = None,
+                   errors: dict[str, Sequence[float]] | None = None) -> plt.Axes:
     """Share of samples (%) leaving at each exit, one bar group per method; exits numbered 1..K under an
-    "exit" axis label (labels of their own with ``exit_labels``)."""
+    "exit" axis label (labels of their own with ``exit_labels``); ``errors``: per method, the distances from
+    each bar to the ends of its interval, ``[below, above]`` (fractions, as the shares), drawn as error bars."""
     methods = list(shares)
     k = len(next(iter(shares.values())))
     labels = list(exit_labels or [str(i + 1) for i in range(k)])
     width = 0.8 / len(methods)
     for j, m in enumerate(methods):
+        yerr = [[100 * e for e in side] for side in errors[m]] if errors and errors.get(m) is not None else None
         ax.bar([i + (j - (len(methods) - 1) / 2) * width for i in range(k)], [100 * s for s in shares[m]],
-               width=width, label=m)
+               width=width, label=m, yerr=yerr, capsize=2 if yerr else 0)
     ax.set_xticks(range(k), labels)
     ax.set_xlabel("exit")
     ax.set_ylabel("share of test images (%)")
@@ -286,9 +292,9 @@ def budget_calibration(ax: plt.Axes, budgets: Sequence[float], realised: dict[st
     lims = [min(budgets) * 0.85, max(budgets) * 1.1]
     ax.fill_between(lims, [(1 - tolerance) * v for v in lims], [(1 + tolerance) * v for v in lims], color="0.9",
                     label=f"±{100 * tolerance:.0f}% of budget")
-    ax.plot(lims, lims, "k--", lw=1)
-    for label, (target, cost) in realised.items():
-        ax.plot(target, cost, marker="o", ms=4, label=label)
+    ax.plot(lims, lims, "k--", lw=1, label="realised cost = budget")
+    for i, (label, (target, cost)) in enumerate(realised.items()):
+        ax.plot(target, cost, ms=4, label=label, **method_style(label, i))
     ax.set_xlabel("target budget (fraction of backbone MACs)")
     ax.set_ylabel("realised test cost")
     ax.legend(frameon=True, loc="upper left", bbox_to_anchor=(1.01, 1))   # outside: it hides no data
