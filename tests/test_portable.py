@@ -128,3 +128,11 @@ def test_html_report_of_a_profile(tmp_path, monkeypatch):
     assert "final accuracy" in html and "1.5" in html
     page = (index.parent / "07_demo.html").read_text()
     assert "require.min.js" not in page and str(tmp_path) not in page + html
+
+
+def test_committed_reports_keep_no_widget_state():
+    """Progress-bar widget states are dropped when a report is written (thousands of them in a notebook that
+    trains many runs); the bars keep their text."""
+    import json
+    reports = sorted((project_root() / "reports").glob("*/*.ipynb"))
+    assert reports and [r.name for r in reports if "widgets" in json.loads(r.read_text()).get("metadata", {})] == []

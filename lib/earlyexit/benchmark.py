@@ -454,7 +454,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"real early exit vs plain backbone, inference form (BN folded, channels_last), float32, 1 CPU thread "
               f"({cpu}) and every accelerator present; ms/img median [min-max] of {args.repeats} repeats; batch 1 = "
               f"rows timed one by one; realised speed-up = median of the repeats' paired plain / early-exit ratios, "
-              f"with its 95% interval")
+              f"with its 95% interval; both columns with freed memory kept for reuse (speed.keep_freed_memory: "
+              f"glibc's mallopt, as under a caching allocator), not glibc's default, which maps every block over "
+              f"32 MB afresh")
         if networks:
             print(_table(display(speed_table(networks, args.repeats))))
         if with_05:

@@ -98,9 +98,12 @@ _BINARY_MIME = ("image/png", "image/jpeg", "application/pdf")
 
 def make_portable_notebook(path: Path, source: Path | None = None) -> None:
     """Rewrite an executed notebook so that no absolute path of this machine remains: papermill's
-    input/output paths become project-relative, and text outputs and tracebacks lose machine prefixes."""
+    input/output paths become project-relative, and text outputs and tracebacks lose machine prefixes. The
+    progress bars' widget states are dropped (a notebook that trains many runs saved thousands of them,
+    megabytes); each bar keeps its text form."""
     import nbformat
     nb = nbformat.read(str(path), as_version=4)
+    nb.metadata.pop("widgets", None)
     prefixes = machine_prefixes()
     meta = nb.metadata.get("papermill", {})
     if "input_path" in meta and source is not None:
