@@ -33,7 +33,8 @@ def _mean_and_errors(per_seed: Sequence[Sequence[float]], bounds: tuple[float, f
     if len(per_seed) < 2:
         return means, None
     ends = [seed_interval(c, bounds)[1:] for c in columns]
-    return means, [[m - lo for m, (lo, _) in zip(means, ends)], [hi - m for m, (_, hi) in zip(means, ends)]]
+    return means, [[max(0.0, m - lo) for m, (lo, _) in zip(means, ends)],
+                   [max(0.0, hi - m) for m, (_, hi) in zip(means, ends)]]
 
 
 # the library's rule names, for one colour and marker per rule across notebooks
@@ -168,8 +169,8 @@ def plot_remaining_classes(seed_evals: dict[str, Sequence[SetupEvaluation]]):
                     for i, label in enumerate(labels)}
         remaining[name] = {}
         for label, values in per_seed.items():
-            classes = float(evs[0].tests["BC"].logits.shape[2])          # between 1 and every class remain
-            remaining[name][label], errors = _mean_and_errors(values, (1.0, classes))
+            classes = float(evs[0].tests["BC"].logits.shape[2])          # at most every class remains
+            remaining[name][label], errors = _mean_and_errors(values, (0.0, classes))
             style = {"ls": "--", "color": "k", "marker": "s"} if label == "authors' tolerance" else {"marker": "o"}
             ax.errorbar(range(1, len(values[0]) + 1), remaining[name][label], yerr=errors, capsize=2, label=label,
                         **style)
