@@ -98,11 +98,10 @@ def plot_exit_points(seed_evals: dict[str, Sequence[SetupEvaluation]], common: f
         for ax, (name, evs) in zip(axes[r], seed_evals.items()):
             shares, errors = {}, {}
             for m in METHODS:
-                shares[m], errors[m] = _mean_and_errors([pts[label][name][m].test.exit_shares for pts in per_seed],
-                                                        (0.0, 1.0))
-            exit_histogram(ax, {f"{m} ({seeds} seed{'s' if seeds > 1 else ''})": v for m, v in shares.items()},
-                           [f"{i + 1}" for i in range(evs[0].num_exits - 1)] + ["final"],
-                           {f"{m} ({seeds} seed{'s' if seeds > 1 else ''})": v for m, v in errors.items()})
+                key = f"{m} ({seeds} seed{'s' if seeds > 1 else ''})"
+                shares[key], errors[key] = _mean_and_errors(
+                    [pts[label][name][m].test.exit_shares for pts in per_seed], (0.0, 1.0))
+            exit_histogram(ax, shares, [f"{i + 1}" for i in range(evs[0].num_exits - 1)] + ["final"], errors)
             ax.set_ylabel(f"share of the {len(evs[0].tests['BC'])} test images (%)")
             ax.set_title(f"{evs[0].title}: {label}")
     fig.tight_layout()

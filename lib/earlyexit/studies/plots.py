@@ -248,7 +248,7 @@ def accuracy_vs_cost(ax: plt.Axes, curves: dict[str, tuple[Sequence[float], Sequ
 
 
 def exit_histogram(ax: plt.Axes, shares: dict[str, Sequence[float]], exit_labels: Sequence[str] | None = None,
-                   errors: dict[str, Sequence[float]] | None = None) -> plt.Axes:
+                   errors: dict[str, Sequence[Sequence[float]] | None] | None = None) -> plt.Axes:
     """Share of samples (%) leaving at each exit, one bar group per method; exits numbered 1..K under an
     "exit" axis label (labels of their own with ``exit_labels``); ``errors``: per method, the distances from
     each bar to the ends of its interval, ``[below, above]`` (fractions, as the shares), drawn as error bars."""
