@@ -21,6 +21,7 @@ import seaborn as sns
 from matplotlib.collections import PolyCollection
 from matplotlib.container import Container, ErrorbarContainer
 from matplotlib.text import Text
+from matplotlib.transforms import offset_copy
 
 from .. import rehearsal
 from ..data import dataset_title
@@ -83,8 +84,16 @@ def method_style(label: str, index: int = 0) -> dict:
 
 
 def legend_below(ax: plt.Axes, columns: int = 1) -> None:
-    """The axes' legend under its x label, where it hides no data (for panels side by side)."""
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=columns, frameon=False)
+    """The axes' legend under its x label, where it hides no data (for panels side by side). Its distance
+    from the axes is set in points from the tick and label fonts, not as a fraction of the axes' height, so
+    it clears the x label however flat ``save_figure`` makes the axes at paper size."""
+    ticks = ax.xaxis.get_ticklabels()
+    tick_size = ticks[0].get_size() if ticks else plt.rcParams["xtick.labelsize"]
+    if isinstance(tick_size, str):
+        tick_size = plt.rcParams["font.size"]
+    below = 1.4 * (tick_size + ax.xaxis.label.get_size()) + 8
+    anchor = offset_copy(ax.transAxes, fig=ax.figure, y=-below, units="points")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=anchor, ncol=columns, frameon=False)
 
 
 def network_title(backbone: str, width: float | None = None, dataset: str | None = None) -> str:
