@@ -189,6 +189,8 @@ def test_unsupervised_curves_claims_and_means_over_seeds():
     assert curves.loc[(curves["dataset"] == "mnist") & (curves["budget"] == 0.2), "test cost"].isna().all()
     mean = unsupervised_mean(curves, "mnist")
     assert list(mean.index) == [0.4, 1.0] and mean.loc[0.4, "test clustering acc"] == pytest.approx(0.598)
+    assert mean.loc[0.4, "low"] < 0.598 < mean.loc[0.4, "high"]          # t interval over the 3 seeds
+    assert mean.loc[1.0, "low"] == mean.loc[1.0, "high"] == pytest.approx(0.60)
     assert list(unsupervised_summary(curves, (0.4, 0.5)).index) == [0.4]
     mnist, fashion = unsupervised_claims(results)
     assert mnist.ours == pytest.approx(-0.2) and mnist.verdict == "supported" and "3 autoencoder seeds" in mnist.evidence

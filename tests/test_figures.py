@@ -9,7 +9,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from earlyexit.paths import project_root  # noqa: E402
-from earlyexit.studies.plots import figure_problems, figure_text, network_title, save_figure  # noqa: E402
+from earlyexit.studies.plots import (figure_problems, figure_text, legend_under_panels, network_title,  # noqa: E402
+                                     save_figure)
 
 
 def test_a_figure_a_paper_would_print_passes(tmp_path, monkeypatch):
@@ -38,6 +39,45 @@ def test_tuples_code_names_and_empty_legend_entries_are_found():
     assert any("title has a code name" in p for p in problems)
     assert any("draws nothing: 'BranchyNet'" in p for p in problems)
     assert any("code name: 'vgg13_c10 seed 0'" in p for p in problems)
+    plt.close(fig)
+
+
+def test_paper_size_lays_side_by_side_panels_out_again_and_keeps_the_screen_layout(tmp_path, monkeypatch):
+    """Laid out once at screen size, three panels keep that spacing on a smaller page with larger fonts unless
+    save_figure lays them out again: then titles and y labels run into the next panel."""
+    fig, axes = plt.subplots(1, 3, figsize=(18, 4))
+    for ax in axes:
+        ax.plot([0, 1], [50, 90], label="E2CM")
+        ax.set(title="headline: one epoch of training", xlabel="MACs / plain backbone", ylabel="test accuracy (%)")
+    fig.tight_layout()
+    screen = [ax.get_position().bounds for ax in axes]
+    overlaps = []
+
+    def check_at_paper_size(*args, **kwargs):
+        renderer = fig.canvas.get_renderer()
+        boxes = [ax.get_tightbbox(renderer) for ax in axes]
+        overlaps.append(any(a.x1 > b.x0 for a, b in zip(boxes, boxes[1:])))
+
+    monkeypatch.setattr(fig, "savefig", check_at_paper_size)
+    monkeypatch.setenv("EARLYEXIT_OUTPUT", str(tmp_path))
+    save_figure(fig, "panels", "smoke")
+    assert overlaps == [False, False]                                 # PNG and PDF
+    assert [ax.get_position().bounds for ax in axes] == screen
+    plt.close(fig)
+
+
+def test_one_legend_under_panels_lists_each_drawn_label_once():
+    fig, axes = plt.subplots(1, 2, layout="constrained")
+    axes[0].plot([0, 1], [1, 2], label="E2CM")
+    axes[0].plot([0, 1], [2, 3], label="SDN heads, 1 epoch")
+    axes[1].plot([0, 1], [1, 3], label="E2CM")
+    axes[1].plot([], [], label="BranchyNet")
+    axes[1].legend()
+    legend_under_panels(fig)
+    text = figure_text(fig)
+    assert [e["label"] for e in text["legend"]] == ["E2CM", "SDN heads, 1 epoch", "BranchyNet"]
+    assert all(ax["legend"] == [] for ax in text["axes"])            # the panels' own legends are gone
+    assert figure_problems(text) == ["figure legend entry draws nothing: 'BranchyNet'"]
     plt.close(fig)
 
 

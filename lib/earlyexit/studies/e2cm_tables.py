@@ -18,7 +18,7 @@ from ..evaluate import exit_scores
 from ..methods.e2cm import E2CMExit, e2cm_policy
 from ..outputs import CachedOutputs, outputs_of_runs
 from .report import comparison
-from ..stats import seed_estimate
+from ..stats import seed_estimate, seed_interval
 from ..train import TrainedRun
 
 __all__ = ["prediction_disagreement", "ncm_table", "ncm_tables", "feature_table", "UNSUP_GRID", "unsupervised_curves",
@@ -95,11 +95,17 @@ def unsupervised_curves(results: Mapping[tuple[str, int], dict], grid: Sequence[
 
 
 def unsupervised_mean(curves: pd.DataFrame, dataset: str) -> pd.DataFrame:
-    """The mean over seeds (the red curve of the authors' slide), at the budgets every seed reaches."""
+    """The mean over seeds (the red curve of the authors' slide), at the budgets every seed reaches; with
+    several seeds also the 95% t interval of the mean accuracy ("low", "high", clipped to [0, 1])."""
     df = curves[curves["dataset"] == dataset].dropna()
     seeds = curves.loc[curves["dataset"] == dataset, "seed"].nunique()
     complete = df.groupby("budget").filter(lambda g: len(g) == seeds)
-    return complete.groupby("budget")[["test cost", "test clustering acc"]].mean()
+    mean = complete.groupby("budget")[["test cost", "test clustering acc"]].mean()
+    if seeds > 1:
+        bounds = complete.groupby("budget")["test clustering acc"].apply(
+            lambda g: seed_interval(list(g), (0.0, 1.0))[1:])
+        mean["low"], mean["high"] = [b[0] for b in bounds], [b[1] for b in bounds]
+    return mean
 
 
 def unsupervised_summary(curves: pd.DataFrame, budgets: Sequence[float] = (0.25, 0.4, 0.6, 1.0)) -> pd.DataFrame:

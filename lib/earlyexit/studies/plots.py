@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -20,6 +21,7 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 from matplotlib.collections import PolyCollection
 from matplotlib.container import Container, ErrorbarContainer
+from matplotlib.layout_engine import PlaceHolderLayoutEngine
 from matplotlib.text import Text
 from matplotlib.transforms import offset_copy
 
@@ -96,6 +98,19 @@ def legend_below(ax: plt.Axes, columns: int = 1) -> None:
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=anchor, ncol=columns, frameon=False)
 
 
+def legend_under_panels(fig: plt.Figure, columns: int = 3) -> None:
+    """One legend for side-by-side panels, under all of them: each label drawn in any panel once (a method
+    keeps one style across panels, so one entry stands for all its curves). The figure must use
+    ``layout="constrained"``, which keeps room for the legend at every size, paper size included."""
+    handles: dict[str, object] = {}
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=columns, frameon=False)
+
+
 def network_title(backbone: str, width: float | None = None, dataset: str | None = None) -> str:
     """"VGG-13 ×0.25, CIFAR-10" for ("vgg13", 0.25, "cifar10"): what figure titles and legends print
     instead of code names (the width only when it is not 1)."""
@@ -163,8 +178,8 @@ def _intervals(ax: plt.Axes) -> int:
 
 def figure_text(fig: plt.Figure, seeds: int = 1) -> dict:
     """What a reader reads in the figure, from its matplotlib objects: per axes its title, axis labels,
-    legend entries (each with whether its artist draws anything) and the number of interval artists; and
-    ``seeds``, how many training seeds the figure summarises."""
+    legend entries (each with whether its artist draws anything) and the number of interval artists; the
+    figure-level legend's entries; and ``seeds``, how many training seeds the figure summarises."""
     def drawn(handle) -> bool:
         if isinstance(handle, Container):          # bars, error bars: drawn if any of their artists is
             return any(drawn(child) for child in handle.get_children())
@@ -187,8 +202,13 @@ def figure_text(fig: plt.Figure, seeds: int = 1) -> dict:
                 entries.append({"label": label, "drawn": drawn(artists[label]) if label in artists else True})
         axes.append({"title": ax.get_title(), "xlabel": ax.get_xlabel(), "ylabel": ax.get_ylabel(),
                      "legend": entries, "intervals": _intervals(ax)})
+    figure_legend = []
+    if fig.legends:
+        artists = {label: h for ax in fig.axes for h, label in zip(*ax.get_legend_handles_labels())}
+        figure_legend = [{"label": t.get_text(), "drawn": drawn(artists[t.get_text()]) if t.get_text() in artists else True}
+                         for legend in fig.legends for t in legend.get_texts()]
     suptitle = fig._suptitle.get_text() if getattr(fig, "_suptitle", None) is not None else ""
-    return {"suptitle": suptitle, "axes": axes, "seeds": seeds}
+    return {"suptitle": suptitle, "axes": axes, "legend": figure_legend, "seeds": seeds}
 
 
 def figure_problems(text: dict) -> list[str]:
@@ -202,16 +222,28 @@ def figure_problems(text: dict) -> list[str]:
             (f"axes {i + 1} {key}", ax[key]) for i, ax in enumerate(text["axes"]) for key in ("title", "xlabel", "ylabel")]:
         if code_name(value):
             problems.append(f"{where} has a code name: {value!r}")
-    for i, ax in enumerate(text["axes"]):
-        for entry in ax["legend"]:
+    legends = [(f"axes {i + 1}", ax["legend"]) for i, ax in enumerate(text["axes"])]
+    for where, entries in legends + [("figure", text.get("legend", []))]:
+        for entry in entries:
             if code_name(entry["label"]):
-                problems.append(f"axes {i + 1} legend entry has a code name: {entry['label']!r}")
+                problems.append(f"{where} legend entry has a code name: {entry['label']!r}")
             if not entry["drawn"]:
-                problems.append(f"axes {i + 1} legend entry draws nothing: {entry['label']!r}")
+                problems.append(f"{where} legend entry draws nothing: {entry['label']!r}")
     seeds = text.get("seeds", 1)
     if seeds > 1 and not any(ax.get("intervals", 0) for ax in text["axes"]):
         problems.append(f"summarises {seeds} training seeds but draws no seed interval (bars or bands)")
     return problems
+
+
+def _lay_out_again(fig: plt.Figure) -> None:
+    """Fit titles, labels and legends to the figure's new size and fonts. A layout engine (``layout=
+    "constrained"``) does so at every draw; a figure laid out once by ``tight_layout`` (which leaves a
+    placeholder engine) or not at all keeps its screen-size spacing, where larger paper fonts on a smaller
+    page make titles overlap, so it is laid out again here (``save_figure`` puts the screen positions back)."""
+    if fig.get_layout_engine() is None or isinstance(fig.get_layout_engine(), PlaceHolderLayoutEngine):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "not compatible with tight_layout": kept as drawn
+            fig.tight_layout()
 
 
 def save_figure(fig: plt.Figure, name: str, profile: str, seeds: int = 1) -> Path:
@@ -224,16 +256,20 @@ def save_figure(fig: plt.Figure, name: str, profile: str, seeds: int = 1) -> Pat
     screen_size = fig.get_size_inches().copy()
     roles = _text_roles(fig)
     screen_fonts = {t: t.get_fontsize() for t in roles}
+    screen_positions = [(ax, ax.get_position(original=True)) for ax in fig.axes]
     try:
         fig.set_size_inches(*paper_size(fig), forward=False)
         for t, role in roles.items():
             t.set_fontsize(PAPER_FONT_SIZES[role])
+        _lay_out_again(fig)
         fig.savefig(folder / f"{name}.png", dpi=PAPER_DPI, bbox_inches="tight", metadata=_PNG_METADATA)
         fig.savefig(folder / f"{name}.pdf", bbox_inches="tight", metadata=_PDF_METADATA)
     finally:
         fig.set_size_inches(*screen_size, forward=False)
         for t, size in screen_fonts.items():
             t.set_fontsize(size)
+        for ax, position in screen_positions:
+            ax.set_position(position)
     png = folder / f"{name}.png"
     try:
         return png.relative_to(project_root())
