@@ -143,3 +143,15 @@ def test_seed_intervals_are_clipped_to_the_valid_range():
     assert lo < 0 and hi > 1
     mean_c, (lo_c, hi_c) = seed_estimate(values, bounds=(0.0, 1.0))
     assert mean_c == mean and (lo_c, hi_c) == (0.0, 1.0)
+
+
+def test_summary_and_claims_table_show_two_decimals_and_whole_numbers_whole(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "reports_dir", lambda profile: tmp_path)
+    rows = [claim("x", "y", 2.69812, interval=(-0.50281, 5.89912), unit="points"),
+            claim("x", "z", 0.015634, interval=(-3.7e-05, 0.0313), unit="AUROC"),
+            claim("x", "w", 0.0, unit="images", deterministic=True, evidence="a property of the rule")]
+    report.save_metrics("01_x", "cpu", {}, claims=rows)
+    text = report.write_summary("cpu").read_text()
+    assert "2.70 [-0.50, 5.90] points" in text and "0.016 [-3.7e-05, 0.031] AUROC" in text and "| 0 images |" in text
+    assert claims_table(rows)["ours (95% interval)"].tolist()[:2] == ["2.70 [-0.50, 5.90] points",
+                                                                       "0.016 [-3.7e-05, 0.031] AUROC"]

@@ -29,6 +29,7 @@ from functools import lru_cache
 import pandas as pd
 
 from ..paths import project_root
+from ..tableformat import number
 
 __all__ = ["VERDICTS", "ROLES", "SMOKE_VERDICT", "SMOKE_NOTE", "Claim", "claim", "shown_verdict", "is_smoke", "claims_table", "paper_numbers", "paper_number", "PaperNumber"]
 
@@ -133,8 +134,8 @@ def claims_table(claims: list[Claim], profile: str | None = None) -> pd.DataFram
     def fmt(c: Claim) -> str:
         if c.ours is None:
             return "n/a"
-        inside = f" [{c.interval[0]:.3g}, {c.interval[1]:.3g}]" if c.interval else ""
-        return f"{c.ours:.3g}{inside} {c.unit}".strip()
+        inside = f" [{number(c.interval[0])}, {number(c.interval[1])}]" if c.interval else ""
+        return f"{number(c.ours)}{inside} {c.unit}".strip()
 
     return pd.DataFrame([{"claim": c.statement, "role": c.role, "statement from": c.statement_source,
                           "measured": c.comparison, "ours (95% interval)": fmt(c),

@@ -44,6 +44,7 @@ from ..macs import MacTable
 from ..methods.class_exclusion import (ClassExclusion, OperatingPoint, authors_exit_keys, exclusion_trace,
                                        fit_operating_point)
 from ..outputs import CachedOutputs
+from ..tableformat import number
 from ..train import LossSpec, ModelSpec, RunSpec, TrainConfig
 from .reference import reference_run
 
@@ -454,6 +455,14 @@ def rivals_text(seed_evals: Sequence[SetupEvaluation]) -> str:
     return "; ".join(f"{m} {spread(v)}" for m, v in final_accuracies(seed_evals).items())
 
 
+def _valid_range(column: str) -> tuple[float, float] | None:
+    """Where a seed_rows column's values can lie: accuracies (fractions) in [0, 1], MACs and tolerances in % at
+    least 0 (MACs may pass 100 % with the heads); the BC - CR gaps anywhere."""
+    if column.endswith("acc"):
+        return 0.0, 1.0
+    return (0.0, math.inf) if "%" in column and "gap" not in column else None
+
+
 def seed_rows(seed_evals: Sequence[SetupEvaluation], seeds: Sequence[int]) -> list[dict]:
     """Table I per training seed with both BC-against-CR statistics, then the mean and the 95 % t
     interval over seeds of every number."""
@@ -463,10 +472,10 @@ def seed_rows(seed_evals: Sequence[SetupEvaluation], seeds: Sequence[int]) -> li
              "matched-accuracy MACs gap (BC - CR, points)": seed_gap(ev)} for s, ev in zip(seeds, seed_evals)]
     if len(rows) > 1:
         numeric = [k for k, v in rows[0].items() if isinstance(v, float) and k != "seed"]
-        stats = {k: seed_interval([r[k] for r in rows]) for k in numeric}
+        stats = {k: seed_interval([r[k] for r in rows], _valid_range(k)) for k in numeric}
         rows.append({"seed": "mean", "set-up": rows[0]["set-up"], **{k: v[0] for k, v in stats.items()}})
         rows.append({"seed": "95% interval", "set-up": rows[0]["set-up"],
-                     **{k: f"[{v[1]:.4g}, {v[2]:.4g}]" for k, v in stats.items()}})
+                     **{k: f"[{number(v[1])}, {number(v[2])}]" for k, v in stats.items()}})
     return rows
 
 

@@ -17,6 +17,7 @@ import torch
 from .. import rehearsal
 from ..device import cpu_model, default_description
 from ..paths import output_root, project_root
+from ..tableformat import number
 from .claims import SMOKE_NOTE, is_smoke, shown_verdict
 
 __all__ = ["format_value", "reports_dir", "save_metrics", "comparison", "write_summary", "environment"]
@@ -67,11 +68,12 @@ def save_metrics(notebook: str, profile: str, metrics: dict, comparisons: list[d
 
 
 def format_value(v) -> str:
-    """A metric as a table shows it: n/a, 4 significant digits, or the value's own text."""
+    """A metric as a table shows it: n/a, a whole number as it is, two decimals (two significant digits below
+    0.1, as the notebooks' tables), or the value's own text; the metrics file keeps every digit."""
     if v is None:
         return "n/a"
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return str(int(v)) if v.is_integer() and abs(v) < 1e15 else number(v)
     return str(v)
 
 
