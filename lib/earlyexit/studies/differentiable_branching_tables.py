@@ -172,16 +172,17 @@ def plot_gate_distributions(group: BackboneRuns, choice: LambdaChoice):
     network at the fixed lambda and of the grid's chosen network. Returns the figure and the share of
     polarised gate values of every seed's network at the fixed lambda."""
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), squeeze=False)
-    models = ((f"λ = {group.headline_lambda:g} (fixed), seed {group.seeds[0]}", "proposed", group.seeds[0]),
-              (f"λ = {choice.chosen:g} (chosen on val), seed {group.seeds[0]}", "grid", choice.chosen))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), squeeze=False, layout="constrained")
+    models = ((f"λ = {group.headline_lambda:g} (fixed)", "proposed", group.seeds[0]),
+              (f"λ = {choice.chosen:g} (chosen on val)", "grid", choice.chosen))
     for ax, (title, kind, key) in zip(axes[0], models):
         gates = gate_values(group.outputs(kind, key, "test"))
         for b in sorted({0, (len(gates) - 1) // 2, len(gates) - 1}):
             ax.hist(gates[b].numpy(), bins=40, range=(0, 1), alpha=0.55, label=f"branch {b + 1}")
         ax.set_yscale("log")
-        ax.set(title=f"{_title(group)}: {title}", xlabel="gate $g_b(x)$ on test images", ylabel="images")
+        ax.set(title=title, xlabel="gate $g_b(x)$ on test images", ylabel="images")
         ax.legend()
+    fig.suptitle(f"{_title(group)}, seed {group.seeds[0]}")
     return fig, polarised_by_seed(group)
 
 
@@ -213,8 +214,11 @@ def plot_accuracy_vs_macs(group: BackboneRuns, t1: Table1, choice: LambdaChoice,
         s = sweeps[label] = shared_threshold_sweep(group.outputs(kind, key, "val"), group.outputs(kind, key, "test"),
                                                    hard_gate_rule(run.net.num_exits, 0.0), gate_grid, run.macs)
         order = sorted(range(len(s.test_cost)), key=lambda i: s.test_cost[i])
-        ax.plot([s.test_cost[i] for i in order], [100 * float(s.test_accuracy[i]) for i in order], marker=".",
-                ms=3, lw=1.2, color=colour, label=f"{label}, gates swept over t")
+        costs = [float(s.test_cost[i]) for i in order]
+        swept = (f"{label}, gates swept over t" if costs[-1] - costs[0] >= 0.01 else    # a collapsed network
+                 f"{label}: every t gives one point (cost {costs[0]:.2f})")
+        ax.plot(costs, [100 * float(s.test_accuracy[i]) for i in order], marker=".", ms=3, lw=1.2, color=colour,
+                label=swept)
         ax.scatter([run.macs.exit_fractions[-1]], [100 * ensemble_accuracy(group.outputs(kind, key, "test"), mixing)],
                    facecolors="none", edgecolors=[colour], s=45)
     b = t1.branchynet[(group.dataset, group.backbone, seed)]
@@ -259,21 +263,36 @@ def plot_gate_history(history: pd.DataFrame, columns: int = 4):
     import matplotlib.pyplot as plt
     labels = list(dict.fromkeys(history["model"]))
     nrows = -(-len(labels) // columns)
-    fig, axes = plt.subplots(nrows, columns, figsize=(3.2 * columns, 2.6 * nrows), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(nrows, columns, figsize=(3.2 * columns, 2.9 * nrows), squeeze=False, sharey=True,
+                             layout="constrained")
     for ax, label in zip(axes.flat, labels):
         part = history[(history.model == label) & history["mean gate"].notna()]
         wide = part.pivot(index="epoch", columns="exit", values="mean gate")
         for branch in wide.columns:
             ax.plot(wide.index, wide[branch], marker="o", ms=3, label=f"branch {branch}",
                     color=plt.cm.viridis((branch - 1) / max(1, len(wide.columns) - 1)))
-        ax.set(title=label, ylim=(0, 1), xlabel="epoch", xticks=list(wide.index))
+        ax.set(title=_panel_title(label), ylim=(0, 1), xlabel="epoch")
+        ax.set_xticks(list(wide.index)[::-(-len(wide.index) // 6)])      # at most 6 epoch ticks
     for ax in axes.flat[len(labels):]:
         ax.axis("off")
     for ax in axes[:, 0]:
         ax.set_ylabel("mean gate (val)")
-    axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.02, 1))
-    fig.tight_layout()
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    for ax in axes.flat[:len(labels)]:                   # the panel with the most branches lists them all
+        h, n = ax.get_legend_handles_labels()
+        handles, names = (h, n) if len(n) > len(names) else (handles, names)
+    fig.legend(handles, names, loc="outside right upper")
     return fig
+
+
+def _panel_title(label: str) -> str:
+    """A gated network's label ('ref λ=0.1 pytorch s0', with the backbone and data set in front when a run has
+    several) as a panel title of short lines: 'λ = 0.1, seed 0', 'gate bias pytorch', 'reference recipe'."""
+    *front, lam, bias, seed = label.split()
+    lines = [f"{lam.replace('=', ' = ')}, seed {seed.removeprefix('s')}", f"gate bias {bias}"]
+    if front[:1] != ["ref"] and len(front) >= 2:
+        lines.insert(0, network_title(front[0], None, front[1]))
+    return "\n".join(lines + (["reference recipe"] if "ref" in front else []))
 
 
 def early_epochs(epochs: int) -> int:
