@@ -13,9 +13,8 @@ from earlyexit.reproduce import notebooks, resolve_parameters
 from earlyexit.studies.plots import figure_dir, figure_problems
 
 SANITIZE = Path(__file__).with_name("nbval_sanitize.cfg")
-# notebooks whose figures follow the collection's figure style (plots.figure_problems finds nothing); the
-# others' figures are restyled with their next cpu rerun and join this list then
-STYLED_FIGURES = ("00", "01", "02", "03", "06")
+# notebooks whose figures follow the collection's figure style (plots.figure_problems finds nothing): all
+STYLED_FIGURES = ("00", "01", "02", "03", "04", "05", "06")
 
 
 @pytest.fixture(scope="module", autouse=True)

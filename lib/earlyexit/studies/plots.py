@@ -349,10 +349,13 @@ def budget_calibration(ax: plt.Axes, budgets: Sequence[float], realised: dict[st
 def fronts_with_bands(ax: plt.Axes, curves: dict[str, tuple[Sequence[float], Sequence[float]]],
                       bands: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float]]],
                       bounds: dict[str, tuple[Sequence[float], Sequence[float]]] | None = None,
-                      xlabel: str = "mean MACs / plain-network MACs") -> plt.Axes:
+                      xlabel: str = "mean MACs / plain-network MACs",
+                      bound_colors: dict[str, str] | None = None) -> plt.Axes:
     """Each method's front (``curves``: label -> (cost, accuracy), points joined by cost) over its 95%
     band (``bands``: label -> (costs, low, high)), and limits such as the oracle (``bounds``) as dashed
-    lines. Accuracies are fractions; the axis shows %."""
+    lines, each in its own dash pattern and in ``bound_colors``' colour (the first in black, others grey by
+    default). Accuracies are fractions; the axis shows %."""
+    from matplotlib.patches import Patch
     for i, (label, (cost, acc)) in enumerate(curves.items()):
         style = method_style(label, i)
         order = sorted(range(len(cost)), key=lambda j: cost[j])
@@ -361,10 +364,15 @@ def fronts_with_bands(ax: plt.Axes, curves: dict[str, tuple[Sequence[float], Seq
             at, low, high = bands[label]
             ax.fill_between(at, [100 * v for v in low], [100 * v for v in high], color=style["color"], alpha=0.18,
                             lw=0)
-    for i, (label, (cost, acc)) in enumerate((bounds or {}).items()):   # the first in black, the others grey
-        ax.plot(cost, [100 * a for a in acc], color="k" if i == 0 else "0.55", lw=1.1 if i == 0 else 0.8,
-                ls=("--", ":", "-.", (0, (5, 1, 1, 1)))[i % 4], label=label)
+    for i, (label, (cost, acc)) in enumerate((bounds or {}).items()):
+        color = (bound_colors or {}).get(label, "k" if i == 0 else "0.55")
+        ax.plot(cost, [100 * a for a in acc], color=color, lw=1.2 if i == 0 else 1.0,
+                ls=("--", ":", "-.", (0, (6, 2, 1, 2, 1, 2)))[i % 4], label=label)
+    handles, labels = ax.get_legend_handles_labels()
+    if bands:
+        handles.append(Patch(color="0.5", alpha=0.3, lw=0))
+        labels.append("95% bootstrap band over test images")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
-    ax.legend(frameon=True, loc="upper left", bbox_to_anchor=(1.01, 1))   # outside: it hides no data
+    ax.legend(handles, labels, frameon=True, loc="upper left", bbox_to_anchor=(1.01, 1))   # outside: hides no data
     return ax
