@@ -13,8 +13,6 @@ from earlyexit.reproduce import notebooks, resolve_parameters
 from earlyexit.studies.plots import figure_dir, figure_problems
 
 SANITIZE = Path(__file__).with_name("nbval_sanitize.cfg")
-# notebooks whose figures follow the collection's figure style (plots.figure_problems finds nothing): all
-STYLED_FIGURES = ("00", "01", "02", "03", "04", "05", "06")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -34,7 +32,7 @@ def test_notebook_smoke_then_nbval(path: Path, tmp_path: Path):
          "-p", "no:cacheprovider", "-q", "--rootdir", str(tmp_path)],
         cwd=tmp_path, capture_output=True, text=True, env=os.environ.copy())
     assert check.returncode == 0, check.stdout[-4000:] + check.stderr[-2000:]
-    if path.name[:2] in STYLED_FIGURES:
-        texts = sorted(figure_dir("smoke").glob(f"{path.name[:2]}_*.json"))
-        assert texts and {t.name: figure_problems(json.loads(t.read_text())) for t in texts} == \
-            {t.name: [] for t in texts}
+    # every figure follows the collection's figure style (plots.figure_problems finds nothing)
+    texts = sorted(figure_dir("smoke").glob(f"{path.name[:2]}_*.json"))
+    assert texts and {t.name: figure_problems(json.loads(t.read_text())) for t in texts} == \
+        {t.name: [] for t in texts}
