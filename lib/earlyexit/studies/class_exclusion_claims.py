@@ -224,10 +224,10 @@ def paper_comparisons(seed_evals: Sequence[SetupEvaluation], note: str) -> list[
 
     def mean(key: str) -> float:
         return sum(r[key] for r in rows) / len(rows)
-    out = [comparison("BC test accuracy (authors' tolerance)", mean("BC acc"), None, "fraction", missing),
+    out = [comparison("BC test accuracy (authors' tolerance)", 100 * mean("BC acc"), None, "%", missing),
            comparison("BC remaining MACs", mean("BC remaining MACs %"), None, "% of plain", missing),
            comparison("CR remaining MACs", mean("CR remaining MACs %"), None, "% of plain", missing),
-           comparison("plain backbone test accuracy", mean("plain acc"), None, "fraction", f"{note}; mean over seeds")]
+           comparison("plain backbone test accuracy", 100 * mean("plain acc"), None, "%", f"{note}; mean over seeds")]
     authors = authors_thresholds(ev.setup)
     for method, key, column in (("BC", "beta", "beta"), ("CR", "tau", "tau")) if authors else ():
         ours = "; ".join(str([round(b, 2) for b in r[column]]) for r in rows)

@@ -21,7 +21,7 @@ __all__ = ["Points", "plot_accuracy_vs_macs", "operating_points", "plot_exit_poi
 
 def _grid(panels: int, rows: int, width: float, height: float):
     import matplotlib.pyplot as plt
-    return plt.subplots(rows, panels, figsize=(width * panels, height), squeeze=False)
+    return plt.subplots(rows, panels, figsize=(width * panels, height), squeeze=False, layout="constrained")
 
 
 def _mean_and_errors(per_seed: Sequence[Sequence[float]], bounds: tuple[float, float] | None = None
@@ -46,8 +46,8 @@ def plot_accuracy_vs_macs(seed_evals: dict[str, Sequence[SetupEvaluation]], seed
     per method: at each tolerance the mean over training seeds of cost and accuracy, with their 95 % t
     intervals as bars (one seed: its points), joined in cost order and labelled with the tolerance; stars:
     each network with early exits disabled (mean over seeds); dotted: the plain backbone (mean over seeds)."""
-    from .plots import legend_below, method_style
-    fig, axes = _grid(len(seed_evals), 1, 6.2, 5.4)
+    from .plots import legend_under_panels, method_style
+    fig, axes = _grid(len(seed_evals), 1, 6.2, 6.0)
     many = len(seeds) > 1
     for ax, (name, evs) in zip(axes[0], seed_evals.items()):
         for m in METHODS:
@@ -56,7 +56,7 @@ def plot_accuracy_vs_macs(seed_evals: dict[str, Sequence[SetupEvaluation]], seed
                                                (0.0, math.inf))
             accs, acc_err = _mean_and_errors([[100 * p.test.accuracy for p in ev.curves[m]] for ev in evs], (0.0, 100.0))
             order = sorted(range(len(costs)), key=lambda j: costs[j])
-            label = f"{m}, mean of {len(seeds)} seeds (95 % t intervals)" if many else f"{m}, seed {seeds[0]}"
+            label = f"{m}, mean of {len(seeds)} seeds, 95 % t intervals" if many else f"{m}, seed {seeds[0]}"
             ax.errorbar([costs[j] for j in order], [accs[j] for j in order], ms=4, capsize=2, elinewidth=0.8,
                         xerr=[[e[j] for j in order] for e in cost_err] if many else None,
                         yerr=[[e[j] for j in order] for e in acc_err] if many else None, label=label, **style)
@@ -71,9 +71,8 @@ def plot_accuracy_vs_macs(seed_evals: dict[str, Sequence[SetupEvaluation]], seed
         ax.axhline(100 * plain, color="gray", ls=":", lw=1, label="plain backbone (mean over seeds)")
         ax.margins(y=0.08)                  # the reference line off the frame
         ax.set(xlabel="remaining MACs (% of the plain backbone)", ylabel="test accuracy (%)",
-               title=f"{evs[0].title}, test set; labels: validation tolerance")
-        legend_below(ax, columns=2)
-    fig.tight_layout()
+               title=f"{evs[0].title}, test set\nlabels: validation tolerance")
+    legend_under_panels(fig, columns=len(seed_evals))
     return fig
 
 
@@ -90,21 +89,22 @@ def operating_points(evals: dict[str, SetupEvaluation], common: float) -> Points
 def plot_exit_points(seed_evals: dict[str, Sequence[SetupEvaluation]], common: float):
     """Fig. 4: share of test images leaving at each exit, BC beside CR, one row per operating point (the
     authors' tolerances, one common tolerance): mean over training seeds with the 95 % t interval."""
-    from .plots import exit_histogram
+    from .plots import exit_histogram, legend_under_panels, method_style
     seeds = len(next(iter(seed_evals.values())))
     per_seed = [operating_points({n: evs[i] for n, evs in seed_evals.items()}, common) for i in range(seeds)]
     fig, axes = _grid(len(seed_evals), len(per_seed[0]), 6.5, 3.5 * len(per_seed[0]))
     for r, label in enumerate(per_seed[0]):
         for ax, (name, evs) in zip(axes[r], seed_evals.items()):
-            shares, errors = {}, {}
+            shares, errors, colors = {}, {}, {}
             for m in METHODS:
-                key = f"{m} ({seeds} seed{'s' if seeds > 1 else ''})"
+                key = f"{m}, mean of {seeds} seed{'s' if seeds > 1 else ''}" + (", 95 % t interval" if seeds > 1 else "")
                 shares[key], errors[key] = _mean_and_errors(
                     [pts[label][name][m].test.exit_shares for pts in per_seed], (0.0, 1.0))
-            exit_histogram(ax, shares, [f"{i + 1}" for i in range(evs[0].num_exits - 1)] + ["final"], errors)
-            ax.set_ylabel(f"share of the {len(evs[0].tests['BC'])} test images (%)")
+                colors[key] = method_style(RULE_NAMES[m])["color"]
+            exit_histogram(ax, shares, [f"{i + 1}" for i in range(evs[0].num_exits - 1)] + ["final"], errors, colors)
+            ax.set_ylabel("share of test images (%)")
             ax.set_title(f"{evs[0].title}: {label}")
-    fig.tight_layout()
+    legend_under_panels(fig, columns=1)
     return fig
 
 
@@ -118,8 +118,9 @@ def plot_class_shares(seed_evals: dict[str, Sequence[SetupEvaluation]], classes:
     """Fig. 5 for the 10-class set-ups: share of each class among the early-exited test images, keyed on
     the predicted class (as the authors count) and on the true class, mean over seeds with the 95 % t
     interval. Returns the figure and the mean shares {(set-up, method, "predicted" | "true"): list}."""
+    from .plots import legend_under_panels, method_style
     ten = {n: evs for n, evs in seed_evals.items() if evs[0].tests["BC"].logits.shape[2] == 10}
-    fig, axes = _grid(2, max(len(ten), 1), 6.5, 3.8 * max(len(ten), 1))
+    fig, axes = _grid(2, max(len(ten), 1), 6.5, 4.6 * max(len(ten), 1))
     shares, width = {}, 0.4
     for r, (name, evs) in enumerate(ten.items()):
         for ax, key in zip(axes[r], ("predicted", "true")):
@@ -127,12 +128,13 @@ def plot_class_shares(seed_evals: dict[str, Sequence[SetupEvaluation]], classes:
                 mean, errors = _mean_and_errors([ev.class_shares(m)[key].tolist() for ev in evs], (0.0, 100.0))
                 shares[(name, m, key)] = mean
                 ax.bar([i + (j - 0.5) * width for i in range(10)], mean, width=width, yerr=errors, capsize=2,
-                       label=f"{m} ({len(evs)} seed{'s' if len(evs) > 1 else ''})")
+                       color=method_style(RULE_NAMES[m])["color"],
+                       label=f"{m}, mean of {len(evs)} seed{'s' if len(evs) > 1 else ''}"
+                             + (", 95 % t interval" if len(evs) > 1 else ""))
             ax.axhline(10, color="gray", ls=":", lw=1, label="10 % (equal shares)")
-            ax.set_xticks(range(10), classes[name], rotation=40, ha="right")
+            ax.set_xticks(range(10), classes[name], rotation=90)
             ax.set(ylabel="% of early-exited images", title=f"{evs[0].title}: by {key} class")
-            ax.legend(frameon=True, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.tight_layout()
+    legend_under_panels(fig, columns=3)
     return fig, shares
 
 
@@ -158,8 +160,8 @@ def plot_remaining_classes(seed_evals: dict[str, Sequence[SetupEvaluation]]):
     """Mean |R_k| per exit over the images that go on past exit k, at each tolerance of the grid and at
     the authors' tolerance: mean over seeds with the 95 % t interval. Returns the figure and
     {set-up: {label: [mean over seeds per exit]}}."""
-    from .plots import legend_below
-    fig, axes = _grid(len(seed_evals), 1, 6, 5)
+    from .plots import legend_under_panels
+    fig, axes = _grid(len(seed_evals), 1, 6, 5.6)
     remaining = {}
     for ax, (name, evs) in zip(axes[0], seed_evals.items()):
         labels = [f"tolerance {100 * t:g} %" for t in evs[0].tolerances] + ["authors' tolerance"]
@@ -174,8 +176,8 @@ def plot_remaining_classes(seed_evals: dict[str, Sequence[SetupEvaluation]]):
             ax.errorbar(range(1, len(values[0]) + 1), remaining[name][label], yerr=errors, capsize=2, label=label,
                         **style)
         ax.set_xticks(range(1, evs[0].num_exits))
-        ax.set(xlabel="exit", ylabel="mean remaining classes $|R_k|$ (images going on)",
-               title=f"{evs[0].title}: BC (test, {len(evs)} seed{'s' if len(evs) > 1 else ''})")
-        legend_below(ax, columns=3)
-    fig.tight_layout()
+        ax.set(xlabel="exit", ylabel="mean $|R_k|$, images going on",
+               title=f"{evs[0].title}: BC, test\nmean of {len(evs)} seed{'s' if len(evs) > 1 else ''}"
+                     + (", 95 % t intervals" if len(evs) > 1 else ""))
+    legend_under_panels(fig, columns=2)
     return fig, remaining

@@ -293,10 +293,12 @@ def accuracy_vs_cost(ax: plt.Axes, curves: dict[str, tuple[Sequence[float], Sequ
 
 
 def exit_histogram(ax: plt.Axes, shares: dict[str, Sequence[float]], exit_labels: Sequence[str] | None = None,
-                   errors: dict[str, Sequence[Sequence[float]] | None] | None = None) -> plt.Axes:
+                   errors: dict[str, Sequence[Sequence[float]] | None] | None = None,
+                   colors: dict[str, object] | None = None) -> plt.Axes:
     """Share of samples (%) leaving at each exit, one bar group per method; exits numbered 1..K under an
     "exit" axis label (labels of their own with ``exit_labels``); ``errors``: per method, the distances from
-    each bar to the ends of its interval, ``[below, above]`` (fractions, as the shares), drawn as error bars."""
+    each bar to the ends of its interval, ``[below, above]`` (fractions, as the shares), drawn as error bars;
+    ``colors``: per method (its ``method_style`` colour), else the colour cycle."""
     methods = list(shares)
     k = len(next(iter(shares.values())))
     labels = list(exit_labels or [str(i + 1) for i in range(k)])
@@ -304,7 +306,7 @@ def exit_histogram(ax: plt.Axes, shares: dict[str, Sequence[float]], exit_labels
     for j, m in enumerate(methods):
         yerr = [[100 * e for e in side] for side in errors[m]] if errors and errors.get(m) is not None else None
         ax.bar([i + (j - (len(methods) - 1) / 2) * width for i in range(k)], [100 * s for s in shares[m]],
-               width=width, label=m, yerr=yerr, capsize=2 if yerr else 0)
+               width=width, label=m, yerr=yerr, capsize=2 if yerr else 0, color=(colors or {}).get(m))
     ax.set_xticks(range(k), labels)
     ax.set_xlabel("exit")
     ax.set_ylabel("share of test images (%)")
