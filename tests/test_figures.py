@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from earlyexit.paths import project_root  # noqa: E402
-from earlyexit.studies.plots import (figure_problems, figure_text, legend_under_panels, network_title,  # noqa: E402
+from earlyexit.studies.plots import (figure_problems, figure_text, panels_legend, network_title,  # noqa: E402
                                      save_figure)
 
 
@@ -66,14 +66,14 @@ def test_paper_size_lays_side_by_side_panels_out_again_and_keeps_the_screen_layo
     plt.close(fig)
 
 
-def test_one_legend_under_panels_lists_each_drawn_label_once():
+def test_one_panels_legend_lists_each_drawn_label_once():
     fig, axes = plt.subplots(1, 2, layout="constrained")
     axes[0].plot([0, 1], [1, 2], label="E2CM")
     axes[0].plot([0, 1], [2, 3], label="SDN heads, 1 epoch")
     axes[1].plot([0, 1], [1, 3], label="E2CM")
     axes[1].plot([], [], label="BranchyNet")
     axes[1].legend()
-    legend_under_panels(fig)
+    panels_legend(fig)
     text = figure_text(fig)
     assert [e["label"] for e in text["legend"]] == ["E2CM", "SDN heads, 1 epoch", "BranchyNet"]
     assert all(ax["legend"] == [] for ax in text["axes"])            # the panels' own legends are gone

@@ -324,17 +324,15 @@ def plot_fronts(ax, fronts: Mapping[str, Front], draws: int = 1000):
     """Every front on test with its 95% bootstrap band (at the costs of its own points), and the oracle
     curve of each network (the first network's in black, another's in the colour of the one rule on it)."""
     from .plots import fronts_with_bands, method_style
-    curves, bands, oracles = {}, {}, {}
+    curves, bands, oracles, users = {}, {}, {}, {}      # users: network -> the methods whose front it carries
     for m, f in fronts.items():
+        users.setdefault(f.network, []).append(m)
         cost, acc = f.curve()
         curves[m] = (cost[0].tolist(), acc[0].tolist())
         at = sorted({round(float(c), 4) for c in cost[0].tolist()})
         band = accuracy_band(f, at, draws)
         bands[m] = (at, [b[1] for b in band], [b[2] for b in band])
         oracles.setdefault(f"oracle ({f.network})", oracle_line(f))
-    users = {}                                    # network -> the methods whose front it carries
-    for m, f in fronts.items():
-        users.setdefault(f.network, []).append(m)
     first = next(iter(fronts.values())).network
     colors = {f"oracle ({n})": "k" if n == first else method_style(ms[0])["color"] if len(ms) == 1 else "0.55"
               for n, ms in users.items()}                 # an oracle in the colour of the one rule it bounds

@@ -37,6 +37,11 @@ def _mean_and_errors(per_seed: Sequence[Sequence[float]], bounds: tuple[float, f
                    [max(0.0, hi - m) for m, (_, hi) in zip(means, ends)]]
 
 
+def _seed_summary(seeds: int, intervals: str = "interval") -> str:
+    """How a figure summarises its training seeds: "mean of 3 seeds, 95 % t interval" (one seed: no interval)."""
+    return f"mean of {seeds} seed{'s' if seeds > 1 else ''}" + (f", 95 % t {intervals}" if seeds > 1 else "")
+
+
 # the library's rule names, for one colour and marker per rule across notebooks
 RULE_NAMES = {"BC": "class exclusion", "CR": "confidence baseline (CR)"}
 
@@ -46,7 +51,7 @@ def plot_accuracy_vs_macs(seed_evals: dict[str, Sequence[SetupEvaluation]], seed
     per method: at each tolerance the mean over training seeds of cost and accuracy, with their 95 % t
     intervals as bars (one seed: its points), joined in cost order and labelled with the tolerance; stars:
     each network with early exits disabled (mean over seeds); dotted: the plain backbone (mean over seeds)."""
-    from .plots import legend_under_panels, method_style
+    from .plots import panels_legend, method_style
     fig, axes = _grid(len(seed_evals), 1, 6.2, 6.0)
     many = len(seeds) > 1
     for ax, (name, evs) in zip(axes[0], seed_evals.items()):
@@ -56,7 +61,7 @@ def plot_accuracy_vs_macs(seed_evals: dict[str, Sequence[SetupEvaluation]], seed
                                                (0.0, math.inf))
             accs, acc_err = _mean_and_errors([[100 * p.test.accuracy for p in ev.curves[m]] for ev in evs], (0.0, 100.0))
             order = sorted(range(len(costs)), key=lambda j: costs[j])
-            label = f"{m}, mean of {len(seeds)} seeds, 95 % t intervals" if many else f"{m}, seed {seeds[0]}"
+            label = f"{m}, {_seed_summary(len(seeds), 'intervals')}" if many else f"{m}, seed {seeds[0]}"
             ax.errorbar([costs[j] for j in order], [accs[j] for j in order], ms=4, capsize=2, elinewidth=0.8,
                         xerr=[[e[j] for j in order] for e in cost_err] if many else None,
                         yerr=[[e[j] for j in order] for e in acc_err] if many else None, label=label, **style)
@@ -72,7 +77,7 @@ def plot_accuracy_vs_macs(seed_evals: dict[str, Sequence[SetupEvaluation]], seed
         ax.margins(y=0.08)                  # the reference line off the frame
         ax.set(xlabel="remaining MACs (% of the plain backbone)", ylabel="test accuracy (%)",
                title=f"{evs[0].title}, test set\nlabels: validation tolerance")
-    legend_under_panels(fig, columns=len(seed_evals))
+    panels_legend(fig, columns=len(seed_evals))
     return fig
 
 
@@ -89,7 +94,7 @@ def operating_points(evals: dict[str, SetupEvaluation], common: float) -> Points
 def plot_exit_points(seed_evals: dict[str, Sequence[SetupEvaluation]], common: float):
     """Fig. 4: share of test images leaving at each exit, BC beside CR, one row per operating point (the
     authors' tolerances, one common tolerance): mean over training seeds with the 95 % t interval."""
-    from .plots import exit_histogram, legend_under_panels, method_style
+    from .plots import exit_histogram, panels_legend, method_style
     seeds = len(next(iter(seed_evals.values())))
     per_seed = [operating_points({n: evs[i] for n, evs in seed_evals.items()}, common) for i in range(seeds)]
     fig, axes = _grid(len(seed_evals), len(per_seed[0]), 6.5, 3.5 * len(per_seed[0]))
@@ -97,14 +102,14 @@ def plot_exit_points(seed_evals: dict[str, Sequence[SetupEvaluation]], common: f
         for ax, (name, evs) in zip(axes[r], seed_evals.items()):
             shares, errors, colors = {}, {}, {}
             for m in METHODS:
-                key = f"{m}, mean of {seeds} seed{'s' if seeds > 1 else ''}" + (", 95 % t interval" if seeds > 1 else "")
+                key = f"{m}, {_seed_summary(seeds)}"
                 shares[key], errors[key] = _mean_and_errors(
                     [pts[label][name][m].test.exit_shares for pts in per_seed], (0.0, 1.0))
                 colors[key] = method_style(RULE_NAMES[m])["color"]
             exit_histogram(ax, shares, [f"{i + 1}" for i in range(evs[0].num_exits - 1)] + ["final"], errors, colors)
             ax.set_ylabel("share of test images (%)")
             ax.set_title(f"{evs[0].title}: {label}")
-    legend_under_panels(fig, columns=1)
+    panels_legend(fig, columns=1)
     return fig
 
 
@@ -118,7 +123,7 @@ def plot_class_shares(seed_evals: dict[str, Sequence[SetupEvaluation]], classes:
     """Fig. 5 for the 10-class set-ups: share of each class among the early-exited test images, keyed on
     the predicted class (as the authors count) and on the true class, mean over seeds with the 95 % t
     interval. Returns the figure and the mean shares {(set-up, method, "predicted" | "true"): list}."""
-    from .plots import legend_under_panels, method_style
+    from .plots import panels_legend, method_style
     ten = {n: evs for n, evs in seed_evals.items() if evs[0].tests["BC"].logits.shape[2] == 10}
     fig, axes = _grid(2, max(len(ten), 1), 6.5, 4.6 * max(len(ten), 1))
     shares, width = {}, 0.4
@@ -129,12 +134,11 @@ def plot_class_shares(seed_evals: dict[str, Sequence[SetupEvaluation]], classes:
                 shares[(name, m, key)] = mean
                 ax.bar([i + (j - 0.5) * width for i in range(10)], mean, width=width, yerr=errors, capsize=2,
                        color=method_style(RULE_NAMES[m])["color"],
-                       label=f"{m}, mean of {len(evs)} seed{'s' if len(evs) > 1 else ''}"
-                             + (", 95 % t interval" if len(evs) > 1 else ""))
+                       label=f"{m}, {_seed_summary(len(evs))}")
             ax.axhline(10, color="gray", ls=":", lw=1, label="10 % (equal shares)")
             ax.set_xticks(range(10), classes[name], rotation=90)
             ax.set(ylabel="% of early-exited images", title=f"{evs[0].title}: by {key} class")
-    legend_under_panels(fig, columns=3)
+    panels_legend(fig, columns=3)
     return fig, shares
 
 
@@ -160,7 +164,7 @@ def plot_remaining_classes(seed_evals: dict[str, Sequence[SetupEvaluation]]):
     """Mean |R_k| per exit over the images that go on past exit k, at each tolerance of the grid and at
     the authors' tolerance: mean over seeds with the 95 % t interval. Returns the figure and
     {set-up: {label: [mean over seeds per exit]}}."""
-    from .plots import legend_under_panels
+    from .plots import panels_legend
     fig, axes = _grid(len(seed_evals), 1, 6, 5.6)
     remaining = {}
     for ax, (name, evs) in zip(axes[0], seed_evals.items()):
@@ -177,7 +181,6 @@ def plot_remaining_classes(seed_evals: dict[str, Sequence[SetupEvaluation]]):
                         **style)
         ax.set_xticks(range(1, evs[0].num_exits))
         ax.set(xlabel="exit", ylabel="mean $|R_k|$, images going on",
-               title=f"{evs[0].title}: BC, test\nmean of {len(evs)} seed{'s' if len(evs) > 1 else ''}"
-                     + (", 95 % t intervals" if len(evs) > 1 else ""))
-    legend_under_panels(fig, columns=2)
+               title=f"{evs[0].title}: BC, test\n{_seed_summary(len(evs), 'intervals')}")
+    panels_legend(fig, columns=2)
     return fig, remaining

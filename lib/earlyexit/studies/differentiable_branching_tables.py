@@ -23,7 +23,7 @@ from ..outputs import CachedOutputs
 from ..train import build_model, set_seed
 from .differentiable_branching import (GATE_GRID, PAPER_BACKBONES, BackboneRuns, LambdaChoice, Table1, exit_list,
                                        paper_value)
-from .plots import network_title
+from .plots import network_title, panels_legend
 from .report import comparison
 
 __all__ = ["training_minutes", "branch_cost_table", "initial_mixtures", "table2", "LatencyTable", "latency_table",
@@ -277,11 +277,7 @@ def plot_gate_history(history: pd.DataFrame, columns: int = 4):
         ax.axis("off")
     for ax in axes[:, 0]:
         ax.set_ylabel("mean gate (val)")
-    handles, names = axes[0, 0].get_legend_handles_labels()
-    for ax in axes.flat[:len(labels)]:                   # the panel with the most branches lists them all
-        h, n = ax.get_legend_handles_labels()
-        handles, names = (h, n) if len(n) > len(names) else (handles, names)
-    fig.legend(handles, names, loc="outside right upper")
+    panels_legend(fig, columns=1, loc="outside right upper")
     return fig
 
 

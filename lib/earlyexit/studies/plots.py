@@ -98,9 +98,9 @@ def legend_below(ax: plt.Axes, columns: int = 1) -> None:
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=anchor, ncol=columns, frameon=False)
 
 
-def legend_under_panels(fig: plt.Figure, columns: int = 3) -> None:
-    """One legend for side-by-side panels, under all of them: each label drawn in any panel once (a method
-    keeps one style across panels, so one entry stands for all its curves). The figure must use
+def panels_legend(fig: plt.Figure, columns: int = 3, loc: str = "outside lower center") -> None:
+    """One legend for a figure's panels, outside them (under them by default): each label drawn in any panel
+    once (a method keeps one style across panels, so one entry stands for all its curves). The figure must use
     ``layout="constrained"``, which keeps room for the legend at every size, paper size included."""
     handles: dict[str, object] = {}
     for ax in fig.axes:
@@ -108,7 +108,7 @@ def legend_under_panels(fig: plt.Figure, columns: int = 3) -> None:
             handles.setdefault(label, handle)
         if ax.get_legend() is not None:
             ax.get_legend().remove()
-    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=columns, frameon=False)
+    fig.legend(list(handles.values()), list(handles), loc=loc, ncols=columns, frameon=False)
 
 
 def network_title(backbone: str, width: float | None = None, dataset: str | None = None) -> str:
