@@ -34,20 +34,26 @@ def fresh_artifacts(tmp_path, monkeypatch):
     return tmp_path / "artifacts"
 
 
-# Rehearsed notebooks, slowest first (measured: 02 and 03 take most of the rehearsal).
-_REHEARSAL_ORDER = ("02", "03", "01", "05", "00", "04")
+# Rehearsed notebooks, slowest first (measured: 02 and 03 take most of the rehearsal). 02 and 03 also
+# write the largest caches (paper-sized checkpoints and class means: about 4 GB each at their peak), so
+# they share one worker's lane and never run side by side (test_rehearsal.py also locks around them).
+_REHEARSAL_LANES = (("02", "03"), ("01", "05", "00", "04"))
 
 
 def pytest_collection_modifyitems(items):
     """Under ``-n N``, xdist first hands each worker a contiguous share of the collection in order
-    (then idle workers steal from busy ones' tails). The rehearsal tests, the longest by far, are
-    dealt round-robin to the heads of those shares, so that they run side by side from the start."""
+    (then idle workers steal from busy ones' tails). The rehearsal tests, the longest by far, go to the
+    heads of those shares in ``_REHEARSAL_LANES``, so that they start at once, two lanes side by side."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    rank = {nb: i for i, nb in enumerate(_REHEARSAL_ORDER)}
-    slow = sorted((i for i in items if "test_rehearsal.py" in i.nodeid),
-                  key=lambda i: rank.get(i.callspec.params.get("notebook") if hasattr(i, "callspec") else None, 99))
+    lane_of = {nb: (lane, i) for lane, nbs in enumerate(_REHEARSAL_LANES) for i, nb in enumerate(nbs)}
+
+    def place(item):
+        notebook = item.callspec.params.get("notebook") if hasattr(item, "callspec") else None
+        return lane_of.get(notebook, (len(_REHEARSAL_LANES), 0))
+
+    slow = sorted((i for i in items if "test_rehearsal.py" in i.nodeid), key=place)
     rest = [i for i in items if "test_rehearsal.py" not in i.nodeid]
-    lanes = [slow[w::workers] for w in range(workers)]
+    lanes = [[i for i in slow if place(i)[0] % workers == w] for w in range(workers)]
     remaining, ordered = len(items), []
     for w, lane in enumerate(lanes):
         share = remaining // (workers - w)      # xdist's initial share for this worker

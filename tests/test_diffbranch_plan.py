@@ -22,7 +22,7 @@ def test_cpu_headline_is_the_papers_recipe_for_every_row():
     assert list(lay.proposed) == [0, 1, 2] and p["headline_lambda"] == 1e-3
     for seed in (0, 1, 2):
         cfgs = [lay.plain[seed].train, lay.branchynet[seed].train, replace(lay.proposed[seed].train,
-                                                                           keep_epoch_checkpoints=False)]
+                                                                           keep_epoch_outputs=False)]
         assert all(c == cfgs[0] for c in cfgs)                            # trained alike
         c = cfgs[0]
         assert (c.optimizer, c.lr, c.batch_size, c.schedule, c.crop_pad, c.flip) == ("adam", 1e-3, 128, "constant", 0, False)

@@ -215,3 +215,34 @@ def test_a_time_capped_run_never_prints_its_epoch_cap(data, fresh_artifacts, cap
     assert "unit epoch 1:" in out and "/1000" not in out and "(stopped: time budget reached)" in out
     with pytest.raises(ValueError, match="progress must be"):
         train_cached(SPEC, data, progress="bar")
+
+
+def test_a_full_disk_is_named_as_such_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    """torch reports a short write as "unexpected pos N vs M"; the cache says what that means."""
+    from earlyexit import paths
+
+    def short_write(obj, f):
+        open(f, "wb").write(b"half")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 896 vs 790")
+
+    monkeypatch.setattr(paths.torch, "save", short_write)
+    with pytest.raises(OSError, match="disk is probably full .* MB free.*EARLYEXIT_ARTIFACTS"):
+        paths.atomic_save({"w": 1}, tmp_path / "checkpoint.pt")
+    assert list(tmp_path.iterdir()) == []
+
+    monkeypatch.setattr(paths.torch, "save", lambda obj, f: (_ for _ in ()).throw(RuntimeError("other")))
+    with pytest.raises(RuntimeError, match="^other$"):      # any other failure is passed on unchanged
+        paths.atomic_save({"w": 1}, tmp_path / "checkpoint.pt")
+
+
+def test_epoch_outputs_are_kept_instead_of_epoch_weights(data, fresh_artifacts):
+    spec = SPEC.with_train(epochs=2, keep_epoch_outputs=True)
+    run = train_cached(spec, data, progress=False)
+    assert not list(run.directory.glob("epoch_*.pt"))                      # no weights per epoch
+    last = run.epoch_outputs(2)
+    assert torch.equal(last.logits, run.outputs("val").logits)             # the last epoch is the finished run
+    assert not torch.equal(run.epoch_outputs(1).logits, last.logits)
+    with pytest.raises(FileNotFoundError, match="epoch 3 .*keep_epoch_outputs=True"):
+        run.epoch_outputs(3)
+    # hashed under its former name, so runs cached before the rename keep their key
+    assert T._unset_dropped(spec.to_dict())["train"]["keep_epoch_checkpoints"] is True

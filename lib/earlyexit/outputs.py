@@ -10,6 +10,7 @@ the cost.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -18,7 +19,8 @@ from .data import TensorLoader
 from .multiexit import MultiExitNet
 from .paths import atomic_save, load_cached, move_aside
 
-__all__ = ["CachedOutputs", "collect_outputs", "cached_outputs", "outputs_of_runs"]
+__all__ = ["CachedOutputs", "collect_outputs", "cached_outputs", "outputs_of_runs", "save_epoch_outputs",
+           "load_epoch_outputs"]
 
 
 @dataclass
@@ -104,8 +106,28 @@ OUTPUTS_FORMAT = 3
 
 
 def _path(run, split: str):
-    suffix = "" if run.epoch is None else f"_epoch{run.epoch}"
-    return run.directory / f"outputs_{split}{suffix}.pt"
+    return run.directory / f"outputs_{split}.pt"
+
+
+def _epoch_path(directory: Path, epoch: int) -> Path:
+    return directory / f"outputs_val_epoch{epoch}.pt"
+
+
+def save_epoch_outputs(net: MultiExitNet, val_loader: TensorLoader, directory: Path, epoch: int) -> None:
+    """Keep the validation outputs of a network in training after ``epoch`` (how its gates evolve)."""
+    atomic_save({"format": OUTPUTS_FORMAT, **vars(collect_outputs(net, val_loader))}, _epoch_path(directory, epoch))
+
+
+def load_epoch_outputs(directory: Path, epoch: int) -> CachedOutputs:
+    """The outputs ``save_epoch_outputs`` kept; they cannot be recomputed (no weights are kept per epoch),
+    so a missing or outdated file fails, naming what to do."""
+    path = _epoch_path(directory, epoch)
+    saved = load_cached(path)
+    if saved is None or saved.pop("format", None) != OUTPUTS_FORMAT:
+        raise FileNotFoundError(f"no validation outputs of epoch {epoch} (format {OUTPUTS_FORMAT}) in "
+                                f"{directory.name}: train the run with keep_epoch_outputs=True (delete its "
+                                f"folder to retrain it)")
+    return CachedOutputs(**saved)
 
 
 def _load(run, split: str) -> CachedOutputs | None:

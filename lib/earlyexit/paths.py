@@ -1,9 +1,11 @@
 """Where things live (data, artifacts, figures, reports) and how files are written safely."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -48,6 +50,15 @@ def atomic_save(obj, path: str | Path) -> None:
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
+    except (RuntimeError, OSError) as error:
+        # torch reports a short write (a full disk) as "unexpected pos N vs M" from its zip writer.
+        short_write = getattr(error, "errno", None) == errno.ENOSPC or "unexpected pos" in str(error)
+        if short_write:
+            free_mb = shutil.disk_usage(path.parent).free / 2**20
+            raise OSError(f"could not write {path.name} to {path.parent}: the write stopped short, the disk is "
+                          f"probably full ({free_mb:.0f} MB free after the failed write). Free space there or "
+                          f"point EARLYEXIT_ARTIFACTS at a larger disk.") from error
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -10,8 +10,8 @@ epoch, so an interrupted run resumes where it stopped, and an unreadable file is
 Options cover every training the notebooks need with this one loop: joint training from scratch;
 head-only training on a frozen backbone started from another run (SDN-style heads, E2CM+SDN);
 a wall-clock budget (equal-training-time comparisons); a fitting step without gradients
-(E2CM's class means, registered by its module in ``FITS``); one checkpoint per epoch (to follow
-training epoch by epoch); and reconstruction losses that compare the output with the input.
+(E2CM's class means, registered by its module in ``FITS``); validation outputs after every epoch (to
+follow training epoch by epoch); and reconstruction losses that compare the output with the input.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from .head_inputs import HeadInputs
 from .losses import build_loss, loss_target
 from .macs import MacTable, mac_table
 from .multiexit import MultiExitNet
+from .outputs import CachedOutputs, cached_outputs, load_epoch_outputs, save_epoch_outputs
 from .paths import artifacts_root, atomic_save, config_hash, load_cached, move_aside
 from .registry import Registry
 
@@ -86,7 +87,9 @@ class TrainConfig:
     # on those (earlyexit.head_inputs); "live" runs the backbone on every batch
     head_inputs: str = "live"
     time_budget_s: float | None = None  # stop after this much training wall clock (checked every step)
-    keep_epoch_checkpoints: bool = False  # also keep epoch_<k>.pt, readable with TrainedRun.at_epoch
+    # also keep the validation outputs after every epoch (TrainedRun.epoch_outputs: how the gates evolve);
+    # outputs, not weights: a paper-sized network's weights at every epoch would take hundreds of GB
+    keep_epoch_outputs: bool = False
     # early stopping: stop once the mean validation accuracy of the trained exits has not improved for
     # this many epochs (``epochs`` stays the cap); the run keeps its last epoch's weights
     patience: int | None = None
@@ -162,6 +165,9 @@ def _unset_dropped(spec: dict) -> dict:
     does not use it."""
     defaults = {"patience": None, "head_inputs": "live", "min_epochs": 0}
     train = {k: v for k, v in spec["train"].items() if not (k in defaults and v == defaults[k])}
+    # keep_epoch_outputs was keep_epoch_checkpoints (weights per epoch) when the cached runs were
+    # trained; the weights it trains are the same, so it keeps that name in the key
+    train = {("keep_epoch_checkpoints" if k == "keep_epoch_outputs" else k): v for k, v in train.items()}
     parent = spec.get("init_from")
     return {**spec, "train": train, "init_from": _unset_dropped(parent) if parent else parent}
 
@@ -221,7 +227,6 @@ class TrainedRun:
     history: list[dict]
     directory: Path
     macs: MacTable
-    epoch: int | None = None   # a snapshot of an earlier epoch (None: the finished run)
     device: torch.device = torch.device("cpu")   # where ``net`` lives and ``loader`` batches are made
 
     @property
@@ -245,23 +250,11 @@ class TrainedRun:
 
     def outputs(self, split: str):
         """Per-exit logits (and gate logits) on a split, cached on disk."""
-        from .outputs import cached_outputs
         return cached_outputs(self, split)
 
-    def at_epoch(self, epoch: int) -> "TrainedRun":
-        """The run as it was after ``epoch`` (needs ``keep_epoch_checkpoints``)."""
-        path = self.directory / f"epoch_{epoch}.pt"
-        state = load_cached(path)
-        if state is None:
-            raise FileNotFoundError(f"no checkpoint of epoch {epoch} in {self.directory.name} "
-                                    "(train with keep_epoch_checkpoints=True)")
-        net = build_model(self.spec.model, self.data.num_classes, *self._input_shape())
-        net.load_state_dict(state["model"])
-        return replace(self, net=net.to(self.device).eval(), history=self.history[:epoch], epoch=epoch)
-
-    def _input_shape(self) -> tuple[int, int]:
-        c, h, _ = self.data.train.images.shape[1:]
-        return c, h
+    def epoch_outputs(self, epoch: int) -> CachedOutputs:
+        """Validation outputs as they were after ``epoch`` (recorded by training with ``keep_epoch_outputs``)."""
+        return load_epoch_outputs(self.directory, epoch)
 
 
 def _checkpoint(net: MultiExitNet, opt: torch.optim.Optimizer, epoch: int, done: bool, history: list[dict],
@@ -476,9 +469,10 @@ def _train_epochs(spec: RunSpec, net: MultiExitNet, opt: torch.optim.Optimizer, 
                 shown += f", time budget {max(cfg.time_budget_s - spent, 0.0):.0f} s left"
             print(f"{spec.name} {_epoch_label(epoch + 1, cfg)}: loss {history[-1]['loss']:.3f}{shown}, {seconds:.0f} s"
                   + (f" (stopped: {why})" if done and why != "epoch cap" else ""))
+        if cfg.keep_epoch_outputs:   # before the checkpoint: a resumed run never lacks an epoch's outputs
+            save_epoch_outputs(net, TensorLoader(data.val, data.mean, data.std, 500, image_size=spec.model.image_size,
+                                                 device=device), ckpt_path.parent, epoch + 1)
         atomic_save(_checkpoint(net, opt, epoch + 1, done, history, spec), ckpt_path)
-        if cfg.keep_epoch_checkpoints:
-            atomic_save({"model": net.state_dict(), "epoch": epoch + 1}, ckpt_path.with_name(f"epoch_{epoch + 1}.pt"))
         if done:
             break
     return history, True

@@ -58,7 +58,7 @@ class RunLike(Protocol):
     @property
     def epochs_trained(self) -> int: ...
 
-    def at_epoch(self, epoch: int) -> "RunLike": ...
+    def epoch_outputs(self, epoch: int) -> CachedOutputs: ...
 
 
 KINDS = ("plain", "branchynet", "proposed", "grid", "option")
@@ -176,7 +176,8 @@ def layout(datasets: list[str], backbones: list[str], width: float, exit_after: 
       (the first seed; the fixed lambda's is the first seed's proposed network).
     - ``gate_options``: one network per initial gate bias of ``gate_bias_options`` at the fixed lambda (the
       first seed; the chosen bias's is the first seed's proposed network).
-    Every gated run keeps a checkpoint per epoch, so the gates can be followed through training.
+    Every gated run keeps its validation outputs after every epoch, so the gates can be followed through
+    training.
     """
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"give distinct training seeds, got {seeds}")
@@ -210,7 +211,7 @@ def layout(datasets: list[str], backbones: list[str], width: float, exit_after: 
                 return RunSpec(_name(dataset, backbone, width, f"{'ref_' if reference else ''}lam{lam:g}{tag}", seed),
                                model, data, LossSpec("soft_conditional", {"costs": costs, "lam": float(lam),
                                                                           "mixing": mixing}),
-                               replace(train, seed=seed, keep_epoch_checkpoints=True))
+                               replace(train, seed=seed, keep_epoch_outputs=True))
 
             lay = Layout()
             for seed in seeds:

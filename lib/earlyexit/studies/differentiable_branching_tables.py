@@ -244,14 +244,14 @@ def plot_accuracy_vs_macs(group: BackboneRuns, t1: Table1, choice: LambdaChoice,
 
 def gate_history(groups: Iterable[BackboneRuns]) -> pd.DataFrame:
     """Mean validation gate of every branch and mean mixture weight pi_b of every exit after every epoch (from
-    the per-epoch checkpoints), one row per gated network, epoch and exit (the final exit's gate is 1 by
-    definition, left empty): shows whether and when the gates collapse."""
+    the validation outputs kept after every epoch), one row per gated network, epoch and exit (the final
+    exit's gate is 1 by definition, left empty): shows whether and when the gates collapse."""
     rows = []
     for g in groups:
         for label, (kind, key) in g.gated().items():
             run = g.run(kind, key)
             for epoch in range(1, run.epochs_trained + 1):
-                val = run.at_epoch(epoch).outputs("val")
+                val = run.epoch_outputs(epoch)
                 gates, pi = gate_values(val).mean(1).tolist() + [float("nan")], mixture_weights(val).tolist()
                 rows += [{"model": label, "recipe": g.recipe, "lambda": run.spec.loss.options["lam"], "epoch": epoch,
                           "exit": k + 1, "mean gate": gates[k], "mixture weight": pi[k]} for k in range(len(pi))]
