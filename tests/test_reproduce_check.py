@@ -74,7 +74,8 @@ def test_check_on_the_smoke_profile(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
 
     scratch = tmp_path / "rerun"
-    assert reproduce.main(["--profile", "smoke", "--only", "00", "--check", "--scratch", str(scratch)]) == 0
+    monkeypatch.chdir(tmp_path)      # a relative --scratch means the caller's folder, not the kernel's notebooks/
+    assert reproduce.main(["--profile", "smoke", "--only", "00", "--check", "--scratch", "rerun"]) == 0
     out = capsys.readouterr().out
     assert "check passed" in out and "0 moved beyond it, 0 moved within it" in out
     assert "0 trained, 2 reused from the cache" in out          # the rerun trained nothing

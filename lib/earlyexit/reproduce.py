@@ -163,6 +163,7 @@ def run(profile: str, chosen: dict[str, Path], out: TextIO | None = None, tty: b
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = [(path, resolve_parameters(path, profile)) for path in chosen.values()]  # validate all first
     register_engine()
+    absolute_folder_settings()
     os.environ["EARLYEXIT_PROGRESS_LINES"] = "1"   # every training's epoch lines reach the terminal
     results = []
     for i, (path, params) in enumerate(jobs, 1):
@@ -266,6 +267,17 @@ def training_counts(log: Path) -> tuple[int, int]:
             entry = json.loads(line)
             reused[entry["run"]] = reused.get(entry["run"], True) and entry["reused"]
     return sum(not r for r in reused.values()), sum(reused.values())
+
+
+FOLDER_SETTINGS = ("EARLYEXIT_OUTPUT", "EARLYEXIT_ARTIFACTS", "EARLYEXIT_DATA", "EARLYEXIT_LOCAL_DATA")
+
+
+def absolute_folder_settings() -> None:
+    """Make the folder variables absolute: a notebook's kernel runs in notebooks/, where a relative
+    path given on the command line (``--scratch out``, ``EARLYEXIT_ARTIFACTS=cache``) would point elsewhere."""
+    for name in FOLDER_SETTINGS:
+        if os.environ.get(name):
+            os.environ[name] = os.path.abspath(os.environ[name])
 
 
 def _restore_env(name: str, value: str | None) -> None:
